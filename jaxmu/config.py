@@ -1,0 +1,309 @@
+"""Typed configuration: YAML into frozen dataclasses, dotted overrides, a content hash.
+
+A config file is a YAML mapping whose sections mirror ``Config``. Unknown keys and values of
+the wrong type are errors naming the key (``ConfigError``). Overrides use dotted paths:
+``--set train.epochs=5 --set data.name=mnist`` (values parsed as YAML scalars).
+
+Semantic settings (data, model, train, seeds, method) are hashed into ``Config.hash()`` and key
+the run directory; performance flags (``engine``) are not hashed: they change how the model
+axis executes, not the results (within float tolerance; design.md §7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration file or override (message names the key and the fix)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Which data and which split.
+
+    Attributes:
+      name: dataset id (``jaxmu.data.DATASETS``); ``digits`` needs no download.
+      data_dir: tensorflow-datasets directory (prepared array_record data).
+      path: folder (utkface) or file (npz) for local datasets.
+      val_ratio, forget_ratio, split_seed: protocol §2 (0.15, 0.10, 123).
+      forget_mode: ``random`` (the benchmark) or ``class`` (all/a fraction of one class).
+      forget_class, forget_class_fraction: for ``forget_mode: class``.
+      augment: ``auto`` (the dataset's protocol augmentation), ``none``, ``flip``, ``crop_flip``.
+    """
+
+    name: str = "digits"
+    data_dir: str | None = None
+    path: str | None = None
+    val_ratio: float = 0.15
+    forget_ratio: float = 0.10
+    split_seed: int = 123
+    forget_mode: Literal["random", "class"] = "random"
+    forget_class: int | None = None
+    forget_class_fraction: float = 1.0
+    augment: Literal["auto", "none", "flip", "crop_flip"] = "auto"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture. ``stem`` applies to resnet18 (``imagenet`` as the study, or ``cifar``)."""
+
+    name: str = "cnn"
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Recipe of the original and retrained models (protocol §4.1).
+
+    Attributes:
+      epochs, batch_size: static; partial last batches are kept.
+      learning_rate, momentum, weight_decay: PyTorch SGD, coupled decay, cosine to 0 per epoch.
+      data_seed: key of data order and augmentation (protocol §4.2: 123).
+      shared_data_order: faithful mode (True): every seed sees the same data order and
+        augmentation draws, only the initialisation differs; False: per-seed data keys.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    data_seed: int = 123
+    shared_data_order: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Performance flags: never change results beyond float tolerance, not hashed.
+
+    Attributes:
+      model_axis: how the models of a stack execute: ``vmap`` (all at once), ``loop`` (one
+        at a time inside one compiled program), ``chunked`` (vmapped chunks of ``chunk_size``),
+        or ``auto`` (chosen per backend and model, ``jaxmu.engine.execution``).
+      chunk_size: chunk length for ``chunked``.
+      conv_impl: ``auto``, ``im2col`` (fast on CPU) or ``xla`` (cuDNN on GPU).
+      eval_batch_size: examples per evaluation batch.
+      checkpoint_every: epochs between resumable checkpoints of a training stage.
+      progress: show progress bars.
+    """
+
+    model_axis: Literal["auto", "vmap", "loop", "chunked"] = "auto"
+    chunk_size: int = 8
+    conv_impl: Literal["auto", "im2col", "xla"] = "auto"
+    eval_batch_size: int = 1024
+    checkpoint_every: int = 5
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole jaxmu setting. ``seeds`` are model-initialisation indices (protocol §5)."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    seeds: tuple[int, ...] = tuple(range(10))
+    method: dict[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def semantic_dict(self) -> dict[str, Any]:
+        """The parts that determine results (everything but ``engine`` and ``description``)."""
+        d = self.to_dict()
+        d.pop("engine")
+        d.pop("description")
+        return d
+
+    def hash(self, *sections: str) -> str:
+        """sha256 (16 hex chars) of the semantic config, or of the named sections only."""
+        d = self.semantic_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (tuples, floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        elem = args[0] if args else Any
+        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, raw: Any, prefix: str = "") -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {prefix or '<top>'!r} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in fields:
+            raise ConfigError(
+                f"unknown config key {key!r}: valid keys here are {', '.join(sorted(fields))}"
+            )
+        kwargs[k] = _coerce(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a ``Config`` from a plain mapping."""
+    if isinstance(raw.get("seeds"), int) and not isinstance(raw.get("seeds"), bool):
+        raw = {**raw, "seeds": list(range(raw["seeds"]))}
+    cfg = _build(Config, raw)
+    validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"bad override {text!r}: use KEY=VALUE, e.g. train.epochs=5")
+    key, _, val = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"bad override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(val) if val.strip() else ""
+    except yaml.YAMLError:
+        value = val
+    return key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``KEY=VALUE`` overrides to a raw (unvalidated) mapping."""
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for text in overrides:
+        key, value = parse_override(text)
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"bad override {text!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found: pass an existing YAML, e.g. configs/digits_cnn.yaml")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML ({first})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw)
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types cannot express."""
+    t, d, e = cfg.train, cfg.data, cfg.engine
+    checks = [
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (0 <= t.momentum < 1, "train.momentum must be in [0, 1)"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (0 < d.val_ratio < 1, "data.val_ratio must be in (0, 1)"),
+        (0 < d.forget_ratio < 1, "data.forget_ratio must be in (0, 1)"),
+        (0 < d.forget_class_fraction <= 1, "data.forget_class_fraction must be in (0, 1]"),
+        (d.forget_mode != "class" or d.forget_class is not None,
+         "data.forget_class must be set when data.forget_mode is 'class'"),
+        (len(cfg.seeds) >= 1, "seeds must name at least one seed"),
+        (len(set(cfg.seeds)) == len(cfg.seeds), "seeds must not repeat"),
+        (all(s >= 0 for s in cfg.seeds), "seeds must be >= 0"),
+        (e.chunk_size >= 1, "engine.chunk_size must be >= 1"),
+        (e.eval_batch_size >= 1, "engine.eval_batch_size must be >= 1"),
+        (e.checkpoint_every >= 1, "engine.checkpoint_every must be >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)

@@ -1,0 +1,47 @@
+"""Datasets, splits and on-device augmentation for jaxmu (protocol §1, §2).
+
+* :func:`load_dataset` -> :class:`Dataset` (uint8 images, official train set
+  first); ``digits`` is the embedded offline default; tfds datasets are read
+  from prepared array_record files (``python -m jaxmu.data.prepare``).
+* :func:`make_splits` / :func:`splits_for` -> :class:`Splits` (retain, forget,
+  val, test indices with a content hash; protocol §2).
+* :func:`preprocess` / :func:`augment_batch` / :func:`normalize`: jit- and
+  vmap-able batch transforms (protocol §1.2).
+"""
+
+from jaxmu.data.augment import (
+    AugmentParams,
+    augment_batch,
+    crop_with_offsets,
+    flip_where,
+    normalize,
+    preprocess,
+    sample_augment_params,
+)
+from jaxmu.data.core import AUGMENTATIONS, DataError, Dataset
+from jaxmu.data.load import DATASETS, load_dataset
+from jaxmu.data.splits import Splits, load_splits, make_splits, save_splits, splits_for
+from jaxmu.data.tfds_source import TFDS_SPECS, TfdsSpec, load_tfds
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "TFDS_SPECS",
+    "AugmentParams",
+    "DataError",
+    "Dataset",
+    "Splits",
+    "TfdsSpec",
+    "augment_batch",
+    "crop_with_offsets",
+    "flip_where",
+    "load_dataset",
+    "load_splits",
+    "load_tfds",
+    "make_splits",
+    "normalize",
+    "preprocess",
+    "sample_augment_params",
+    "save_splits",
+    "splits_for",
+]

@@ -1,0 +1,1 @@
+"""The vectorized engine: optimizers, model-axis execution, training and evaluation."""

@@ -1,0 +1,69 @@
+"""How the model axis of a stack executes: ``vmap``, a loop, or vmapped chunks.
+
+The model axis is a concept; its execution is a performance choice (design.md §5, 7):
+
+* ``vmap``: all models at once. Best on GPUs/TPUs (one small model leaves the chip idle) and
+  for overhead-bound CPU work (small MLPs, many tiny steps).
+* ``loop``: one model at a time inside the *same* compiled program (``lax.map``). On 2 CPU
+  cores convolutional nets are compute-bound, so vmapping buys nothing there and batched
+  small matrix products are slower than one model's larger ones (cpu-performance.md).
+* ``chunked``: ``lax.map`` over vmapped chunks of ``chunk_size`` models: bounds memory when
+  M models do not fit at once, still one program.
+
+All three give the same results (float tolerance); tests check it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+
+MODEL_AXIS_MODES = ("auto", "vmap", "loop", "chunked")
+
+
+def choose_model_axis(mode: str, *, backend: str, model_name: str) -> str:
+    """Resolve ``auto``: vmap on accelerators and for the MLP; a loop for CPU conv nets.
+
+    The CPU rule follows measurements in ``bench/train_throughput.py`` (bench/README.md).
+    """
+    if mode not in MODEL_AXIS_MODES:
+        raise ValueError(f"unknown model_axis {mode!r}: choose one of {', '.join(MODEL_AXIS_MODES)}")
+    if mode != "auto":
+        return mode
+    if backend != "cpu":
+        return "vmap"
+    return "vmap" if model_name == "mlp" else "loop"
+
+
+def map_models(
+    fn: Callable[..., Any],
+    in_axes: Sequence[int | None],
+    *,
+    mode: str,
+    chunk_size: int = 8,
+) -> Callable[..., Any]:
+    """Map ``fn`` (one model's computation) over the leading models axis of some arguments.
+
+    ``in_axes[i]`` is 0 for an argument stacked along the models axis and None for one shared
+    by every model (e.g. the data arrays, or a batch shared in faithful mode). Outputs are
+    stacked along axis 0 in every mode.
+    """
+    in_axes = tuple(in_axes)
+    if mode == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+    if mode not in ("loop", "chunked"):
+        raise ValueError(f"map_models: mode must be vmap, loop or chunked, got {mode!r}")
+    batch_size = chunk_size if mode == "chunked" else None
+
+    def mapped(*args):
+        stacked = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+
+        def one(xs):
+            it = iter(xs)
+            full = [next(it) if ax == 0 else a for a, ax in zip(args, in_axes)]
+            return fn(*full)
+
+        return jax.lax.map(one, stacked, batch_size=batch_size)
+
+    return mapped

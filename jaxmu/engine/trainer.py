@@ -1,0 +1,171 @@
+"""The vectorized trainer: a stack of M models trained as one compiled program.
+
+Each model of the stack has its own initialisation key, its own hyperparameters (learning
+rate, momentum, weight decay as arrays along the models axis) and, optionally, its own
+training subset and data key. The training subset is an index set into the in-memory data, so
+training the original (on D_r u D_f), retraining (on D_r) and a U-LiRA half-split are the same
+code with different index arrays.
+
+Recipe (protocol §4.1): train-mode cross-entropy, PyTorch SGD with coupled weight decay
+(``jaxmu.engine.optim.torch_sgd``), cosine annealing to 0 stepped once per epoch, batches of
+``B`` with the partial last batch kept (its own static shape, its own BatchNorm statistics),
+data reshuffled every epoch, augmentation on device from the step key.
+
+Randomness (protocol §4.2, design.md §11): epoch ``e`` permutes the subset with
+``fold_in(data_key, e)``; batch ``b`` augments with ``fold_in(fold_in(data_key, e), b)``.
+With ``shared_data`` (faithful mode) one data key and one subset serve every model (vmap
+``in_axes=None``): identical order and augmentation for all seeds, only the initialisation
+differs. Otherwise both carry a models axis.
+
+The epoch loop runs inside jit (``lax.fori_loop`` with dynamic bounds, so resuming at any
+epoch reuses the same executable); callers run it in chunks of epochs to checkpoint between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxmu.data.augment import preprocess
+from jaxmu.engine.execution import map_models
+from jaxmu.engine.optim import apply_updates, cosine_factor, set_hyperparam, torch_sgd
+from jaxmu.models.base import Model
+from jaxmu.types import Array, PRNGKey
+
+
+class TrainState(NamedTuple):
+    """State of one model (or, stacked, of M models: every leaf gets a models axis).
+
+    Attributes:
+      params, batch_stats: model variables.
+      opt_state: ``torch_sgd`` state (hyperparameters inside, as arrays).
+      base_lr: the epoch-0 learning rate the cosine schedule scales.
+      epoch: number of finished epochs (int32).
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    base_lr: Array
+    epoch: Array
+
+
+class DeviceData(NamedTuple):
+    """The whole dataset resident on device: uint8 images ``[N, H, W, C]``, int32 labels."""
+
+    images: Array
+    labels: Array
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Per-example softmax cross-entropy ``[batch]``."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Static configuration of a training stage; the jit-able functions hang off it.
+
+    Attributes:
+      model: the architecture.
+      batch_size, num_epochs: static; define the step counts.
+      augment: ``none`` | ``flip`` | ``crop_flip`` (train transform).
+      mean, std: per-channel normalisation.
+      shared_data: faithful mode (one subset and data key for all models).
+      model_axis, chunk_size: execution of the models axis (``jaxmu.engine.execution``).
+    """
+
+    model: Model
+    batch_size: int
+    num_epochs: int
+    augment: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    shared_data: bool = True
+    model_axis: str = "vmap"
+    chunk_size: int = 8
+
+    # ------------------------------------------------------------------ init
+
+    def init(self, init_keys: PRNGKey, learning_rate, momentum, weight_decay) -> TrainState:
+        """Stacked initial state: one model per key; hyperparameters broadcast to ``[M]``."""
+        m = init_keys.shape[0]
+        hp = [jnp.broadcast_to(jnp.asarray(v, jnp.float32), (m,)) for v in (learning_rate, momentum, weight_decay)]
+        return jax.jit(jax.vmap(self._init_one))(init_keys, *hp)
+
+    def _init_one(self, key, lr, mu, wd) -> TrainState:
+        params, batch_stats = self.model.init(key)
+        opt_state = torch_sgd(lr, mu, wd).init(params)
+        return TrainState(params, batch_stats, opt_state, lr, jnp.zeros((), jnp.int32))
+
+    # ------------------------------------------------------------------ one model
+
+    def _step(self, state: TrainState, idx: Array, key: PRNGKey, data: DeviceData) -> tuple[TrainState, Array]:
+        x = preprocess(data.images[idx], key, kind=self.augment, mean=self.mean, std=self.std, train=True)
+        y = data.labels[idx]
+        dropout_key = jax.random.fold_in(key, 1)
+
+        def loss_fn(params):
+            logits, new_bs = self.model.apply(params, state.batch_stats, x, train=True, key=dropout_key)
+            return jnp.mean(cross_entropy(logits, y)), new_bs
+
+        (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        tx = torch_sgd()
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = apply_updates(state.params, updates)
+        return state._replace(params=params, batch_stats=new_bs, opt_state=opt_state), loss
+
+    def _epoch(self, state: TrainState, subset: Array, data_key: PRNGKey, data: DeviceData) -> TrainState:
+        n = subset.shape[0]
+        bsz = self.batch_size
+        n_full, rem = divmod(n, bsz)
+        epoch = state.epoch
+        ekey = jax.random.fold_in(data_key, epoch)
+        order = subset[jax.random.permutation(ekey, n)]
+        lr = state.base_lr * cosine_factor(epoch, self.num_epochs)
+        state = state._replace(opt_state=set_hyperparam(state.opt_state, "learning_rate", lr))
+        step_keys = jax.vmap(lambda b: jax.random.fold_in(ekey, b))(jnp.arange(n_full + (rem > 0)))
+        if n_full:
+            batches = order[: n_full * bsz].reshape(n_full, bsz)
+
+            def body(st, xs):
+                st, _ = self._step(st, xs[0], xs[1], data)
+                return st, None
+
+            state, _ = jax.lax.scan(body, state, (batches, step_keys[:n_full]))
+        if rem:
+            state, _ = self._step(state, order[n_full * bsz :], step_keys[n_full], data)
+        return state._replace(epoch=epoch + 1)
+
+    def _run_one(self, state, subset, data_key, stop, data):
+        return jax.lax.while_loop(
+            lambda st: st.epoch < stop, lambda st: self._epoch(st, subset, data_key, data), state
+        )
+
+    # ------------------------------------------------------------------ stacks
+
+    @functools.cached_property
+    def run_epochs(self):
+        """Jitted ``(state, subset, data_key, stop, data) -> state``: train until epoch ``stop``.
+
+        ``subset``/``data_key`` are shared (``[n]``, one key) when ``shared_data`` and
+        per-model (``[M, n]``, ``[M]`` keys) otherwise. ``stop`` is a traced scalar, so every
+        chunk of epochs reuses one executable.
+        """
+        ax = None if self.shared_data else 0
+        fn = map_models(
+            self._run_one, (0, ax, ax, None, None), mode=self.model_axis, chunk_size=self.chunk_size
+        )
+        return jax.jit(fn, donate_argnums=(0,))
+
+    def compile(self, state, subset, data_key, data) -> tuple[Any, float]:
+        """Ahead-of-time compile ``run_epochs`` for these shapes; returns (executable, seconds)."""
+        t0 = time.perf_counter()
+        exe = self.run_epochs.lower(state, subset, data_key, jnp.int32(0), data).compile()
+        return exe, time.perf_counter() - t0

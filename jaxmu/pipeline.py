@@ -1,0 +1,122 @@
+"""From a config to trained reference stacks: the setting every stage starts from.
+
+``prepare(cfg, out)`` loads the dataset, computes (or reuses) the split index files, puts the
+data on device, builds the model and opens the run directory. ``reference_stacks`` trains (or
+loads) the ``original`` stack on D_r u D_f and the ``retrain`` stack on D_r, both from the
+same initialisation per seed (protocol §3.3, §4), as checkpointed stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmu.config import Config
+from jaxmu.data import Dataset, Splits, load_dataset, splits_for
+from jaxmu.engine.evaluate import Evaluator, evaluate_splits
+from jaxmu.engine.execution import choose_model_axis
+from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
+from jaxmu.models import Model, build_model
+from jaxmu.stages import StageResult, run_dir_for, run_training_stage
+
+SPLIT_NAMES = ("retain", "forget", "val", "test")
+REFERENCE_STAGES = ("original", "retrain")
+
+
+@dataclasses.dataclass
+class Setting:
+    """Everything derived from a config: data, split, model, run directory, engine choices."""
+
+    cfg: Config
+    dataset: Dataset
+    splits: Splits
+    data: DeviceData
+    model: Model
+    run_dir: Path
+    model_axis: str
+
+    @property
+    def augment(self) -> str:
+        a = self.cfg.data.augment
+        return self.dataset.augment if a == "auto" else a
+
+    def split_indices(self) -> dict[str, np.ndarray]:
+        return {n: np.asarray(getattr(self.splits, n)) for n in SPLIT_NAMES}
+
+    def init_keys(self) -> jax.Array:
+        """One initialisation key per seed: ``PRNGKey(seed)`` (O and R of a seed share it)."""
+        return jnp.stack([jax.random.PRNGKey(s) for s in self.cfg.seeds])
+
+    def evaluator(self) -> Evaluator:
+        e = self.cfg.engine
+        return Evaluator(self.model, self.dataset.mean, self.dataset.std, e.eval_batch_size,
+                         self.model_axis, e.chunk_size)
+
+    def trainer(self, num_epochs: int | None = None) -> Trainer:
+        t, e = self.cfg.train, self.cfg.engine
+        return Trainer(
+            model=self.model, batch_size=t.batch_size, num_epochs=num_epochs or t.epochs,
+            augment=self.augment, mean=self.dataset.mean, std=self.dataset.std,
+            shared_data=t.shared_data_order, model_axis=self.model_axis, chunk_size=e.chunk_size,
+        )
+
+    def data_key(self) -> jax.Array:
+        """Shared data key (faithful) or one per seed (``train.shared_data_order: false``)."""
+        base = jax.random.PRNGKey(self.cfg.train.data_seed)
+        if self.cfg.train.shared_data_order:
+            return base
+        return jnp.stack([jax.random.fold_in(base, s) for s in self.cfg.seeds])
+
+
+def prepare(cfg: Config, out: str | Path) -> Setting:
+    d = cfg.data
+    ds = load_dataset(d.name, data_dir=d.data_dir, path=d.path)
+    run_dir = run_dir_for(out, cfg)
+    splits = splits_for(
+        ds, run_dir.parent / "splits", val_ratio=d.val_ratio, forget_ratio=d.forget_ratio,
+        seed=d.split_seed, forget_mode=d.forget_mode, forget_class=d.forget_class,
+        forget_class_fraction=d.forget_class_fraction,
+    )
+    model = build_model(cfg.model.name, ds.num_classes, ds.images.shape[1:3] + (ds.images.shape[3],),
+                        conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
+    data = DeviceData(jnp.asarray(ds.images), jnp.asarray(ds.labels, jnp.int32))
+    axis = choose_model_axis(cfg.engine.model_axis, backend=jax.default_backend(), model_name=model.name)
+    return Setting(cfg, ds, splits, data, model, run_dir, axis)
+
+
+def _subset_for(setting: Setting, stage: str) -> np.ndarray:
+    s = setting.splits
+    idx = np.concatenate([s.retain, s.forget]) if stage == "original" else np.asarray(s.retain)
+    if not setting.cfg.train.shared_data_order:
+        idx = np.broadcast_to(idx, (len(setting.cfg.seeds), idx.shape[0]))
+    return idx.astype(np.int32)
+
+
+def train_stage(setting: Setting, stage: str) -> StageResult:
+    """Train (or load, or resume) the ``original`` or ``retrain`` stack."""
+    if stage not in REFERENCE_STAGES:
+        raise ValueError(f"unknown stage {stage!r}: choose one of {REFERENCE_STAGES}")
+    t = setting.cfg.train
+    trainer = setting.trainer()
+    init = trainer.init(setting.init_keys(), t.learning_rate, t.momentum, t.weight_decay)
+    meta = {"stage": stage, "config": setting.cfg.to_dict(), "split_hash": setting.splits.content_hash,
+            "seeds": list(setting.cfg.seeds), "model_axis": setting.model_axis}
+    return run_training_stage(
+        setting.run_dir / stage, trainer, init, _subset_for(setting, stage), setting.data_key(),
+        setting.data, checkpoint_every=setting.cfg.engine.checkpoint_every, metadata=meta,
+        progress=setting.cfg.engine.progress, label=stage,
+    )
+
+
+def reference_stacks(setting: Setting) -> dict[str, StageResult]:
+    return {stage: train_stage(setting, stage) for stage in REFERENCE_STAGES}
+
+
+def evaluate_state(setting: Setting, state: TrainState | tuple) -> dict[str, dict[str, np.ndarray]]:
+    """Accuracy and per-example losses of every model of a stack on the four splits."""
+    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainState) else state
+    return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data)

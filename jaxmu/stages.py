@@ -1,0 +1,176 @@
+"""Checkpointed, resumable, content-addressed stages (design.md §9).
+
+A *run directory* ``OUT/<dataset>_<model>_<hash>`` is keyed by the hash of the semantic
+config (data, model, train, seeds). It holds ``config.json`` and one folder per stage::
+
+    original/epoch_0005/   resumable checkpoint of the whole stack (kept: the latest)
+    original/final/        the finished stack + meta.json (config, versions, device,
+                           compile_s and run_s apart, checksum)
+    retrain/...
+
+Resume precedence: a finished ``final`` is loaded and the stage skipped; else the latest
+``epoch_*`` checkpoint is restored and training continues from its epoch; else from scratch.
+A checkpoint that is corrupt or belongs to another config raises ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmu.checkpoint import CheckpointError, load_tree, save_tree
+from jaxmu.config import Config
+from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
+
+
+class RunDirError(ValueError):
+    """The run directory holds another configuration."""
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device, recorded with every checkpoint."""
+    import flax
+    import optax
+    import orbax.checkpoint
+
+    import jaxmu
+
+    dev = jax.devices()[0]
+    return {
+        "jaxmu": jaxmu.__version__,
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "orbax": getattr(orbax.checkpoint, "__version__", "?"),
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "device": f"{dev.platform}:{getattr(dev, 'device_kind', '?')} x{jax.device_count()}",
+    }
+
+
+def run_dir_for(out: str | Path, cfg: Config) -> Path:
+    """Create (or check) the run directory of ``cfg`` under ``out``."""
+    key = cfg.hash("data", "model", "train", "seeds")
+    run = Path(out) / f"{cfg.data.name}_{cfg.model.name}_{key}"
+    run.mkdir(parents=True, exist_ok=True)
+    cfile = run / "config.json"
+    want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
+    if cfile.exists():
+        try:
+            have = json.loads(cfile.read_text())
+        except json.JSONDecodeError:
+            raise RunDirError(f"{cfile} is corrupt: delete it (checkpoints are verified separately)") from None
+        if have != want:
+            raise RunDirError(
+                f"run directory {run} holds another configuration: use another --out or delete it"
+            )
+    else:
+        cfile.write_text(json.dumps(want, indent=1, sort_keys=True))
+    return run
+
+
+@dataclasses.dataclass
+class StageResult:
+    """A finished training stage: the stacked state and its timings (seconds)."""
+
+    state: TrainState
+    compile_s: float
+    run_s: float
+    skipped: bool
+    resumed_from: int
+
+
+def _epoch_dirs(stage_dir: Path) -> list[Path]:
+    return sorted(p for p in stage_dir.glob("epoch_*") if p.is_dir() and not p.name.count(".tmp"))
+
+
+def run_training_stage(
+    stage_dir: Path,
+    trainer: Trainer,
+    init_state: TrainState,
+    subset,
+    data_key,
+    data: DeviceData,
+    *,
+    checkpoint_every: int,
+    metadata: dict[str, Any],
+    progress: bool = True,
+    label: str = "",
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> StageResult:
+    """Train ``init_state`` to ``trainer.num_epochs`` epochs, resumably, under ``stage_dir``.
+
+    ``on_checkpoint(epoch)`` is called after each resumable checkpoint is on disk (tests use it
+    to interrupt a run at a known point).
+    """
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    final = stage_dir / "final"
+    template = jax.eval_shape(lambda s: s, init_state)
+    if (final / "meta.json").exists():
+        state, meta = load_tree(final, template)
+        return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs)
+
+    state, prior_run_s, resumed = init_state, 0.0, 0
+    for ck in reversed(_epoch_dirs(stage_dir)):
+        try:
+            state, meta = load_tree(ck, template)
+        except CheckpointError as e:
+            if ck == _epoch_dirs(stage_dir)[-1] and "incomplete" in str(e):
+                continue  # a write that never finished: fall back to the previous one
+            raise
+        prior_run_s, resumed = meta.get("run_s", 0.0), int(meta["epoch"])
+        break
+
+    subset = jnp.asarray(subset)
+    exe, compile_s = trainer.compile(state, subset, data_key, data)
+    total = trainer.num_epochs
+    bar = _progress(total, resumed, label, progress)
+    run_s = prior_run_s
+    epoch = resumed
+    while epoch < total:
+        stop = min(epoch + checkpoint_every, total)
+        t0 = time.perf_counter()
+        state = exe(state, subset, data_key, jnp.int32(stop), data)
+        jax.block_until_ready(state)
+        run_s += time.perf_counter() - t0
+        epoch = stop
+        if bar is not None:
+            bar.update(stop - bar.n)
+        if epoch < total:
+            path = stage_dir / f"epoch_{epoch:04d}"
+            save_tree(path, state, {**metadata, "epoch": epoch, "run_s": run_s})
+            for old in _epoch_dirs(stage_dir):
+                if old != path:
+                    _rmtree(old)
+            if on_checkpoint is not None:
+                on_checkpoint(epoch)
+    if bar is not None:
+        bar.close()
+    save_tree(final, state, {**metadata, "epoch": total, "run_s": run_s, "compile_s": compile_s,
+                             "done": True, "environment": environment()})
+    for old in _epoch_dirs(stage_dir):
+        _rmtree(old)
+    return StageResult(state, compile_s, run_s, False, resumed)
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def _progress(total: int, start: int, label: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=label or "train", unit="epoch", leave=False)

@@ -1,0 +1,40 @@
+"""Shared test set-up: the persistent compile cache and small shared fixtures.
+
+Compilation dominates the suite's time on 2 CPU cores, so the persistent XLA cache is on
+(``~/.cache/jaxmu/xla-tests`` unless ``JAXMU_TEST_CACHE`` says otherwise) and expensive
+objects (the digits dataset, its split, trained tiny stacks) are session-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+_CACHE = os.environ.get("JAXMU_TEST_CACHE", str(Path.home() / ".cache" / "jaxmu" / "xla-tests"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from jaxmu.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_splits(digits):
+    from jaxmu.data import make_splits
+
+    return make_splits(digits)

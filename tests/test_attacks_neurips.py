@@ -1,0 +1,99 @@
+"""NeurIPS 2023 forgetting score (protocol.md §9): golden fixtures and §10.2 oracles."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxmu.attacks import (
+    bucket_points,
+    final_score,
+    forget_score,
+    logit_scaled_confidence_reference,
+    neurips_forget_score,
+    per_example_epsilon,
+)
+from jaxmu.attacks.neurips_score import _torch_linspace_f32
+
+GOLDEN = np.load(Path(__file__).parent / "fixtures" / "golden_metrics.npz")
+
+
+@pytest.mark.parametrize("n", [16, 64, 512])
+def test_golden_eps_and_forget_score(n):
+    t0 = time.perf_counter()
+    res = neurips_forget_score(GOLDEN[f"eps_N{n}_phi_unlearned"], GOLDEN[f"eps_N{n}_phi_retrained"])
+    assert time.perf_counter() - t0 < 5.0
+    np.testing.assert_allclose(res.eps, GOLDEN[f"eps_N{n}_expected_eps"], rtol=0, atol=1e-6)
+    # In fact bit-exact (float32 rates and ε, as in the reference):
+    np.testing.assert_array_equal(res.eps, GOLDEN[f"eps_N{n}_expected_eps"])
+    assert res.forget_score == pytest.approx(float(GOLDEN[f"eps_N{n}_expected_forget_score"]))
+    assert res.n_models == n and res.epsilon_max == int(np.ceil(np.log(n - 1)))
+    assert res.eps[23] == 50.0  # the point-mass column
+
+
+def test_bucket_points_and_forget_score():
+    assert bucket_points(16).tolist() == [1, 0.5, 0.25, 0.125, 0.0625, 0.03125]  # ε_max = 3
+    assert len(bucket_points(64)) == 10 and len(bucket_points(512)) == 14
+    eps = np.array([0.0, 0.49, 0.5, 2.99, 3.0, 50.0, np.nan])
+    want = (1 + 1 + 0.5 + 0.03125 + 0 + 0 + 0) / 7
+    assert forget_score(eps, 16) == pytest.approx(want)
+    assert final_score(0.5, [0.8, 0.9], [1.0, 0.7], [0.6], [0.8]) == pytest.approx(
+        0.5 * (0.85 / 0.85) * 0.75
+    )
+
+
+def test_point_mass_and_perfect_separation_give_cap():
+    g = np.random.default_rng(0)
+    r = g.normal(size=(64, 3))
+    u = np.stack([np.full(64, 0.3), r[:, 1] + 100.0, r[:, 2]], axis=1)
+    eps = per_example_epsilon(u, r)
+    assert eps[0] == 50.0 and eps[1] == 50.0 and eps[2] < 50.0
+    assert forget_score(eps[:2], 64) == 0.0
+
+
+def test_null_level_and_monotonicity():
+    """Identical N(0,1) populations at N = 512: median ε ≈ 1.4–1.7 (never ~0) and F ≈ 0.1–0.35;
+    mean ε grows with the separation of the means."""
+    g = np.random.default_rng(1)
+    res = neurips_forget_score(g.normal(size=(512, 16)), g.normal(size=(512, 16)))
+    assert np.log(2) <= np.median(res.eps) <= 2.5
+    assert 0.05 <= res.forget_score <= 0.45
+    base, other = g.normal(size=(64, 24)), g.normal(size=(64, 24))
+    means = [per_example_epsilon(base + d, other).mean() for d in (0.0, 1.0, 2.0, 3.0)]
+    assert all(a < b for a, b in zip(means, means[1:]))
+
+
+def test_nan_only_when_no_rule_survives():
+    same = np.full((16, 1), 1.0)  # both point masses at one value: every rule is discarded
+    assert np.isnan(per_example_epsilon(same, same.copy())[0])
+
+
+def test_reference_phi():
+    logits = np.array([[[2.0, 0.0, -1.0], [0.0, 300.0, 0.0]]])
+    phi = logit_scaled_confidence_reference(logits, np.array([0, 0]))
+    p = np.exp(logits[0, 0]) / np.exp(logits[0, 0]).sum()
+    assert phi[0, 0] == pytest.approx(np.log(p[0] / (1 - p[0])), rel=1e-12)
+    assert phi[0, 1] == pytest.approx(np.log(1e-45) - 0.0)  # floored at −103.6
+    with pytest.raises(ValueError, match="labels must lie"):
+        logit_scaled_confidence_reference(logits, np.array([0, 3]))
+
+
+def test_torch_linspace_emulation():
+    np.testing.assert_array_equal(_torch_linspace_f32(1.5, 2.5, 3), [1.5, 2.0, 2.5])
+    assert _torch_linspace_f32(0.0, 1.0, 0).size == 0
+    torch = pytest.importorskip("torch")
+    g = np.random.default_rng(0)
+    for _ in range(50):
+        a = g.normal() * 5
+        b = a + abs(g.normal()) * 20 + 0.01
+        n = int(np.ceil((b - a) * 100))
+        want = torch.linspace(a, b, n).numpy().astype(np.float64)
+        np.testing.assert_array_equal(_torch_linspace_f32(a, b, n), want)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="example axes"):
+        per_example_epsilon(np.zeros((4, 3)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        per_example_epsilon(np.full((4, 1), np.nan), np.zeros((4, 1)))

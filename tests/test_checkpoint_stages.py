@@ -1,0 +1,110 @@
+"""Orbax checkpoints with checksums, resumable stages, run directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmu.checkpoint import CheckpointError, load_tree, save_tree
+from jaxmu.config import load_config
+from jaxmu.pipeline import prepare, train_stage
+from jaxmu.stages import RunDirError, run_dir_for, run_training_stage
+
+
+def _tree():
+    return {"a": jnp.arange(6.0).reshape(2, 3), "b": (jnp.ones((2,), jnp.int32), jax.random.PRNGKey(3))}
+
+
+def test_roundtrip_is_exact(tmp_path):
+    t = _tree()
+    save_tree(tmp_path / "ck", t, {"note": "x"})
+    back, meta = load_tree(tmp_path / "ck", jax.eval_shape(lambda: t))
+    assert meta["note"] == "x"
+    for x, y in zip(jax.tree_util.tree_leaves(t), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+
+
+def _data_files(ck: Path):
+    return [p for p in (ck / "arrays").rglob("*") if p.is_file() and p.stat().st_size > 64
+            and "meta" not in p.name and p.suffix != ".json"]
+
+
+def test_flipped_bytes_are_detected(tmp_path):
+    t = {"w": jnp.arange(4096.0)}
+    save_tree(tmp_path / "ck", t)
+    files = _data_files(tmp_path / "ck")
+    assert files
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    biggest.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt|cannot be read"):
+        load_tree(tmp_path / "ck", jax.eval_shape(lambda: t))
+
+
+def test_incomplete_and_mismatched(tmp_path):
+    t = _tree()
+    save_tree(tmp_path / "ck", t)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_tree(tmp_path / "ck", {"a": jnp.zeros((3, 3)), "b": t["b"]})
+    (tmp_path / "ck" / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_tree(tmp_path / "ck", t)
+
+
+TINY = ["train.epochs=4", "train.batch_size=128", "seeds=[0,1]", "engine.checkpoint_every=2",
+        "engine.progress=false"]
+
+
+def test_stage_resume_after_kill_equals_uninterrupted(tmp_path):
+    cfg = load_config(None, TINY)
+    full = train_stage(prepare(cfg, tmp_path / "a"), "retrain")
+
+    setting = prepare(cfg, tmp_path / "b")
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch):
+        raise Killed(epoch)
+
+    from jaxmu import pipeline
+
+    t = cfg.train
+    trainer = setting.trainer()
+    init = trainer.init(setting.init_keys(), t.learning_rate, t.momentum, t.weight_decay)
+    with pytest.raises(Killed):
+        run_training_stage(setting.run_dir / "retrain", trainer, init, pipeline._subset_for(setting, "retrain"),
+                           setting.data_key(), setting.data, checkpoint_every=2, metadata={}, progress=False,
+                           on_checkpoint=kill)
+    assert (setting.run_dir / "retrain" / "epoch_0002" / "meta.json").exists()
+    resumed = train_stage(setting, "retrain")
+    assert resumed.resumed_from == 2 and not resumed.skipped
+    for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    again = train_stage(setting, "retrain")
+    assert again.skipped
+    meta = json.loads((setting.run_dir / "retrain" / "final" / "meta.json").read_text())
+    assert meta["done"] and "compile_s" in meta and "run_s" in meta and meta["environment"]["jax"]
+    assert not list((setting.run_dir / "retrain").glob("epoch_*"))
+
+
+def test_run_dir_keyed_by_config_and_checked(tmp_path):
+    a = load_config(None, TINY)
+    b = load_config(None, TINY + ["train.epochs=5"])
+    c = load_config(None, TINY + ["engine.model_axis=loop"])
+    assert run_dir_for(tmp_path, a) != run_dir_for(tmp_path, b)
+    assert run_dir_for(tmp_path, a) == run_dir_for(tmp_path, c)  # perf flags are not hashed
+    d = run_dir_for(tmp_path, a)
+    cfgfile = d / "config.json"
+    data = json.loads(cfgfile.read_text())
+    data["train"]["epochs"] = 99
+    cfgfile.write_text(json.dumps(data))
+    with pytest.raises(RunDirError, match="another configuration"):
+        run_dir_for(tmp_path, a)
