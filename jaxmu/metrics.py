@@ -13,8 +13,9 @@ host-side NumPy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ __all__ = [
 def _is_jax(x: Any) -> bool:
     """True for JAX arrays and tracers (without importing JAX for NumPy callers)."""
     mod = type(x).__module__
-    return mod.startswith("jax") or mod.startswith("jaxlib")
+    return mod.startswith(("jax", "jaxlib"))
 
 
 def _as_float(name: str, x: Any, *, allow_inf: bool = False) -> np.ndarray:
@@ -255,7 +256,12 @@ def hpo_objectives(
     accuracies as fractions. Elementwise; returns ``[..., 4]`` (last axis = objective).
     """
     acc = {
-        "ra_u": ra_u, "fa_u": fa_u, "va_u": va_u, "ra_r": ra_r, "fa_r": fa_r, "va_r": va_r,
+        "ra_u": ra_u,
+        "fa_u": fa_u,
+        "va_u": va_u,
+        "ra_r": ra_r,
+        "fa_r": fa_r,
+        "va_r": va_r,
     }
     a = {k: _as_float(k, v) for k, v in acc.items()}
     for k, v in a.items():

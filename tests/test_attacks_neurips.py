@@ -1,5 +1,6 @@
 """NeurIPS 2023 forgetting score (protocol.md §9): golden fixtures and §10.2 oracles."""
 
+import itertools
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_null_level_and_monotonicity():
     assert 0.05 <= res.forget_score <= 0.45
     base, other = g.normal(size=(64, 24)), g.normal(size=(64, 24))
     means = [per_example_epsilon(base + d, other).mean() for d in (0.0, 1.0, 2.0, 3.0)]
-    assert all(a < b for a, b in zip(means, means[1:]))
+    assert all(a < b for a, b in itertools.pairwise(means))
 
 
 def test_nan_only_when_no_rule_survives():

@@ -59,13 +59,28 @@ def test_load_dataset_argument_errors(tmp_path):
     with pytest.raises(DataError, match="needs path="):
         load_dataset("utkface")
     assert DATASETS == (
-        "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "utkface", "npz"
+        "digits",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "svhn_cropped",
+        "utkface",
+        "npz",
     )
 
 
 def test_dataset_validation():
-    ok = dict(name="x", images=np.zeros((4, 2, 2, 1), np.uint8), labels=np.zeros(4, np.int32),
-              num_classes=2, n_train=3, mean=(0.5,), std=(0.5,), augment="none")
+    ok = {
+        "name": "x",
+        "images": np.zeros((4, 2, 2, 1), np.uint8),
+        "labels": np.zeros(4, np.int32),
+        "num_classes": 2,
+        "n_train": 3,
+        "mean": (0.5,),
+        "std": (0.5,),
+        "augment": "none",
+    }
     Dataset(**ok)
     for bad in (
         {"images": np.zeros((4, 2, 2, 1), np.float32)},
@@ -103,8 +118,16 @@ def test_npz_roundtrip_grey_and_stats(tmp_path):
 def test_npz_roundtrip_rgb_with_given_stats(tmp_path):
     x = np.arange(2 * 3 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 3)
     p = tmp_path / "d.npz"
-    np.savez(p, x_train=x, y_train=np.array([0, 4]), x_test=x[:1], y_test=np.array([1]),
-             mean=np.array([0.1, 0.2, 0.3]), std=np.float32(0.5), augment=np.array("crop_flip"))
+    np.savez(
+        p,
+        x_train=x,
+        y_train=np.array([0, 4]),
+        x_test=x[:1],
+        y_test=np.array([1]),
+        mean=np.array([0.1, 0.2, 0.3]),
+        std=np.float32(0.5),
+        augment=np.array("crop_flip"),
+    )
     ds = load_dataset("npz", path=str(p))
     assert ds.images.shape == (3, 3, 3, 3) and ds.num_classes == 5
     assert ds.mean == pytest.approx((0.1, 0.2, 0.3)) and ds.std == (0.5, 0.5, 0.5)
@@ -124,9 +147,14 @@ def test_npz_roundtrip_rgb_with_given_stats(tmp_path):
     ],
 )
 def test_npz_bad_inputs(tmp_path, override, match):
-    base = dict(x_train=np.full((4, 3, 3), 7, np.uint8), y_train=np.zeros(4, np.int64),
-                x_test=np.zeros((2, 3, 3), np.uint8), y_test=np.zeros(2, np.int64),
-                mean=np.array(0.5), std=np.array(0.25))
+    base = {
+        "x_train": np.full((4, 3, 3), 7, np.uint8),
+        "y_train": np.zeros(4, np.int64),
+        "x_test": np.zeros((2, 3, 3), np.uint8),
+        "y_test": np.zeros(2, np.int64),
+        "mean": np.array(0.5),
+        "std": np.array(0.25),
+    }
     if "mean" in override and "std" not in override:
         base.pop("std")
     p = tmp_path / "bad.npz"
@@ -208,9 +236,14 @@ def test_utkface_image_size_and_errors(tmp_path):
 def _fake(n_train: int, n_test: int, num_classes: int = 10, labels=None) -> Dataset:
     n = n_train + n_test
     return Dataset(
-        name=f"fake{n_train}", images=np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), (n, 1, 1, 1)),
-        labels=np.zeros(n, np.int32) if labels is None else labels, num_classes=num_classes,
-        n_train=n_train, mean=(0.5,), std=(0.5,), augment="none",
+        name=f"fake{n_train}",
+        images=np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), (n, 1, 1, 1)),
+        labels=np.zeros(n, np.int32) if labels is None else labels,
+        num_classes=num_classes,
+        n_train=n_train,
+        mean=(0.5,),
+        std=(0.5,),
+        augment="none",
     )
 
 
@@ -254,8 +287,14 @@ def test_split_stability_and_hash(digits):
 
 
 def test_split_bad_arguments(digits):
-    for kw in ({"val_ratio": 0.0}, {"forget_ratio": 1.0}, {"forget_mode": "sample"},
-               {"forget_class": 3}, {"forget_class_fraction": 0.5}, {"seed": -1}):
+    for kw in (
+        {"val_ratio": 0.0},
+        {"forget_ratio": 1.0},
+        {"forget_mode": "sample"},
+        {"forget_class": 3},
+        {"forget_class_fraction": 0.5},
+        {"seed": -1},
+    ):
         with pytest.raises(DataError):
             make_splits(digits, **kw)
     with pytest.raises(DataError, match="too few"):
@@ -326,16 +365,24 @@ def test_class_mode(digits):
     tr, _ = train_test_split(np.arange(digits.n_train), test_size=0.15, random_state=9)
     idx_c = tr[digits.labels[tr] == 3]
     k = math.ceil(0.3 * idx_c.size)
-    np.testing.assert_array_equal(h.forget, idx_c[np.random.default_rng(9).permutation(idx_c.size)[:k]])
+    np.testing.assert_array_equal(
+        h.forget, idx_c[np.random.default_rng(9).permutation(idx_c.size)[:k]]
+    )
     np.testing.assert_array_equal(h.retain, tr[~np.isin(tr, h.forget)])
-    for kw in ({"forget_class": 10}, {"forget_class": None}, {"forget_class": 1, "forget_class_fraction": 0.0},
-               {"forget_class": 1, "forget_class_fraction": 1.5}):
+    for kw in (
+        {"forget_class": 10},
+        {"forget_class": None},
+        {"forget_class": 1, "forget_class_fraction": 0.0},
+        {"forget_class": 1, "forget_class_fraction": 1.5},
+    ):
         with pytest.raises(DataError):
             make_splits(digits, forget_mode="class", **kw)
     labels = np.zeros(30, np.int32)
     labels[:20] = np.arange(20) % 2
     with pytest.raises(DataError, match="no examples"):
-        make_splits(_fake(20, 10, num_classes=3, labels=labels), forget_mode="class", forget_class=2)
+        make_splits(
+            _fake(20, 10, num_classes=3, labels=labels), forget_mode="class", forget_class=2
+        )
 
 
 # ---------------------------------------------------------------------------- prepare CLI

@@ -81,13 +81,16 @@ def test_jit_and_vmap_over_model_keys_equal_loop():
     f = jax.jit(functools.partial(augment_batch, kind="crop_flip"))
     key = jax.random.key(4)
     np.testing.assert_array_equal(
-        np.asarray(f(jnp.asarray(X32), key)), np.asarray(augment_batch(jnp.asarray(X32), key, "crop_flip"))
+        np.asarray(f(jnp.asarray(X32), key)),
+        np.asarray(augment_batch(jnp.asarray(X32), key, "crop_flip")),
     )
     keys = jax.random.split(jax.random.key(5), 3)
     stacked = np.asarray(jax.jit(jax.vmap(f, in_axes=(None, 0)))(jnp.asarray(X32), keys))
     assert stacked.shape == (3, *X32.shape) and stacked.dtype == np.uint8
     for m in range(3):
-        np.testing.assert_array_equal(stacked[m], np.asarray(augment_batch(jnp.asarray(X32), keys[m], "crop_flip")))
+        np.testing.assert_array_equal(
+            stacked[m], np.asarray(augment_batch(jnp.asarray(X32), keys[m], "crop_flip"))
+        )
     assert not np.array_equal(stacked[0], stacked[1])  # per-model streams differ
     raw_keys = jax.random.split(jax.random.PRNGKey(5), 3)  # legacy uint32 keys work too
     assert jax.vmap(f, in_axes=(None, 0))(jnp.asarray(X32), raw_keys).shape == stacked.shape

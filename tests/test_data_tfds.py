@@ -56,15 +56,19 @@ class FakeMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(num_classes=10),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples("train", N_TRAIN),
-                "test": self._generate_examples("test", N_TEST)}
+        return {
+            "train": self._generate_examples("train", N_TRAIN),
+            "test": self._generate_examples("test", N_TEST),
+        }
 
     def _generate_examples(self, split, n):
         for i in range(n):
@@ -80,20 +84,27 @@ class FakeCifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Text(),
-                "image": tfds.features.Image(shape=(32, 32, 3)),
-                "label": tfds.features.ClassLabel(num_classes=10),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "id": tfds.features.Text(),
+                    "image": tfds.features.Image(shape=(32, 32, 3)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples("train", C_TRAIN),
-                "test": self._generate_examples("test", C_TEST)}
+        return {
+            "train": self._generate_examples("train", C_TRAIN),
+            "test": self._generate_examples("test", C_TEST),
+        }
 
     def _generate_examples(self, split, n):
         for i in range(n):  # unpadded ids: natural order puts train_10 after train_9
-            yield f"key-{i}", {"id": f"{split}_{i}", "image": _png(rgb_image(split, i)), "label": i % 10}
+            yield (
+                f"key-{i}",
+                {"id": f"{split}_{i}", "image": _png(rgb_image(split, i)), "label": i % 10},
+            )
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +150,13 @@ def test_load_dataset_mnist_offline(data_dir):
 
 def test_load_dataset_cifar_sorted_by_id(data_dir):
     ds = load_dataset("cifar10", data_dir=str(data_dir))
-    want = np.stack([rgb_image(s, i) for s, n in (("train", C_TRAIN), ("test", C_TEST)) for i in range(n)])
+    want = np.stack(
+        [rgb_image(s, i) for s, n in (("train", C_TRAIN), ("test", C_TEST)) for i in range(n)]
+    )
     np.testing.assert_array_equal(ds.images, want)
-    np.testing.assert_array_equal(ds.labels, [i % 10 for i in range(C_TRAIN)] + [i % 10 for i in range(C_TEST)])
+    np.testing.assert_array_equal(
+        ds.labels, [i % 10 for i in range(C_TRAIN)] + [i % 10 for i in range(C_TEST)]
+    )
     assert ds.n_train == C_TRAIN and ds.augment == "crop_flip" and ds.num_classes == 10
 
 
@@ -158,7 +173,9 @@ def test_corrupt_cache_is_rebuilt(data_dir):
 
 def test_spec_mismatch_is_reported(data_dir):
     with pytest.raises(DataError, match="classes"):
-        load_tfds("mnist", dataclasses.replace(TFDS_SPECS["mnist"], num_classes=100), data_dir=data_dir)
+        load_tfds(
+            "mnist", dataclasses.replace(TFDS_SPECS["mnist"], num_classes=100), data_dir=data_dir
+        )
     rgb_spec = dataclasses.replace(TFDS_SPECS["mnist"], grey_to_rgb=False)
     with pytest.raises(DataError, match="channel"):
         load_tfds("mnist", rgb_spec, data_dir=data_dir, cache=False)

@@ -16,7 +16,7 @@ fits and is never scored (e.g. extra shadow models).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from jaxmu.attacks.lira import (
 
 __all__ = ["CrossFitScores", "cross_fitted_scores", "holdout_folds", "leave_one_out_folds"]
 
-Folds = Union[np.ndarray, Literal["loo"]]
+Folds = np.ndarray | Literal["loo"]
 
 
 def holdout_folds(
@@ -83,7 +83,9 @@ class CrossFitScores:
 def _mask(name: str, x: Any, shape: tuple[int, int]) -> np.ndarray:
     m = np.asarray(x)
     if m.dtype != bool or m.shape != shape:
-        raise ValueError(f"{name} must be a boolean [M, N] = {shape} array, got {m.dtype} {m.shape}")
+        raise ValueError(
+            f"{name} must be a boolean [M, N] = {shape} array, got {m.dtype} {m.shape}"
+        )
     return m
 
 
@@ -133,7 +135,9 @@ def cross_fitted_scores(
     else:
         f = np.asarray(folds)
         if f.shape != shape[:1] or not np.issubdtype(f.dtype, np.integer):
-            raise ValueError(f"folds must be an int array of shape [M] = {shape[:1]}, got {f.shape}")
+            raise ValueError(
+                f"folds must be an int array of shape [M] = {shape[:1]}, got {f.shape}"
+            )
     if (ev & (f < 0)[:, None]).any():
         raise ValueError("eval_mask selects pairs of fit-only models (negative fold); drop them")
 

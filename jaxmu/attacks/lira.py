@@ -22,7 +22,8 @@ protocol.md §8.2 (LiRA conventions, ``tensorflow/privacy`` ``research/mi_lira_2
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -41,7 +42,7 @@ SIGMA_FLOOR = 1e-30
 FIXED_VARIANCE_THRESHOLD = 64  # §8.3 item 6: fixed variance below 64 members (unconfirmed)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
-FixedVariance = Union[bool, Literal["auto"]]
+FixedVariance = bool | Literal["auto"]
 
 
 def logit_scaled_confidence(logits: Any, labels: Any) -> Any:

@@ -52,7 +52,7 @@ DELTA = 1e-5
 EPSILON_CAP = 50.0
 _PER_UNIT = 100
 _BUFFER = 2.0
-_N_LEFT = int(math.ceil(2 * _BUFFER * _PER_UNIT))  # 400
+_N_LEFT = math.ceil(2 * _BUFFER * _PER_UNIT)  # 400
 _CHUNK = 2048  # right thresholds per chunk (x 400 left thresholds)
 
 
@@ -123,12 +123,17 @@ def _rule_eps(tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int, delta: flo
     return False, float(max(np.max(eps), f32(0.0)))
 
 
+def _between(s: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """#{φ ∈ s : l ≤ φ ≤ r} per rule (s sorted), flattened; empty intervals count 0."""
+    n = np.searchsorted(s, right, "right") - np.searchsorted(s, left, "left")
+    return np.maximum(n, 0).ravel()
+
+
 def _example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float, cap: float) -> float:
     """ε of one example from its positive [N_p] and negative [N_n] populations (§9.2 3–8)."""
     pos_diff = pos.max() - pos.min()
     neg_diff = neg.max() - neg.min()
-    largest = pos_diff if pos_diff > neg_diff else neg_diff
-    smallest = neg_diff if pos_diff > neg_diff else pos_diff
+    largest, smallest = max(pos_diff, neg_diff), min(pos_diff, neg_diff)
     if largest > 0 and smallest / largest < 0.01:
         return cap
     sp, sn = np.sort(pos), np.sort(neg)
@@ -149,18 +154,13 @@ def _example_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float, cap: float)
     for c in range(0, right.shape[0], _CHUNK):
         r = right[c : c + _CHUNK]
         left = np.linspace(r - width - _BUFFER, r - width + _BUFFER, num=_N_LEFT, axis=-1)
-        rr = r[:, None]
-
-        def _between(s: np.ndarray) -> np.ndarray:  # #{l <= φ <= r}
-            n = np.searchsorted(s, rr, "right") - np.searchsorted(s, left, "left")
-            return np.maximum(n, 0).ravel()
-
-        _merge(_rule_eps(_between(dp), _between(dn), dp.size, dn.size, delta))
+        tp, fp = _between(dp, left, r[:, None]), _between(dn, left, r[:, None])
+        _merge(_rule_eps(tp, fp, dp.size, dn.size, delta))
         if found_perfect:
             return cap
     # Single-threshold rules over both populations pooled; φ >= t predicts positive.
     lo, hi = min(sp[0], sn[0]), max(sp[-1], sn[-1])
-    thr = _torch_linspace_f32(lo, hi, int(math.ceil((hi - lo) * _PER_UNIT)))
+    thr = _torch_linspace_f32(lo, hi, math.ceil((hi - lo) * _PER_UNIT))
     if thr.size:
         tp = sp.size - np.searchsorted(sp, thr, "left")
         fp = sn.size - np.searchsorted(sn, thr, "left")
@@ -212,7 +212,7 @@ def bucket_points(n_models: int) -> np.ndarray:
     if n_models < 2:
         raise ValueError(f"n_models must be >= 2 (ε_max = ceil(ln(N - 1))), got {n_models}")
     eps_max = math.ceil(math.log(n_models - 1))
-    return 0.5 ** np.arange(int(round(eps_max / 0.5)))
+    return 0.5 ** np.arange(2 * eps_max)
 
 
 def forget_score(eps: Any, n_models: int) -> float:

@@ -15,7 +15,8 @@ TPR at FPR α → 1 − Φ(Φ⁻¹(1 − α) − d).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -82,7 +82,10 @@ def _folds(name: str, folds: Folds, m: int) -> Folds:
 
 
 def _result(
-    fits: CrossFitScores, eval_mask: np.ndarray, label_map: np.ndarray, formulation: str,
+    fits: CrossFitScores,
+    eval_mask: np.ndarray,
+    label_map: np.ndarray,
+    formulation: str,
     mode: str,
 ) -> ULiraResult:
     """Collect the scored pairs of ``eval_mask``; ``label_map`` [M, N] is True for positives."""
@@ -130,19 +133,22 @@ def ulira_hayes(
         raise ValueError(f"U and R φ disagree on [N, A]: {pu.shape[1:]} vs {pr.shape[1:]}")
     mu, mr = pu.shape[0], pr.shape[0]
     fu, fr = _folds("folds_u", folds_u, mu), _folds("folds_r", folds_r, mr)
-    if isinstance(fu, str) or isinstance(fr, str):
-        if not (isinstance(fu, str) and isinstance(fr, str)):
-            raise ValueError("folds_u and folds_r must both be arrays or both be 'loo'")
-        folds: Folds = "loo"
-    else:
-        folds = np.concatenate([fu, fr])
+    if isinstance(fu, str) != isinstance(fr, str):
+        raise ValueError("folds_u and folds_r must both be arrays or both be 'loo'")
+    folds: Folds = "loo" if isinstance(fu, str) else np.concatenate([fu, fr])
     zeros_u, zeros_r = np.zeros_like(ru, dtype=bool), np.zeros_like(rr, dtype=bool)
     in_mask = np.concatenate([ru == FORGOTTEN, zeros_r])
     out_mask = np.concatenate([zeros_u, rr != RETAINED])
     eval_mask = np.concatenate([ru == FORGOTTEN, rr == FORGOTTEN])
     fits = cross_fitted_scores(
-        np.concatenate([pu, pr]), in_mask, out_mask, eval_mask, folds,
-        mode=mode, fixed_variance=fixed_variance, offline_method=offline_method,
+        np.concatenate([pu, pr]),
+        in_mask,
+        out_mask,
+        eval_mask,
+        folds,
+        mode=mode,
+        fixed_variance=fixed_variance,
+        offline_method=offline_method,
     )
     label_map = np.concatenate([ru == FORGOTTEN, zeros_r])
     return _result(fits, eval_mask, label_map, "hayes", mode)
@@ -177,7 +183,13 @@ def ulira_deepunlearn(
         pick = flat if flat.size == n_keep else np.sort(rng.choice(flat, n_keep, replace=False))
         eval_mask.flat[pick] = True
     fits = cross_fitted_scores(
-        pu, pos, neg, eval_mask, fu,
-        mode=mode, fixed_variance=fixed_variance, offline_method=offline_method,
+        pu,
+        pos,
+        neg,
+        eval_mask,
+        fu,
+        mode=mode,
+        fixed_variance=fixed_variance,
+        offline_method=offline_method,
     )
     return _result(fits, eval_mask, pos, "deepunlearn", mode)

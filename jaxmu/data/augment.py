@@ -68,7 +68,7 @@ def sample_augment_params(
     _check_kind(kind)
     k_crop, k_flip = jax.random.split(key)
     if kind == "crop_flip":
-        offsets = jax.random.randint(k_crop, (batch_size, 2), 0, 2 * pad, dtype=jnp.int32)
+        offsets = jax.random.randint(k_crop, (batch_size, 2), 0, 2 * pad + 1, dtype=jnp.int32)
     else:
         offsets = jnp.full((batch_size, 2), pad, jnp.int32)
     if kind == "none":
@@ -78,7 +78,9 @@ def sample_augment_params(
     return AugmentParams(offsets=offsets, flip=flip)
 
 
-def crop_with_offsets(images: jax.Array, offsets: jax.Array, *, pad: int = CROP_PADDING) -> jax.Array:
+def crop_with_offsets(
+    images: jax.Array, offsets: jax.Array, *, pad: int = CROP_PADDING
+) -> jax.Array:
     """Zero-pad each image by ``pad`` and cut the ``H x W`` window at ``offsets``.
 
     ``out[b] = P[b, dy_b : dy_b + H, dx_b : dx_b + W]`` with ``P`` the padded

@@ -136,7 +136,9 @@ def make_dataset(
     )
 
 
-def holdout_split(n: int, *, test_ratio: float = 0.2, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(
+    n: int, *, test_ratio: float = 0.2, seed: int = 123
+) -> tuple[np.ndarray, np.ndarray]:
     """The UTKFace-style official split of ``n`` unsplit examples (protocol §1.3).
 
     ``perm = np.random.default_rng(seed).permutation(n)``; test = ``perm[:k]``
@@ -151,7 +153,9 @@ def holdout_split(n: int, *, test_ratio: float = 0.2, seed: int = 123) -> tuple[
     return perm[k:], perm[:k]
 
 
-def channel_stats(images: np.ndarray, *, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(
+    images: np.ndarray, *, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images in [0, 1] units.
 
     ``mean_c = E[x/255]``, ``std_c = sqrt(E[(x/255)^2] - mean_c^2)`` over all

@@ -75,9 +75,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         raise DataError(f"cannot read npz file {path!r} ({e}); write it with np.savez") from e
     missing = [k for k in REQUIRED_KEYS if k not in f]
     if missing:
-        raise DataError(
-            f"npz file {path!r} lacks keys {missing}; it needs {list(REQUIRED_KEYS)}"
-        )
+        raise DataError(f"npz file {path!r} lacks keys {missing}; it needs {list(REQUIRED_KEYS)}")
     x_train, x_test = _images(f, "x_train"), _images(f, "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(

@@ -32,11 +32,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m jaxmu.data.prepare",
         description="Download and prepare tfds datasets as array_record for jaxmu.",
     )
-    p.add_argument("names", nargs="+", choices=sorted(TFDS_SPECS), metavar="NAME",
-                   help=f"datasets to prepare: {', '.join(sorted(TFDS_SPECS))}")
+    p.add_argument(
+        "names",
+        nargs="+",
+        choices=sorted(TFDS_SPECS),
+        metavar="NAME",
+        help=f"datasets to prepare: {', '.join(sorted(TFDS_SPECS))}",
+    )
     p.add_argument("--data-dir", required=True, help="tfds data directory to write into")
-    p.add_argument("--download-dir", default=None,
-                   help="where raw downloads go (default: DATA_DIR/downloads)")
+    p.add_argument(
+        "--download-dir", default=None, help="where raw downloads go (default: DATA_DIR/downloads)"
+    )
     return p.parse_args(argv)
 
 

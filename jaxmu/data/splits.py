@@ -34,6 +34,7 @@ import hashlib
 import inspect
 import json
 import math
+import numbers
 import os
 import tempfile
 import zipfile
@@ -102,7 +103,7 @@ def _build(retain: Any, forget: Any, val: Any, test: Any) -> Splits:
 
 
 def _check_ratio(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 < float(value) < 1.0):
+    if not (isinstance(value, numbers.Real) and 0.0 < float(value) < 1.0):
         raise DataError(f"{name}={value!r} must be a float in (0, 1)")
 
 
@@ -158,14 +159,16 @@ def make_splits(
             )
         retain, forget = train_test_split(train, test_size=forget_ratio, random_state=int(seed))
         return _build(retain, forget, val, test)
-    if forget_class is None or not isinstance(forget_class, (int, np.integer)) or not (
-        0 <= forget_class < ds.num_classes
+    if (
+        forget_class is None
+        or not isinstance(forget_class, (int, np.integer))
+        or not (0 <= forget_class < ds.num_classes)
     ):
         raise DataError(
             f"forget_class={forget_class!r} must be an int in [0, {ds.num_classes}) "
             "with forget_mode='class'"
         )
-    if not (isinstance(forget_class_fraction, (int, float)) and 0.0 < forget_class_fraction <= 1.0):
+    if not (isinstance(forget_class_fraction, numbers.Real) and 0.0 < forget_class_fraction <= 1.0):
         raise DataError(f"forget_class_fraction={forget_class_fraction!r} must be in (0, 1]")
     in_class = ds.labels[train] == forget_class
     idx_c = train[in_class]

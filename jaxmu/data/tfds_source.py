@@ -133,7 +133,9 @@ def _natural_key(s: str) -> tuple[str, int]:
     return (m.group(1), int(m.group(2))) if m else (s, -1)
 
 
-def _read_split(source: Any, split: str, spec: TfdsSpec, tfds_name: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(
+    source: Any, split: str, spec: TfdsSpec, tfds_name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode, resize and reorder one split; returns uint8 images and int32 labels."""
     n = len(source)
     size = spec.image_size
@@ -206,6 +208,8 @@ def load_tfds(
       spec: conversion spec, e.g. ``TFDS_SPECS["mnist"]``.
       data_dir: tfds data directory (default: ``resolve_data_dir(None)``).
       cache: read/write the converted arrays under ``DATA_DIR/jaxmu_cache``.
+        The prepared tfds data must exist even when a cache file does: it
+        fixes the dataset version the cache is keyed on.
 
     Raises:
       DataError: the data is not prepared (with the command that prepares it),

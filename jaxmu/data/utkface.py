@@ -90,7 +90,9 @@ def load_utkface(path: str | os.PathLike, *, image_size: int = UTKFACE_IMAGE_SIZ
         try:
             images[i] = load_rgb(os.path.join(folder, name), image_size)
         except OSError as e:  # PIL's UnidentifiedImageError is an OSError
-            raise DataError(f"UTKFace file {name!r} cannot be decoded ({e}); remove or replace it") from e
+            raise DataError(
+                f"UTKFace file {name!r} cannot be decoded ({e}); remove or replace it"
+            ) from e
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(fill, range(len(names))))
