@@ -1,0 +1,119 @@
+"""Run a method over a whole stack of models as one compiled program.
+
+``Unlearner`` vmaps (or loops, per ``model_axis``) a method's per-model ``run`` over the models
+axis: parameters, BatchNorm statistics and array hyperparameters carry the axis (``in_axes=0``);
+the dataset is shared; split indices are shared (main benchmark) or per model (U-LiRA); the
+unlearning key is shared in faithful mode (``methods.md`` §2.3: the reference reseeds with 123
+before every run, so all seeds see the same unlearning randomness) or per model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmu.engine.execution import map_models
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext
+
+UNLEARN_SEED = 123
+
+
+def unlearning_key(seeds=None, *, per_model: bool = False) -> jax.Array:
+    """The faithful shared key ``PRNGKey(123)``, or one key per model seed (``per_model``)."""
+    base = jax.random.PRNGKey(UNLEARN_SEED)
+    if not per_model:
+        return base
+    return jnp.stack([jax.random.fold_in(base, int(s)) for s in seeds])
+
+
+@dataclasses.dataclass(frozen=True)
+class Unlearner:
+    """A compiled-once unlearning program for one method and one set of static settings.
+
+    Attributes:
+      spec: the method.
+      static_items: the static hyperparameters as sorted ``(name, value)`` pairs.
+      ctx: static model/data facts.
+      per_model_splits: split index arrays carry a models axis (U-LiRA).
+      per_model_keys: the key carries a models axis (clean ``per_model_unlearning_keys``).
+      model_axis, chunk_size: execution of the models axis.
+    """
+
+    spec: MethodSpec
+    static_items: tuple[tuple[str, Any], ...]
+    ctx: StaticContext
+    per_model_splits: bool = False
+    per_model_keys: bool = False
+    model_axis: str = "vmap"
+    chunk_size: int = 8
+
+    @functools.cached_property
+    def fn(self):
+        static = dict(self.static_items)
+        run = self.spec.run
+
+        def one(images, labels, retain, forget, val, params, batch_stats, hp, key):
+            data = SplitData(images, labels, retain, forget, val)
+            return run(self.ctx, data, params, batch_stats, hp, key, static=static)
+
+        s = 0 if self.per_model_splits else None
+        k = 0 if self.per_model_keys else None
+        mapped = map_models(one, (None, None, s, s, s, 0, 0, 0, k), mode=self.model_axis,
+                            chunk_size=self.chunk_size)
+        return jax.jit(mapped)
+
+    @staticmethod
+    def _args(data: SplitData, params, batch_stats, hp: Mapping[str, Any], key):
+        hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+        return (data.images, data.labels, jnp.asarray(data.retain), jnp.asarray(data.forget),
+                jnp.asarray(data.val), params, batch_stats, hp, key)
+
+    def compile(self, data: SplitData, params, batch_stats, hp, key) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        exe = self.fn.lower(*self._args(data, params, batch_stats, hp, key)).compile()
+        return exe, time.perf_counter() - t0
+
+    def __call__(self, data: SplitData, params, batch_stats, hp, key):
+        return self.fn(*self._args(data, params, batch_stats, hp, key))
+
+
+@dataclasses.dataclass
+class UnlearnResult:
+    params: Any
+    batch_stats: Any
+    compile_s: float
+    run_s: float
+
+
+def stack_hparams(arrays: Mapping[str, float] | Mapping[str, np.ndarray], num_models: int) -> dict[str, jax.Array]:
+    """Broadcast scalar array-hyperparameters to ``[models]`` (per-model values pass through)."""
+    out = {}
+    for k, v in arrays.items():
+        a = jnp.asarray(v, jnp.float32)
+        if a.ndim == 0:
+            a = jnp.broadcast_to(a, (num_models,))
+        if a.shape != (num_models,):
+            raise ValueError(f"hyperparameter {k!r} has shape {a.shape}, expected ({num_models},)")
+        out[k] = a
+    return out
+
+
+def unlearn_stack(spec: MethodSpec, static: Mapping[str, Any], arrays: Mapping[str, Any], ctx: StaticContext,
+                  data: SplitData, params, batch_stats, key, *, per_model_splits: bool = False,
+                  model_axis: str = "vmap", chunk_size: int = 8) -> UnlearnResult:
+    """Unlearn every model of a stack; compile time and run time measured apart."""
+    m = jax.tree_util.tree_leaves(params)[0].shape[0]
+    hp = stack_hparams(arrays, m)
+    un = Unlearner(spec, tuple(sorted(static.items())), ctx, per_model_splits, key.ndim == 2,
+                   model_axis, chunk_size)
+    exe, compile_s = un.compile(data, params, batch_stats, hp, key)
+    t0 = time.perf_counter()
+    out = exe(*un._args(data, params, batch_stats, hp, key))
+    jax.block_until_ready(out)
+    return UnlearnResult(out[0], out[1], compile_s, time.perf_counter() - t0)
