@@ -106,7 +106,14 @@ class EngineConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """A whole jaxmu setting. ``seeds`` are model-initialisation indices (protocol §5)."""
+    """A whole jaxmu setting.
+
+    Attributes:
+      seeds: model-initialisation indices (protocol §5); an integer N in YAML means 0..N-1.
+      method: ``{type: ng_plus, alpha: 0.95}``: the method and its hyperparameters.
+      unlearn_keys: ``shared`` (faithful, methods.md §2.3: every seed sees the same unlearning
+        randomness) or ``per_model`` (seed-to-seed variance includes unlearning randomness).
+    """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -114,6 +121,7 @@ class Config:
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     seeds: tuple[int, ...] = tuple(range(10))
     method: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unlearn_keys: Literal["shared", "per_model"] = "shared"
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -120,3 +120,84 @@ def evaluate_state(setting: Setting, state: TrainState | tuple) -> dict[str, dic
     """Accuracy and per-example losses of every model of a stack on the four splits."""
     params, bs = (state.params, state.batch_stats) if isinstance(state, TrainState) else state
     return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data)
+
+
+# --------------------------------------------------------------------------- unlearning
+
+
+def method_from_config(cfg: Config, method: str | None = None):
+    """The method named by ``--method`` (a name or call string) and/or ``cfg.method``.
+
+    ``cfg.method`` is ``{type: NAME, **hyperparameters}``; a ``--method`` call string's
+    arguments win over the config's, which win over the defaults.
+    """
+    import jaxmu.methods as M
+
+    raw = dict(cfg.method)
+    name = raw.pop("type", None)
+    if method:
+        base, args = M.parse_call(method)
+        if name is not None and base != name:
+            raw = {}  # the config's hyperparameters belong to another method
+        name = base
+        raw.update(args)
+    if not name:
+        raise M.MethodError(f"no method given: pass --method NAME (one of {', '.join(M.names())})")
+    return M.get(name, **raw)
+
+
+def method_context(setting: Setting):
+    import jaxmu.methods as M
+
+    return M.StaticContext(setting.model, setting.dataset.num_classes, setting.dataset.mean,
+                           setting.dataset.std, setting.augment)
+
+
+def method_data(setting: Setting):
+    import jaxmu.methods as M
+
+    s = setting.splits
+    return M.SplitData(setting.data.images, setting.data.labels, jnp.asarray(s.retain),
+                       jnp.asarray(s.forget), jnp.asarray(s.val))
+
+
+@dataclasses.dataclass
+class UnlearnStageResult:
+    params: object
+    batch_stats: object
+    compile_s: float
+    run_s: float
+    skipped: bool
+    path: Path
+
+
+def unlearn_stage(setting: Setting, method, original: StageResult) -> UnlearnStageResult:
+    """Unlearn every seed of the original stack in one program; checkpointed and reused.
+
+    The checkpoint lives in ``run_dir/unlearn/<method>_<hash of its hyperparameters>/``.
+    """
+    import hashlib
+    import json
+
+    from jaxmu.checkpoint import load_tree, save_tree
+    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.stages import environment
+
+    hp_blob = json.dumps({"hp": dict(method.hparams), "keys": setting.cfg.unlearn_keys}, sort_keys=True, default=str)
+    key = hashlib.sha256(hp_blob.encode()).hexdigest()[:12]
+    path = setting.run_dir / "unlearn" / f"{method.name}_{key}"
+    template = jax.eval_shape(lambda s: (s.params, s.batch_stats), original.state)
+    if (path / "meta.json").exists():
+        (params, bs), meta = load_tree(path, template)
+        return UnlearnStageResult(params, bs, meta["compile_s"], meta["run_s"], True, path)
+    ukey = unlearning_key(setting.cfg.seeds, per_model=setting.cfg.unlearn_keys == "per_model")
+    res = unlearn_stack(method.spec, method.static, method.arrays, method_context(setting), method_data(setting),
+                        original.state.params, original.state.batch_stats, ukey,
+                        model_axis=setting.model_axis, chunk_size=setting.cfg.engine.chunk_size)
+    save_tree(path, (res.params, res.batch_stats), {
+        "stage": "unlearn", "method": method.name, "hparams": dict(method.hparams),
+        "call": method.call_string(), "unlearn_keys": setting.cfg.unlearn_keys,
+        "compile_s": res.compile_s, "run_s": res.run_s, "seeds": list(setting.cfg.seeds),
+        "environment": environment(),
+    })
+    return UnlearnStageResult(res.params, res.batch_stats, res.compile_s, res.run_s, False, path)

@@ -373,7 +373,7 @@ def window_partition(x: jax.Array, ws: int) -> tuple[jax.Array, tuple[int, int]]
     b, h, w, c = x.shape
     pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
     if pad_b or pad_r:
-        x = jnp.pad(x, ((0, 0), (0, pad_b), (0, pad_r), (0, 0)))
+        x = jnp.pad(x, ((0, 0), (0, pad_b), (0, pad_r), (0, 0)), mode="edge")
     ph, pw = h + pad_b, w + pad_r
     x = x.reshape(b, ph // ws, ws, pw // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, ws * ws, c), (ph, pw)

@@ -1,0 +1,124 @@
+"""The contract every registered method meets (design.md §12), parameterized over the registry.
+
+For each method, on the tiny digits CNN stack (2 models): the jitted stack program does not
+retrace on a second call with other hyperparameter values; vmap over the models equals a Python
+loop over single-model stacks with each model's own hyperparameters (so hyperparameters may
+differ along the models axis); the same key gives bit-identical results; output shapes and
+dtypes equal the input's; nothing is NaN with default hyperparameters. A method is covered by
+being registered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmu.methods as M
+from jaxmu.methods._driver import Unlearner, stack_hparams, unlearning_key
+
+K = 2
+
+
+def _fast_static(spec: M.MethodSpec) -> dict:
+    """Defaults with every epoch count at 1 (keeps each method's program small)."""
+    out = {}
+    for name in spec.static:
+        v = spec.defaults[name]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and "epoch" in name:
+            out[name] = type(v)(1)
+        if name == "msteps":
+            out[name] = 1
+    return out
+
+
+def _varied(arrays: dict[str, float]) -> dict[str, np.ndarray]:
+    """Model 0 keeps the value, model 1 gets half of it (stays inside every search range)."""
+    return {k: np.array([v, 0.5 * v], np.float32) for k, v in arrays.items()}
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+@pytest.fixture(scope="module", params=M.names())
+def contract(request, tiny):
+    spec = M.METHODS[request.param]
+    method = M.get(spec.name, **_fast_static(spec))
+    traces = []
+
+    def counting_run(*args, **kwargs):
+        traces.append(1)
+        return spec.run(*args, **kwargs)
+
+    counted = dataclasses.replace(spec, run=counting_run)
+    static = tuple(sorted(method.static.items()))
+    hp = stack_hparams(_varied(method.arrays), K)
+    key = unlearning_key()
+    un = Unlearner(counted, static, tiny.ctx, model_axis="vmap")
+    out = un(tiny.data, tiny.params, tiny.batch_stats, hp, key)
+    jax.block_until_ready(out)
+    return dict(spec=spec, method=method, un=un, hp=hp, key=key, out=out, traces=traces, static=static)
+
+
+def test_no_retrace_on_second_call(contract, tiny):
+    c = contract
+    assert len(c["traces"]) == 1
+    hp2 = {k: v * 0.9 for k, v in c["hp"].items()}
+    jax.block_until_ready(c["un"](tiny.data, tiny.params, tiny.batch_stats, hp2, c["key"]))
+    assert len(c["traces"]) == 1, "second call with new hyperparameter values retraced"
+
+
+def test_vmap_equals_python_loop_with_per_model_hparams(contract, tiny):
+    c = contract
+    single = Unlearner(c["spec"], c["static"], tiny.ctx, model_axis="vmap")
+    for i in range(K):
+        take = lambda t: jax.tree_util.tree_map(lambda x: x[i : i + 1], t)  # noqa: E731
+        hp_i = {k: v[i : i + 1] for k, v in c["hp"].items()}
+        p, bs = single(tiny.data, take(tiny.params), take(tiny.batch_stats), hp_i, c["key"])
+        for a, b in zip(_leaves(take(c["out"][0])) + _leaves(take(c["out"][1])), _leaves(p) + _leaves(bs)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+
+
+def test_same_key_same_result_and_stable_shapes(contract, tiny):
+    c = contract
+    again = c["un"](tiny.data, tiny.params, tiny.batch_stats, c["hp"], c["key"])
+    for a, b in zip(_leaves(c["out"]), _leaves(again)):
+        np.testing.assert_array_equal(a, b)
+    for tree_in, tree_out in ((tiny.params, c["out"][0]), (tiny.batch_stats, c["out"][1])):
+        assert jax.tree_util.tree_structure(tree_in) == jax.tree_util.tree_structure(tree_out)
+        for a, b in zip(jax.tree_util.tree_leaves(tree_in), jax.tree_util.tree_leaves(tree_out)):
+            assert a.shape == b.shape and a.dtype == b.dtype
+
+
+def test_defaults_give_finite_models(contract, tiny):
+    c = contract
+    hp = stack_hparams(c["method"].arrays, K)
+    p, bs = c["un"](tiny.data, tiny.params, tiny.batch_stats, hp, c["key"])
+    for leaf in _leaves(p) + _leaves(bs):
+        assert np.all(np.isfinite(leaf)), f"{c['spec'].name}: non-finite values with default hyperparameters"
+
+
+def test_spec_is_well_formed(contract):
+    spec = contract["spec"]
+    assert set(spec.search_space) <= set(spec.defaults), "searched names must have defaults"
+    assert not (set(spec.search_space) & spec.dead), "dead hyperparameters are never searched"
+    assert spec.static <= set(spec.defaults)
+    assert "momentum" not in spec.search_space, "momentum is fixed at 0.9 (methods.md §2.4)"
+
+
+def test_registry_api():
+    assert "finetune" in M.names()
+    m = M.get("finetune(learning_rate=0.01)", epochs=2)
+    assert m.hparams["learning_rate"] == 0.01 and m.static["epochs"] == 2
+    with pytest.raises(M.MethodError, match="unknown method 'nope': valid are"):
+        M.get("nope")
+    with pytest.raises(M.MethodError, match="no hyperparameter 'alpha'"):
+        M.get("finetune", alpha=0.5)
+    with pytest.raises(M.MethodError, match="must be an integer"):
+        M.get("finetune", epochs=1.5)
+    with pytest.raises(M.MethodError, match="cannot parse"):
+        M.get("finetune(")
