@@ -82,6 +82,33 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AttackConfig:
+    """U-LiRA shadow models and scoring (protocol §8.3).
+
+    Attributes:
+      num_splits: S, even: complementary pairs of half-splits of the pool, so every pool
+        example is in the train half of exactly S/2 splits.
+      forget_sets: K forget sets per split, disjoint inside the train half.
+      forget_fraction: size of each forget set as a fraction of the train half
+        (K x fraction = 1 makes the K forget sets a partition).
+      val_fraction: share of the official train set held out as a fixed validation set.
+      queries: 1 (identity) or 2 (identity and horizontal mirror) inference queries.
+      folds: hold-out folds of split pairs for cross-fitting (no in-sample scoring).
+      mode: ``online`` (IN/OUT likelihood ratio) or ``offline`` (OUT only, two-sided).
+      fixed_variance: ``auto`` (fixed below 64 members), ``on`` or ``off``.
+    """
+
+    num_splits: int = 16
+    forget_sets: int = 4
+    forget_fraction: float = 0.25
+    val_fraction: float = 0.05
+    queries: int = 2
+    folds: int = 4
+    mode: Literal["online", "offline"] = "online"
+    fixed_variance: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Performance flags: never change results beyond float tolerance, not hashed.
 
@@ -119,6 +146,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
     seeds: tuple[int, ...] = tuple(range(10))
     method: dict[str, Any] = dataclasses.field(default_factory=dict)
     unlearn_keys: Literal["shared", "per_model"] = "shared"
@@ -309,6 +337,15 @@ def validate(cfg: Config) -> None:
         (len(set(cfg.seeds)) == len(cfg.seeds), "seeds must not repeat"),
         (all(s >= 0 for s in cfg.seeds), "seeds must be >= 0"),
         (e.chunk_size >= 1, "engine.chunk_size must be >= 1"),
+        (cfg.attack.num_splits >= 4 and cfg.attack.num_splits % 2 == 0,
+         "attack.num_splits must be even and >= 4 (complementary pairs)"),
+        (cfg.attack.forget_sets >= 1, "attack.forget_sets must be >= 1"),
+        (0 < cfg.attack.forget_fraction and cfg.attack.forget_sets * cfg.attack.forget_fraction <= 1 + 1e-9,
+         "attack.forget_fraction must be > 0 with forget_sets x forget_fraction <= 1 (disjoint forget sets)"),
+        (0 < cfg.attack.val_fraction < 0.5, "attack.val_fraction must be in (0, 0.5)"),
+        (cfg.attack.queries in (1, 2), "attack.queries must be 1 (identity) or 2 (identity + mirror)"),
+        (2 <= cfg.attack.folds <= cfg.attack.num_splits // 2,
+         "attack.folds must be in [2, num_splits / 2]"),
         (e.eval_batch_size >= 1, "engine.eval_batch_size must be >= 1"),
         (e.checkpoint_every >= 1, "engine.checkpoint_every must be >= 1"),
     ]

@@ -22,8 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmu.models import build_model
-from jaxmu.models import names
+from jaxmu.models import build_model, names
 from jaxmu.models.base import Model
 from jaxmu.models.layers import conv2d
 from jaxmu.models.resnet import RESNET18_BLOCK_NAMES, build_resnet18
@@ -141,7 +140,7 @@ def tinyvit() -> Compiled:
 
 @pytest.mark.parametrize("classes,expected", [(5, 11_179_077), (10, 11_181_642), (100, 11_227_812)])
 def test_resnet18_parameter_count(classes, expected):
-    params, stats = abstract_init(build_resnet18(classes, SHAPE, "im2col"))
+    params, _ = abstract_init(build_resnet18(classes, SHAPE, "im2col"))
     assert count(params) == expected
     assert set(params) == set(RESNET18_BLOCK_NAMES)
     assert len(jax.tree_util.tree_leaves(params)) == 62
@@ -220,7 +219,8 @@ def test_resnet18_train_forward_updates_batch_stats(resnet):
         assert not np.allclose(np.asarray(old), np.asarray(upd)), path
     # bn1 sees the stem conv output: running mean <- 0.9 mean + 0.1 batch mean (PyTorch).
     conv = conv2d(resnet.x, resnet.params["conv1"]["kernel"], stride=2, padding=3, impl="xla")
-    expected = 0.9 * np.asarray(resnet.stats["bn1"]["mean"]) + 0.1 * np.asarray(conv).mean((0, 1, 2))
+    old = np.asarray(resnet.stats["bn1"]["mean"])
+    expected = 0.9 * old + 0.1 * np.asarray(conv).mean((0, 1, 2))
     np.testing.assert_allclose(np.asarray(new["bn1"]["mean"]), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -337,7 +337,7 @@ def test_tinyvit_train_forward(tinyvit):
     p, s, x = tinyvit.params, tinyvit.stats, tinyvit.x
     k1, k2 = jax.random.split(KEY)
     y1, new = tinyvit.train(p, s, x, k1)
-    y1b, new_b = tinyvit.train(p, s, x, k1)
+    y1b, _ = tinyvit.train(p, s, x, k1)
     y2, _ = tinyvit.train(p, s, x, k2)
     assert y1.shape == (2, 10) and np.all(np.isfinite(np.asarray(y1)))
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y1b))  # same key, same drop-path
@@ -386,7 +386,8 @@ def test_window_partition_pads_and_roundtrips():
     win, padded = window_partition(y, 7)
     assert win.shape == (6, 49, 2)
     np.testing.assert_array_equal(np.asarray(win[1]).reshape(7, 7, 2), np.asarray(y[0, :7, 7:14]))
-    np.testing.assert_array_equal(np.asarray(window_reverse(win, 7, padded, (14, 21))), np.asarray(y))
+    back = window_reverse(win, 7, padded, (14, 21))
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(y))
 
 
 @pytest.mark.parametrize("stride,padding,size", [(1, 1, 6), (2, 1, 7), (2, 1, 2)])
@@ -407,7 +408,25 @@ def test_depthwise_conv_impls_agree(stride, padding, size):
     out = np.asarray(a)
     i, j = out.shape[1] - 1, out.shape[2] - 1
     patch = xp[:, i * stride : i * stride + 3, j * stride : j * stride + 3, :]
-    np.testing.assert_allclose(out[:, i, j], np.einsum("bhwc,hwc->bc", patch, kn[:, :, 0]), atol=1e-5)
+    expected = np.einsum("bhwc,hwc->bc", patch, kn[:, :, 0])
+    np.testing.assert_allclose(out[:, i, j], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "tinyvit_11m"])
+def test_model_stack_traces_under_vmap(arch):
+    """A stack of 3 models: init_stack and a vmapped train-mode apply (traced, not compiled)."""
+    model = {"resnet18": build_resnet18, "tinyvit_11m": build_tinyvit_11m}[arch](
+        10, SHAPE, "im2col", "imagenet")
+    params, stats = jax.eval_shape(model.init_stack, jax.random.split(KEY, 3))
+    assert all(leaf.shape[0] == 3 for leaf in jax.tree_util.tree_leaves((params, stats)))
+
+    def step(p, s, x, k):
+        return model.apply(p, s, x, train=True, key=k)
+
+    logits, new = jax.eval_shape(jax.vmap(step), params, stats, jnp.zeros((3, 2, *SHAPE)),
+                                 jax.random.split(KEY, 3))
+    assert logits.shape == (3, 2, 10)
+    assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(stats)
 
 
 # --------------------------------------------------------------------------- names
@@ -442,10 +461,13 @@ def test_reference_name_examples():
     assert rn("resnet18", ("layer1", "0", "conv1", "kernel")) == "layer1.0.conv1.weight"
     assert rn("resnet18", ("bn1", "scale")) == "bn1.weight"
     assert rn("resnet18", ("bn1", "bias")) == "bn1.bias"
-    assert rn("resnet18", ("layer2", "0", "downsample_conv", "kernel")) == "layer2.0.downsample.0.weight"
-    assert rn("resnet18", ("layer3", "0", "downsample_bn", "var")) == "layer3.0.downsample.1.running_var"
+    assert rn("resnet18", ("layer2", "0", "downsample_conv", "kernel")) == \
+        "layer2.0.downsample.0.weight"
+    assert rn("resnet18", ("layer3", "0", "downsample_bn", "var")) == \
+        "layer3.0.downsample.1.running_var"
     assert rn("resnet18", ("fc", "kernel")) == "fc.weight"
-    assert rn("tinyvit_11m", ("patch_embed", "seq_2", "bn", "mean")) == "patch_embed.seq.2.bn.running_mean"
+    assert rn("tinyvit_11m", ("patch_embed", "seq_2", "bn", "mean")) == \
+        "patch_embed.seq.2.bn.running_mean"
     assert rn("tinyvit_11m", ("layers_2", "blocks_5", "attn", "attention_biases")) == \
         "layers.2.blocks.5.attn.attention_biases"
     assert rn("tinyvit_11m", ("layers_0", "downsample", "conv2", "c", "kernel")) == \
@@ -508,7 +530,8 @@ def test_export_import_roundtrip_and_errors():
     np.testing.assert_array_equal(state["conv1.weight"][3, 0, 1, 2],
                                   np.asarray(params["conv1"]["kernel"])[1, 2, 0, 3])
     p2, s2 = names.import_reference_state("cnn", params, stats, state)
-    for a, b in zip(jax.tree_util.tree_leaves((params, stats)), jax.tree_util.tree_leaves((p2, s2))):
+    leaves = zip(jax.tree_util.tree_leaves((params, stats)), jax.tree_util.tree_leaves((p2, s2)))
+    for a, b in leaves:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(KeyError):
         names.import_reference_state("cnn", params, stats,

@@ -1,4 +1,4 @@
-"""Reference (torchvision / TinyViT) parameter names for jaxmu parameter trees (``methods.md`` §2.7).
+"""Reference (torchvision / TinyViT) names of jaxmu parameters (``methods.md`` §2.7).
 
 Several methods select parameters by their names in the PyTorch reference (RNI's ``"bn"``
 substring filter, CFW's top-level ``conv*`` children, KDE's ``conv1``/``fc``/``head``, CF-k's
@@ -30,8 +30,9 @@ non-persistent) have no jaxmu counterpart.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -187,7 +188,9 @@ def from_reference_layout(path: Path, value: Any) -> np.ndarray:
     return a
 
 
-def export_reference_state(arch: str, params: Any, batch_stats: Any = None) -> dict[str, np.ndarray]:
+def export_reference_state(
+    arch: str, params: Any, batch_stats: Any = None
+) -> dict[str, np.ndarray]:
     """One model's ``params`` (+ ``batch_stats``) as a reference-named, PyTorch-layout dict."""
     out: dict[str, np.ndarray] = {}
     for tree in (params, batch_stats or {}):

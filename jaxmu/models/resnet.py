@@ -169,6 +169,11 @@ def build_resnet18(
 
 
 __all__ = [
-    "BasicBlock", "RESNET18_BLOCK_NAMES", "RESNET18_STAGES", "ResLayer", "ResNet18", "STEMS",
+    "RESNET18_BLOCK_NAMES",
+    "RESNET18_STAGES",
+    "STEMS",
+    "BasicBlock",
+    "ResLayer",
+    "ResNet18",
     "build_resnet18",
 ]

@@ -56,7 +56,7 @@ Parameter tree: top-level keys ``patch_embed``, ``layers_0`` .. ``layers_3``, ``
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -154,7 +154,9 @@ def depthwise_conv2d(
     out = None
     for i in range(kh):
         for j in range(kw):
-            tap = x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
+            rows = slice(i, i + stride * (ho - 1) + 1, stride)
+            cols = slice(j, j + stride * (wo - 1) + 1, stride)
+            tap = x[:, rows, cols, :]
             term = tap * kernel[i, j, 0, :]
             out = term if out is None else out + term
     return out
@@ -189,7 +191,9 @@ class BatchNormInit(BatchNorm):
 
     scale_init_value: float = 1.0
 
-    def param(self, name: str, init_fn: Callable, *init_args, **init_kwargs):  # type: ignore[override]
+    def param(  # type: ignore[override]
+        self, name: str, init_fn: Callable, *init_args, **init_kwargs
+    ):
         if name == "scale":
             init_fn = nn.initializers.constant(self.scale_init_value)
         return super().param(name, init_fn, *init_args, **init_kwargs)
@@ -235,7 +239,9 @@ class ConvBN(nn.Module):
         if self.depthwise:
             if x.shape[-1] != self.features:
                 raise ValueError("depthwise ConvBN needs features == input channels")
-            x = DepthwiseConv(self.kernel_size, self.stride, self.padding, self.conv_impl, name="c")(x)
+            x = DepthwiseConv(
+                self.kernel_size, self.stride, self.padding, self.conv_impl, name="c"
+            )(x)
         else:
             x = Conv(
                 self.features, self.kernel_size, stride=self.stride, padding=self.padding,
@@ -297,10 +303,10 @@ class MBConv(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         hidden = int(self.dim * self.expand_ratio)
         shortcut = x
-        x = gelu(ConvBN(hidden, 1, conv_impl=self.conv_impl, name="conv1")(x, train))
-        x = ConvBN(hidden, 3, 1, 1, depthwise=True, conv_impl=self.conv_impl, name="conv2")(x, train)
-        x = gelu(x)
-        x = ConvBN(self.dim, 1, bn_weight_init=0.0, conv_impl=self.conv_impl, name="conv3")(x, train)
+        impl = self.conv_impl
+        x = gelu(ConvBN(hidden, 1, conv_impl=impl, name="conv1")(x, train))
+        x = gelu(ConvBN(hidden, 3, 1, 1, depthwise=True, conv_impl=impl, name="conv2")(x, train))
+        x = ConvBN(self.dim, 1, bn_weight_init=0.0, conv_impl=impl, name="conv3")(x, train)
         x = DropPath(self.drop_path)(x, train)
         return gelu(x + shortcut)
 
@@ -373,13 +379,15 @@ def window_partition(x: jax.Array, ws: int) -> tuple[jax.Array, tuple[int, int]]
     b, h, w, c = x.shape
     pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
     if pad_b or pad_r:
-        x = jnp.pad(x, ((0, 0), (0, pad_b), (0, pad_r), (0, 0)), mode="edge")
+        x = jnp.pad(x, ((0, 0), (0, pad_b), (0, pad_r), (0, 0)))
     ph, pw = h + pad_b, w + pad_r
     x = x.reshape(b, ph // ws, ws, pw // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, ws * ws, c), (ph, pw)
 
 
-def window_reverse(windows: jax.Array, ws: int, padded: tuple[int, int], hw: tuple[int, int]) -> jax.Array:
+def window_reverse(
+    windows: jax.Array, ws: int, padded: tuple[int, int], hw: tuple[int, int]
+) -> jax.Array:
     """Inverse of :func:`window_partition`, cropping the padding back to ``hw``."""
     ph, pw = padded
     c = windows.shape[-1]
@@ -400,7 +408,7 @@ class TinyViTBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        b, h, w, c = x.shape
+        _, h, w, c = x.shape
         if c % self.num_heads:
             raise ValueError("dim must be divisible by num_heads")
         drop = DropPath(self.drop_path)
@@ -538,9 +546,26 @@ def build_tinyvit_11m(
 
 
 __all__ = [
-    "Attention", "BasicLayer", "BatchNormInit", "ConvBN", "ConvLayer", "DepthwiseConv",
-    "DropPath", "MBConv", "Mlp", "PatchEmbed", "PatchMerging", "TINYVIT_BLOCK_NAMES", "TinyViT",
-    "TinyViTBlock", "TruncDense", "attention_bias_index",
-    "build_tinyvit_11m", "depthwise_conv2d", "drop_path_rates", "trunc_normal_init",
-    "window_partition", "window_reverse",
+    "TINYVIT_BLOCK_NAMES",
+    "Attention",
+    "BasicLayer",
+    "BatchNormInit",
+    "ConvBN",
+    "ConvLayer",
+    "DepthwiseConv",
+    "DropPath",
+    "MBConv",
+    "Mlp",
+    "PatchEmbed",
+    "PatchMerging",
+    "TinyViT",
+    "TinyViTBlock",
+    "TruncDense",
+    "attention_bias_index",
+    "build_tinyvit_11m",
+    "depthwise_conv2d",
+    "drop_path_rates",
+    "trunc_normal_init",
+    "window_partition",
+    "window_reverse",
 ]

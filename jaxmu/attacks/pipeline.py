@@ -1,0 +1,170 @@
+"""The U-LiRA protocol end to end on the engine (protocol §8.3), checkpointed and reusable.
+
+``run_ulira(setting, method)`` trains (or loads) the shadow originals, the retrained shadows and
+an independent second retrain population — all shared by every method — then unlearns every
+(split, forget set) pair with ``method``, computes φ for every model on the pool and scores three
+candidate "unlearned" populations against the retrained shadows:
+
+* the method's unlearned models,
+* the originals (no unlearning: the attack should separate them clearly),
+* the second retrain population (perfect unlearning: the attack should be near chance),
+
+with both U-LiRA formulations (Hayes et al.; Deep Unlearn) and the NeurIPS-2023 ε score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmu.attacks.crossfit import holdout_folds
+from jaxmu.attacks.neurips_score import forget_score, per_example_epsilon
+from jaxmu.attacks.shadow import ShadowSplits, forgotten_populations, make_shadow_splits, phi_stack, repeat_models
+from jaxmu.attacks.ulira import FORGOTTEN, RETAINED, ulira_deepunlearn, ulira_hayes
+from jaxmu.checkpoint import load_tree, save_tree
+from jaxmu.engine.evaluate import accuracy
+from jaxmu.engine.trainer import Trainer
+from jaxmu.methods import SplitData
+from jaxmu.methods._driver import UNLEARN_SEED, unlearn_stack
+from jaxmu.pipeline import Setting, method_context
+from jaxmu.stages import StageResult, environment, run_training_stage
+
+_FIXED = {"auto": "auto", "on": True, "off": False}
+
+
+@dataclasses.dataclass
+class Population:
+    """One candidate 'unlearned' population and what the attacks say about it."""
+
+    name: str
+    phi: np.ndarray  # [M, N, A]
+    hayes: object
+    deepunlearn: object
+    eps: np.ndarray
+    forget_score: float
+    n_models_eps: int
+    retain_acc: float
+    forget_acc: float
+    test_acc: float
+
+
+@dataclasses.dataclass
+class ULiraReport:
+    populations: list[Population]
+    timings: dict[str, dict[str, float]]
+    splits: ShadowSplits
+    roles: np.ndarray
+    phi_retrain: np.ndarray
+    out_dir: Path
+
+
+def _trainer(setting: Setting) -> Trainer:
+    t, e = setting.cfg.train, setting.cfg.engine
+    return Trainer(setting.model, t.batch_size, t.epochs, setting.augment, setting.dataset.mean,
+                   setting.dataset.std, shared_data=False, model_axis=setting.model_axis, chunk_size=e.chunk_size)
+
+
+def _train(setting: Setting, base: Path, name: str, init_keys, subsets: np.ndarray, data_keys) -> StageResult:
+    t = setting.cfg.train
+    tr = _trainer(setting)
+    init = tr.init(init_keys, t.learning_rate, t.momentum, t.weight_decay)
+    return run_training_stage(base / name, tr, init, subsets, data_keys, setting.data,
+                              checkpoint_every=setting.cfg.engine.checkpoint_every,
+                              metadata={"stage": f"ulira/{name}", "config": setting.cfg.to_dict()},
+                              progress=setting.cfg.engine.progress, label=f"ulira {name}")
+
+
+def shadow_stacks(setting: Setting, sp: ShadowSplits, base: Path) -> dict[str, StageResult]:
+    """Originals [S], retrains [S·K] and reference retrains [S·K] (shared by every method)."""
+    s_, k_ = sp.num_splits, sp.forget_sets
+    root = jax.random.PRNGKey(setting.cfg.train.data_seed)
+    split_keys = [jax.random.PRNGKey(s) for s in range(s_)]
+    orig = _train(setting, base, "original", jnp.stack(split_keys), sp.halves,
+                  jnp.stack([jax.random.fold_in(root, s) for s in range(s_)]))
+    models = [(s, f) for s in range(s_) for f in range(k_)]
+    subsets = sp.retain.reshape(s_ * k_, -1)
+    retrain = _train(setting, base, "retrain", jnp.stack([split_keys[s] for s, _ in models]), subsets,
+                     jnp.stack([jax.random.fold_in(jax.random.fold_in(root, s), 1 + f) for s, f in models]))
+    reference = _train(setting, base, "retrain_reference",
+                       jnp.stack([jax.random.fold_in(split_keys[s], 1 + f) for s, f in models]), subsets,
+                       jnp.stack([jax.random.fold_in(jax.random.fold_in(root, s), 1000 + f) for s, f in models]))
+    return {"original": orig, "retrain": retrain, "retrain_reference": reference}
+
+
+def unlearned_stack(setting: Setting, sp: ShadowSplits, base: Path, method, original: StageResult):
+    """The method applied to every (split, forget set); per-model splits and unlearning keys."""
+    s_, k_ = sp.num_splits, sp.forget_sets
+    m = s_ * k_
+    blob = json.dumps(dict(method.hparams), sort_keys=True, default=str).encode()
+    path = base / "unlearn" / f"{method.name}_{hashlib.sha256(blob).hexdigest()[:12]}"
+    params, bs = repeat_models(original.state.params, k_), repeat_models(original.state.batch_stats, k_)
+    if (path / "meta.json").exists():
+        (p, b), meta = load_tree(path, jax.eval_shape(lambda: (params, bs)))
+        return p, b, meta["compile_s"], meta["run_s"]
+    data = SplitData(setting.data.images, setting.data.labels, jnp.asarray(sp.retain.reshape(m, -1)),
+                     jnp.asarray(sp.forget.reshape(m, -1)), jnp.asarray(np.broadcast_to(sp.val, (m, len(sp.val)))))
+    ukey = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(UNLEARN_SEED), i) for i in range(m)])
+    res = unlearn_stack(method.spec, method.static, method.arrays, method_context(setting), data, params, bs, ukey,
+                        per_model_splits=True, model_axis=setting.model_axis,
+                        chunk_size=setting.cfg.engine.chunk_size)
+    save_tree(path, (res.params, res.batch_stats), {"method": method.name, "hparams": dict(method.hparams),
+                                                   "compile_s": res.compile_s, "run_s": res.run_s,
+                                                   "environment": environment()})
+    return res.params, res.batch_stats, res.compile_s, res.run_s
+
+
+def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, float]) -> Population:
+    fixed = _FIXED[cfg.fixed_variance]
+    hayes = ulira_hayes(phi, roles, phi_r, roles, folds, folds, mode=cfg.mode, fixed_variance=fixed)
+    du = ulira_deepunlearn(phi, roles, folds, rng=np.random.RandomState(0), mode=cfg.mode, fixed_variance=fixed)
+    pu, _ = forgotten_populations(phi[..., 0], roles)
+    pr, _ = forgotten_populations(phi_r[..., 0], roles)
+    eps = per_example_epsilon(pu, pr)
+    return Population(name, phi, hayes, du, eps, forget_score(eps, pu.shape[0]), pu.shape[0], *accs)
+
+
+def run_ulira(setting: Setting, method) -> ULiraReport:
+    cfg = setting.cfg.attack
+    sp = make_shadow_splits(setting.dataset, cfg, setting.cfg.data.split_seed)
+    base = setting.run_dir / f"ulira_{setting.cfg.hash('attack')}"
+    base.mkdir(parents=True, exist_ok=True)
+    stacks = shadow_stacks(setting, sp, base)
+    timings = {k: {"compile_s": v.compile_s, "run_s": v.run_s, "models": int(jax.tree_util.tree_leaves(
+        v.state.params)[0].shape[0])} for k, v in stacks.items()}
+    up, ub, uc, ur = unlearned_stack(setting, sp, base, method, stacks["original"])
+    timings[f"unlearn:{method.name}"] = {"compile_s": uc, "run_s": ur, "models": sp.num_splits * sp.forget_sets}
+
+    t0 = time.perf_counter()
+    ev = setting.evaluator()
+    k_ = sp.forget_sets
+    roles = sp.roles()
+    test_idx = np.arange(setting.dataset.n_train, len(setting.dataset.labels), dtype=np.int32)
+    y_pool = np.asarray(setting.dataset.labels)[sp.pool]
+    y_test = jnp.asarray(np.asarray(setting.dataset.labels)[test_idx])
+    candidates = {
+        method.name: (up, ub),
+        "original": (repeat_models(stacks["original"].state.params, k_),
+                     repeat_models(stacks["original"].state.batch_stats, k_)),
+        "retrain (perfect)": (stacks["retrain_reference"].state.params, stacks["retrain_reference"].state.batch_stats),
+    }
+    r_state = stacks["retrain"].state
+    phi_r = phi_stack(ev, r_state.params, r_state.batch_stats, sp.pool, setting.data, cfg.queries)
+    split_folds = holdout_folds(sp.num_splits, cfg.folds)
+    folds = split_folds[sp.split_of_model()]
+    pops = []
+    for name, (p, b) in candidates.items():
+        phi = phi_stack(ev, p, b, sp.pool, setting.data, cfg.queries)
+        pool_logits = ev.logits(p, b, sp.pool, setting.data)
+        correct = np.asarray(jnp.argmax(pool_logits, -1)) == y_pool
+        test_acc = float(np.mean(accuracy(ev.logits(p, b, test_idx, setting.data), y_test)))
+        accs = (float(correct[roles == RETAINED].mean()), float(correct[roles == FORGOTTEN].mean()), test_acc)
+        pops.append(_population(name, phi, roles, phi_r, folds, cfg, accs))
+    timings["attack"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t0, "models": 0}
+    return ULiraReport(pops, timings, sp, roles, phi_r, base)

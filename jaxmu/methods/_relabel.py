@@ -1,0 +1,156 @@
+"""Shared pieces of GA / SRL / NG+ / SalUn / BT: the combined D_f ∪ D_r stream and its relabelling.
+
+Combined stream (SRL, SalUn ``RandomRelabel``; BT ``DiscernibleCombinedDataset``): the
+concatenation ``concat(forget, retain)`` addressed by *positions* ``0 .. n_f + n_r - 1``; a position
+``p < n_f`` is a forget example. One epoch draws a permutation of the positions from
+``fold_in(epoch_key, 0)`` and walks it in batches of B (partial last batch kept, its own static
+shape) via ``run_pass(..., shuffle=False)`` — the pass keys are those ``run_pass`` would use.
+
+Random relabelling (``methods.md`` §4.3, reference ``munl/datasets/common.py: RandomRelabelDataset``):
+
+* ``relabel="sequence"`` (faithful): the reference re-creates its generator with seed 123 at the
+  start of every epoch and consumes it in access order. jaxmu draws ONE label sequence
+  ``s ~ U{0..C-1}^{n_f}`` from ``fold_in(key, LABEL_PHASE)`` and, in every epoch, gives ``s[k]``
+  to the k-th forget example reached by that epoch's permutation. The multiset of labels is the
+  same each epoch; which example gets which label follows the shuffle. SRL and SalUn derive the
+  sequence identically from the unlearning key, so they see the same sequence (as in the
+  reference, where both re-seed with 123).
+* ``relabel="independent"`` (clean): a fresh draw per (epoch, forget example) from
+  ``fold_in(fold_in(key, LABEL_PHASE), epoch)``.
+
+In both modes a drawn label may equal the true label (probability 1/C), as in the reference.
+
+Also here: the TinyViT eval-mode attention-bias quirk (``methods.md`` §5, last trap). The
+reference's eval-mode forward uses a cached bias table, so ``attention_biases`` get no gradient in
+eval-mode phases: they are frozen (no update, no decay) in NG+ and get zero saliency in SalUn's
+mask pass. ``eval_attention_biases="frozen"`` (faithful) reproduces it, ``"trainable"`` (clean)
+differentiates through them. No effect on other architectures.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.methods._base import MethodError, SplitData, StaticContext
+from jaxmu.engine.optim import torch_sgd
+from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, run_pass
+from jaxmu.methods.finetune import TrainState
+from jaxmu.models.names import tree_paths
+
+LABEL_PHASE = 0x5EED  # fold-in constant of the relabelling randomness (shared by SRL and SalUn)
+RELABEL_MODES = ("sequence", "independent")
+ATTN_BIAS_MODES = ("frozen", "trainable")
+
+
+# --------------------------------------------------------------------------- combined stream
+
+
+def combined(data: SplitData) -> tuple[jax.Array, jax.Array]:
+    """``(examples, is_forget)`` over positions of ``concat(forget, retain)``."""
+    n_f, n_r = data.forget.shape[0], data.retain.shape[0]
+    examples = jnp.concatenate([data.forget, data.retain])
+    is_forget = jnp.arange(n_f + n_r) < n_f
+    return examples, is_forget
+
+
+def epoch_order(n: int, key) -> jax.Array:
+    """This epoch's permutation of positions ``0..n-1`` (from ``fold_in(key, 0)``, as ``run_pass``)."""
+    return jax.random.permutation(jax.random.fold_in(key, 0), n)
+
+
+def run_positions(carry: Any, perm: jax.Array, batch_size: int, key, step: Callable) -> Any:
+    """One pass over the already-permuted positions ``perm``; ``step(carry, positions, key)``."""
+    return run_pass(carry, perm, batch_size, key, step, shuffle=False)
+
+
+# --------------------------------------------------------------------------- relabelling
+
+
+def check_relabel(mode: str) -> None:
+    if mode not in RELABEL_MODES:
+        raise MethodError(f"relabel must be one of {RELABEL_MODES}, got {mode!r}")
+
+
+def label_sequence(key, n_f: int, num_classes: int) -> jax.Array:
+    """The faithful sequence ``s`` (``[n_f]`` int32, uniform over classes)."""
+    return jax.random.randint(jax.random.fold_in(key, LABEL_PHASE), (n_f,), 0, num_classes, jnp.int32)
+
+
+def assigned_labels(mode: str, key, epoch, perm: jax.Array, n_f: int, num_classes: int) -> jax.Array:
+    """Label per forget *position* (``[n_f]``) for the epoch whose position order is ``perm``.
+
+    ``"sequence"``: the k-th forget position reached in ``perm`` gets ``s[k]``.
+    ``"independent"``: an independent uniform draw per (epoch, position).
+    """
+    check_relabel(mode)
+    if mode == "independent":
+        k = jax.random.fold_in(jax.random.fold_in(key, LABEL_PHASE), epoch)
+        return jax.random.randint(k, (n_f,), 0, num_classes, jnp.int32)
+    s = label_sequence(key, n_f, num_classes)
+    is_f = perm < n_f
+    rank = jnp.cumsum(is_f.astype(jnp.int32)) - 1  # k for the k-th forget position reached
+    lab_in_order = s[jnp.clip(rank, 0, n_f - 1)]
+    # scatter: position perm[i] (a forget one) gets lab_in_order[i]; retain positions dropped
+    target = jnp.where(is_f, perm, n_f)  # out-of-range index -> dropped
+    return jnp.zeros((n_f,), jnp.int32).at[target].set(lab_in_order, mode="drop")
+
+
+def relabelled_batch(ctx: StaticContext, data: SplitData, examples, pos, labels_f):
+    """Normalised inputs and (relabelled) targets of the combined-stream positions ``pos``."""
+    n_f = labels_f.shape[0]
+    x, y = gather(ctx, data, examples[pos])
+    y = jnp.where(pos < n_f, labels_f[jnp.clip(pos, 0, n_f - 1)], y)
+    return x, y
+
+
+def relabel_epoch(ctx: StaticContext, data: SplitData, state: TrainState, *, key, epoch, label_key,
+                  batch_size: int, mode: str, grad_scale=None) -> TrainState:
+    """One epoch of SRL/SalUn phase 2: train-mode SGD on CE over the relabelled combined stream.
+
+    ``grad_scale`` (SalUn's 0/1 mask) multiplies the raw gradient before coupled decay/momentum.
+    ``key`` is this epoch's key (shuffle + step keys); ``label_key`` the method-level key from which
+    the label sequence (or per-epoch draws) is derived.
+    """
+    examples, _ = combined(data)
+    n_f = data.forget.shape[0]
+    perm = epoch_order(examples.shape[0], key)
+    labels_f = assigned_labels(mode, label_key, epoch, perm, n_f, ctx.num_classes)
+
+    def step(st: TrainState, pos, k):
+        x, y = relabelled_batch(ctx, data, examples, pos, labels_f)
+
+        def loss_fn(p):
+            logits, bs = forward(ctx, p, st.batch_stats, x, train=True, key=k)
+            return cross_entropy(logits, y), bs
+
+        grads, bs = jax.grad(loss_fn, has_aux=True)(st.params)
+        params, opt = optimizer_step(torch_sgd(), st.params, st.opt_state, grads, grad_scale=grad_scale)
+        return TrainState(params, bs, opt)
+
+    return run_positions(state, perm, batch_size, key, step)
+
+
+# --------------------------------------------------------------------------- TinyViT eval-mode biases
+
+
+def check_attn_bias(mode: str) -> None:
+    if mode not in ATTN_BIAS_MODES:
+        raise MethodError(f"eval_attention_biases must be one of {ATTN_BIAS_MODES}, got {mode!r}")
+
+
+def eval_grad_tree(ctx: StaticContext, params, mode: str):
+    """Tree of Python bools: False for leaves that get no gradient in an eval-mode pass.
+
+    Only TinyViT's ``attention_biases`` under ``mode="frozen"``; ``None`` when nothing is frozen.
+    """
+    check_attn_bias(mode)
+    if ctx.arch != "tinyvit_11m" or mode == "trainable":
+        return None
+    paths = tree_paths(params)
+    flags = [p[-1] != "attention_biases" for p in paths]
+    if all(flags):
+        return None
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), flags)

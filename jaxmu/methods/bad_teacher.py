@@ -1,0 +1,136 @@
+"""BT — bad teaching: competent / incompetent teacher distillation (``methods.md`` §4.7).
+
+Reference: ``munl/unlearning/bad_teacher.py`` (from vikram2000b/bad-teaching-unlearning
+``unlearn.py``; Chundawat et al., "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks
+using an Incompetent Teacher", arXiv 2205.08096).
+
+Teachers: competent t_g = theta_0 (eval mode, theta_0's running statistics); incompetent t_b = a
+freshly initialised, never-trained network in eval mode (initial running stats mean 0, var 1).
+Student s = theta_0 in train mode. Data: D_r ∪ D_f with origin flag u (1 = forget), shuffled,
+batch B, unaugmented (the combined stream of ``_relabel``). Per batch, with T = ``kl_temperature``:
+
+    q_i = softmax(t_b(x_i)/T) if u_i = 1 else softmax(t_g(x_i)/T),   p_i = softmax(s(x_i)/T)
+    "mean" (faithful):         L = (1 / (B C)) sum_i sum_c q_ic (log q_ic - log p_ic)
+    "batchmean_t2" (clean):    L = T^2 (1 / B) sum_i sum_c q_ic (log q_ic - log p_ic)
+    theta <- Adam(lr, wd as coupled L2).step(theta, grad L)      (no schedule)
+
+Quirk flags and faithful defaults (``methods.md`` §5 #15, #16):
+  ``incompetent_teacher="resnet18"`` (faithful): always a torchvision-style ResNet-18 with C
+    outputs and the ImageNet stem (``jaxmu.models.build_model("resnet18", C, input_shape)``, the
+    student's input shape), also when the student is TinyViT / cnn / mlp. It runs on the tiny 8x8
+    inputs too (spatial size 1 from layer2 on). ``"same_arch"`` (clean): a fresh init of the
+    student's own architecture (``ctx.model.init``).
+  ``kl_reduction="mean"`` (faithful: PyTorch ``kl_div`` default, elementwise mean over B x C, no
+    T^2) / ``"batchmean_t2"`` (clean).
+The incompetent teacher's initialisation is drawn from ``fold_in(key, 0)`` — the unlearning
+randomness — so it is shared by every model of a stack in faithful mode; epochs use
+fold_in(key, 1).
+
+Defaults: lr 0.01, wd 0, E 10, T 1, B 256. Search: G + kl_temperature: TEMP. Dead: ``momentum``
+(G's momentum is ignored by Adam). T = 0 is a legal trial and gives non-finite results (not a
+crash). The reference's per-epoch checkpoint writes are not reproduced (§2.8).
+Cost: the ResNet-18 teacher forward runs on every batch (as in the reference).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.engine.optim import torch_adam
+from jaxmu.methods import _relabel
+from jaxmu.methods._base import TEMP, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import forward, gather, kl_div, optimizer_step, run_epochs
+from jaxmu.models.base import Model
+
+TEACHERS = ("resnet18", "same_arch")
+REDUCTIONS = ("mean", "batchmean_t2")
+
+
+class Teacher(NamedTuple):
+    """A frozen network run in eval mode (``model`` is static, closed over)."""
+
+    params: Any
+    batch_stats: Any
+
+
+class BTState(NamedTuple):
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+@functools.lru_cache(maxsize=None)
+def _resnet18(num_classes: int, input_shape: tuple[int, ...]) -> Model:
+    from jaxmu.models import build_model
+
+    return build_model("resnet18", num_classes, tuple(input_shape), stem="imagenet")
+
+
+def incompetent_model(ctx: StaticContext, kind: str) -> Model:
+    if kind not in TEACHERS:
+        raise MethodError(f"bad_teacher.incompetent_teacher must be one of {TEACHERS}, got {kind!r}")
+    if kind == "same_arch":
+        return ctx.model
+    return _resnet18(ctx.num_classes, tuple(ctx.model.input_shape))
+
+
+def init(ctx: StaticContext, params, batch_stats, hp, key, *, kind: str):
+    """(student state, competent teacher, incompetent model, incompetent teacher)."""
+    bad_model = incompetent_model(ctx, kind)
+    bad = Teacher(*bad_model.init(key))
+    good = Teacher(params, batch_stats)
+    tx = torch_adam(hp["learning_rate"], hp["weight_decay"])
+    return BTState(params, batch_stats, tx.init(params)), good, bad_model, bad
+
+
+def update(ctx: StaticContext, data: SplitData, state: BTState, good: Teacher, bad_model: Model, bad: Teacher,
+           examples, pos, hp, key, *, reduction: str) -> BTState:
+    """One Adam step on the bad-teaching KL for the combined-stream positions ``pos``."""
+    x, _ = gather(ctx, data, examples[pos])
+    u = pos < data.forget.shape[0]
+    t_good, _ = forward(ctx, good.params, good.batch_stats, x, train=False)
+    t_bad, _ = bad_model.apply(bad.params, bad.batch_stats, x, train=False)
+    t = jax.lax.stop_gradient(jnp.where(u[:, None], t_bad.astype(jnp.float32), t_good.astype(jnp.float32)))
+
+    def loss_fn(p):
+        logits, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        return kl_div(t, logits, hp["kl_temperature"], reduction), bs
+
+    grads, bs = jax.grad(loss_fn, has_aux=True)(state.params)
+    params, opt = optimizer_step(torch_adam(), state.params, state.opt_state, grads)
+    return BTState(params, bs, opt)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    E, B = static["epochs"], static["batch_size"]
+    reduction = static["kl_reduction"]
+    if reduction not in REDUCTIONS:
+        raise MethodError(f"bad_teacher.kl_reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    state, good, bad_model, bad = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
+                                       kind=static["incompetent_teacher"])
+    examples, _ = _relabel.combined(data)
+
+    def epoch(st, e, k):
+        perm = _relabel.epoch_order(examples.shape[0], k)
+        step = lambda s, pos, kk: update(ctx, data, s, good, bad_model, bad, examples, pos, hp, kk,  # noqa: E731
+                                         reduction=reduction)
+        return _relabel.run_positions(st, perm, B, k, step)
+
+    state = run_epochs(state, E, jax.random.fold_in(key, 1), epoch)
+    return state.params, state.batch_stats
+
+
+SPEC = MethodSpec(
+    name="bad_teacher",
+    run=run,
+    defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "weight_decay": 0.0, "kl_temperature": 1.0,
+              "incompetent_teacher": "resnet18", "kl_reduction": "mean"},
+    search_space={**generic_space(), "kl_temperature": TEMP},
+    static=frozenset({"epochs", "batch_size", "incompetent_teacher", "kl_reduction"}),
+    dead=frozenset({"momentum"}),
+    doc="distil from theta_0 on D_r and from a random ResNet-18 on D_f (Adam, elementwise-mean KL)",
+)

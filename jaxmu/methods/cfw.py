@@ -1,0 +1,126 @@
+"""CFW — stem-conv noise ("confuser") + class-weighted fine-tuning (``methods.md`` §4.14).
+
+Reference: ``munl/unlearning/kgltop3.py`` (xcadet/deepunlearn), a port of a NeurIPS 2023
+Machine Unlearning Challenge solution (Kaggle); paper: Deep Unlearn, arXiv 2410.01276.
+
+Update rule (train mode throughout, D_r shuffled each epoch, batch B, partial batch kept):
+
+    confuser(s):  W <- W + s * N(0, I)    for each conv kernel in scope
+    w_c = n_r / (C * n_c)                 (scikit-learn "balanced", counts over D_r labels)
+    loss(batch) = CE_mean(f(x), y) * mean_{i in batch} w_{y_i}
+    confuser(sigma_start)
+    for e = 0..E-1:
+        lr_e = lr * (1 + cos(pi e / E)) / 2          (cosine per epoch, eta_min 0)
+        one pass over D_r with SGD(lr_e, mu, wd) on loss
+        if e == E - 2: confuser(sigma_final)          (never runs when E = 1)
+
+The class weights only rescale the whole batch loss (no per-sample weighting), as the
+reference's ``CustomCrossEntropyLoss`` does (``mean(CE_mean * w[y])``).
+
+Confuser scope (static flag ``confuser_scope``):
+
+* ``"top_level_conv"`` (faithful): the reference perturbs every *top-level* child whose name
+  contains ``conv`` — on torchvision ResNet-18 only the stem ``conv1``; on TinyViT nothing (CFW is
+  then class-weighted fine-tuning). jaxmu maps this to "the stem convolution of the network":
+  resnet18 ``conv1``; cnn ``conv1`` (the CPU stand-in's stem — the literal name rule would also
+  hit cnn's ``conv2``, which has no ResNet counterpart; we keep the method's stem-only
+  character); tinyvit_11m nothing; mlp nothing (no convolution).
+* ``"all_convs"`` (clean): every convolution kernel of the network (incl. TinyViT's depthwise and
+  1x1 convs, ResNet downsample convs); mlp still nothing.
+
+Randomness: confuser noise from ``fold_in(key, 0)`` (start) and ``fold_in(key, 1)`` (final);
+epoch ``e`` data order from ``fold_in(fold_in(key, 2), e)``.
+
+Defaults: E 4, lr 7e-4, mu 0.9, wd 5e-4, B 64, sigma_start 0.6, sigma_final 0.005;
+``class_weight`` (0.05) is dead (accepted, ignored). Search: G + start/final_confuser_std: U01.
+
+Known discrepancies: a class absent from D_r gets an infinite weight in jaxmu (never used, since
+no batch contains it); the reference's ``compute_class_weight`` would misalign its weight list in
+that case. The reference's extra eval-mode pass over D_r (to read labels) changes nothing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.engine.optim import cosine_factor
+from jaxmu.methods._base import U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
+from jaxmu.methods._scrubkgl import class_counts, leaf_dict, loss_step, replace_leaves, sgd_state
+from jaxmu.methods.finetune import TrainState, with_lr
+from jaxmu.models.names import conv_kernel_paths
+
+SCOPES = ("top_level_conv", "all_convs")
+_STEM_CONV = {"resnet18": ("conv1", "kernel"), "cnn": ("conv1", "kernel")}
+
+
+def confuser_paths(arch: str, params, scope: str) -> list[tuple[str, ...]]:
+    """Kernel paths the confuser perturbs (see the module docstring)."""
+    if scope == "top_level_conv":
+        p = _STEM_CONV.get(arch)
+        return [p] if p is not None else []
+    if scope == "all_convs":
+        return conv_kernel_paths(params)
+    raise MethodError(f"cfw: unknown confuser_scope {scope!r}: choose one of {', '.join(SCOPES)}")
+
+
+def confuser(params, paths, std, key):
+    """W <- W + std * N(0, I) on the kernels at ``paths``; kernel ``j`` uses ``fold_in(key, j)``."""
+    leaves = leaf_dict(params)
+    new = {p: leaves[p] + std * jax.random.normal(jax.random.fold_in(key, j), leaves[p].shape, leaves[p].dtype)
+           for j, p in enumerate(paths)}
+    return replace_leaves(params, new)
+
+
+def class_weights(data: SplitData, num_classes: int) -> jax.Array:
+    """Balanced weights w_c = n_r / (C n_c) over D_r labels (inf for an absent class)."""
+    counts = class_counts(data, num_classes)
+    return data.retain.shape[0] / (num_classes * counts)
+
+
+def weighted_loss(logits, y, weights) -> jax.Array:
+    """CE_mean(batch) x mean of the batch's class weights."""
+    return cross_entropy(logits, y) * jnp.mean(weights[y])
+
+
+def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, weights) -> TrainState:
+    """One SGD step on the class-weighted CE of batch ``idx`` (train mode)."""
+    x, y = gather(ctx, data, idx)
+
+    def loss_fn(p):
+        logits, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        return weighted_loss(logits, y, weights), bs
+
+    return loss_step(state, loss_fn)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    E, B = static["epochs"], static["batch_size"]
+    paths = confuser_paths(ctx.arch, params, static["confuser_scope"])
+    weights = class_weights(data, ctx.num_classes)
+    params = confuser(params, paths, hp["start_confuser_std"], jax.random.fold_in(key, 0))
+    state = TrainState(params, batch_stats, sgd_state(params, hp))
+    final_noise_key = jax.random.fold_in(key, 1)
+
+    def epoch(st, e, k):
+        st = with_lr(st, hp["learning_rate"] * cosine_factor(e, E))
+        st = run_pass(st, data.retain, B, k, lambda s, idx, kk: update(ctx, data, s, idx, kk, weights))
+        confused = confuser(st.params, paths, hp["final_confuser_std"], final_noise_key)
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(e == E - 2, a, b), confused, st.params)
+        return st._replace(params=params)
+
+    state = run_epochs(state, E, jax.random.fold_in(key, 2), epoch)
+    return state.params, state.batch_stats
+
+
+SPEC = MethodSpec(
+    name="cfw",
+    run=run,
+    defaults={"epochs": 4, "batch_size": 64, "learning_rate": 7e-4, "momentum": 0.9, "weight_decay": 5e-4,
+              "start_confuser_std": 0.6, "final_confuser_std": 0.005, "confuser_scope": "top_level_conv"},
+    search_space={**generic_space(), "start_confuser_std": U01, "final_confuser_std": U01},
+    static=frozenset({"epochs", "batch_size", "confuser_scope"}),
+    dead=frozenset({"class_weight"}),
+    doc="stem-conv noise (confuser) + class-weighted fine-tune on D_r (cosine per epoch)",
+)

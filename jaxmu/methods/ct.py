@@ -1,0 +1,59 @@
+"""CT — Convolution Transpose (``methods.md`` §4.16; reference ``munl/unlearning/kgltop5.py``,
+a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, arXiv 2410.01276).
+
+Update rule:
+
+1. one-shot transform: every convolution kernel W (stem, every 3x3, every 1x1 downsample, every
+   TinyViT conv incl. depthwise) has its two spatial axes swapped,
+   ``W[o, i, h, w] -> W[o, i, w, h]`` in PyTorch layout, i.e. ``swapaxes(0, 1)`` of a jaxmu HWIO
+   kernel ``[kh, kw, I, O]``; 1x1 kernels are unchanged; normalisation layers, linear layers
+   and biases keep their values;
+2. fine-tune on D_r exactly as FT (``jaxmu.methods.finetune.run``): shuffled, unaugmented,
+   batch B, train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu, wd) created after the swap,
+   cosine per epoch (T = E, eta_min 0): ``lr_e = lr (1 + cos(pi e / E)) / 2``;
+3. the result is evaluated in eval mode.
+
+Defaults (``DefaultKGLTop5Config``): E 3, B 64, lr 1e-3, mu 0.9, wd 5e-4. Search: the generic
+set G. No quirk flags (§5 #27: the swap *defines* CT; reproduced layout-mapped).
+
+Architectures: cnn, resnet18, tinyvit_11m. ``mlp`` has no convolution kernel, so CT would be
+plain FT; it raises ``MethodError`` instead. Non-square kernels (none in the benchmark models)
+raise too: the reference's swapped weight would no longer fit its layer.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxmu.methods import finetune
+from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._ct_ff_iu_msg import is_conv_kernel, map_with_path, require_convs
+
+
+def transpose_kernels(params):
+    """Swap the spatial axes (HWIO axes 0 and 1) of every conv kernel; other leaves unchanged."""
+
+    def f(path, x):
+        if not is_conv_kernel(path, x):
+            return x
+        if x.shape[0] != x.shape[1]:
+            raise MethodError(f"ct: conv kernel {'/'.join(path)} is not square ({x.shape[:2]})")
+        return jnp.swapaxes(x, 0, 1)
+
+    return map_with_path(f, params)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    require_convs(ctx, params, "ct", "transposes convolution kernels")
+    return finetune.run(ctx, data, transpose_kernels(params), batch_stats, hp, key, static=static)
+
+
+SPEC = MethodSpec(
+    name="ct",
+    run=run,
+    defaults={"epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4},
+    search_space=generic_space(),
+    static=frozenset({"epochs", "batch_size"}),
+    doc="transpose every conv kernel spatially, then fine-tune on D_r (cosine per epoch)",
+    applies_to=("cnn", "resnet18", "tinyvit_11m"),
+)

@@ -1,0 +1,48 @@
+"""GA — gradient ascent on the forget set (``methods.md`` §4.2).
+
+Reference: ``munl/unlearning/gradient_ascent.py`` (adapted from OPTML-Group/Unlearn-Sparse
+``unlearn/GA.py``; Jia et al., "Model Sparsity Can Simplify Machine Unlearning", arXiv 2304.04934).
+
+Update rule, for E epochs over D_f only (shuffled, unaugmented, train mode; D_r is never used):
+
+    theta <- SGD(lr, mu, wd).step(theta, grad[-CE(f_theta(x_f), y_f)])
+
+PyTorch SGD with coupled weight decay (the decay term still shrinks the weights while the loss is
+ascended); no learning-rate schedule. Partial last batches are kept (own BatchNorm batch stats).
+
+Defaults: lr 0.01, mu 0.9, wd 5e-4, E 10, B 256. Search space: the generic set G (momentum fixed
+at 0.9, not searched). No quirk flags. Works on every architecture (mlp, cnn, resnet18,
+tinyvit_11m: train mode, so TinyViT drop-path is active with per-step keys).
+"""
+
+from __future__ import annotations
+
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import run_epochs, run_pass
+from jaxmu.methods.finetune import TrainState, ce_update, init
+
+
+def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key) -> TrainState:
+    """One SGD step on ``-CE`` of the forget batch ``idx`` (train mode)."""
+    return ce_update(ctx, data, state, idx, key, sign=-1.0, train=True)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    E, B = static["epochs"], static["batch_size"]
+    state = init(params, batch_stats, hp)
+
+    def epoch(st, e, k):
+        return run_pass(st, data.forget, B, k, lambda s, idx, kk: update(ctx, data, s, idx, kk))
+
+    state = run_epochs(state, E, key, epoch)
+    return state.params, state.batch_stats
+
+
+SPEC = MethodSpec(
+    name="gradient_ascent",
+    run=run,
+    defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
+    search_space=generic_space(),
+    static=frozenset({"epochs", "batch_size"}),
+    doc="gradient ascent on D_f (SGD, no schedule)",
+)

@@ -1,0 +1,127 @@
+"""KDE — reset stem and head, distil on D_v, then distil + CE on D_r (``methods.md`` §4.17).
+
+Reference: ``munl/unlearning/kgltop6.py`` (xcadet/deepunlearn), adapted from the Kaggle notebook
+"unlearning-by-resetting-layers-7th-on-private-lb" (NeurIPS 2023 Machine Unlearning
+Challenge); paper: Deep Unlearn, arXiv 2410.01276.
+
+Update rule (t = theta_0, frozen, eval mode; student s in train mode; q = softmax(t/T)):
+
+    reset (PyTorch default init, U(+-1/sqrt(fan_in)) for kernel and bias): stem conv + head
+    KL(t||s)   = (1/B) sum_i sum_c q_ic (log q_ic - log softmax(s/T)_ic)   (batchmean, no T^2)
+    warm-up:   E_w epochs over D_v in STORED order (not shuffled), batch B,
+               SGD(lr, mu, wd), constant lr, loss KL(t||s)
+    retain:    E_r epochs over D_r (shuffled), batch B, a NEW SGD(lr_r, mu_r, wd_r) (momentum 0)
+               with lr_e = lr_r (1 + cos(pi e / E_r)) / 2, loss
+               soft-CE + CE(s, y) + KL(t||s),  soft-CE = mean_i sum_c -q_ic log softmax(s/T)_ic
+               (the reference applies log-softmax twice; it is idempotent)
+
+Reset mapping (the reference resets ``model.conv1`` if present and ``model.fc`` or else
+``model.head``): resnet18 ``conv1`` (7x7 stem, fan_in 3*7*7, no bias) + ``fc``;
+tinyvit_11m only ``head`` (no ``conv1`` attribute; ``norm_head`` untouched); cnn ``conv1`` + ``head``;
+mlp ``fc1`` (weight and bias; its stem layer, per ``names.stem_paths``) + ``head``. BatchNorm
+layers of the stem (``bn1``) keep their parameters and statistics, as in the reference.
+
+Hyperparameter names: ``epochs`` / ``learning_rate`` / ``momentum`` / ``weight_decay`` are the
+reference's ``num_epochs`` / ``optimizer.*`` (warm-up); ``retain_epochs`` / ``retain_*`` are
+``retain_num_epochs`` / ``retain_optimizer.*``.
+
+Faithful: warm-up on the validation split (``warmup_split="val"``; no clean alternative is
+defined, the flag only records it). Consequence: D_v is training data here and also the HPO
+objective's non-member set — report Test MIA next to Val MIA.
+
+Randomness: reset draws from ``fold_in(key, 0)``; warm-up epoch keys ``fold_in(fold_in(key, 1), e)``
+(TinyViT drop-path only); retain epochs ``fold_in(fold_in(key, 2), e)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.engine.optim import cosine_factor
+from jaxmu.methods._base import EP, LR, TEMP, WD, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_epochs, run_pass
+from jaxmu.methods._scrubkgl import loss_step, sgd_state, teacher_logits, torch_default_reinit
+from jaxmu.methods.finetune import TrainState, with_lr
+from jaxmu.models.names import head_paths
+
+_STEM = {"resnet18": (("conv1",),), "cnn": (("conv1",),), "mlp": (("fc1",),), "tinyvit_11m": ()}
+
+
+def reset_paths(arch: str) -> tuple[tuple[str, ...], ...]:
+    """Module prefixes re-initialised by KDE (see the module docstring)."""
+    if arch not in _STEM:
+        raise MethodError(f"kde: no reset rule for architecture {arch!r}")
+    return _STEM[arch] + tuple(head_paths(arch))
+
+
+def init(ctx: StaticContext, params, batch_stats, hp, key):
+    """(teacher, student state): teacher = theta_0; student with stem/head reset, fresh SGD."""
+    teacher = (params, batch_stats)
+    student = torch_default_reinit(params, reset_paths(ctx.arch), key)
+    return teacher, TrainState(student, batch_stats, sgd_state(student, hp))
+
+
+def soft_ce(t_logits, s_logits, temperature) -> jax.Array:
+    """mean_i sum_c -softmax(t/T)_ic log_softmax(s/T)_ic."""
+    q = jax.nn.softmax(t_logits / temperature, axis=-1)
+    return jnp.mean(jnp.sum(-q * jax.nn.log_softmax(s_logits / temperature, axis=-1), axis=-1))
+
+
+def warmup_update(ctx, data, teacher, state: TrainState, idx, key, temperature) -> TrainState:
+    x, _ = gather(ctx, data, idx)
+    t = teacher_logits(ctx, *teacher, x)
+
+    def loss_fn(p):
+        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        return kl_div(t, s, temperature, "batchmean"), bs
+
+    return loss_step(state, loss_fn)
+
+
+def retain_update(ctx, data, teacher, state: TrainState, idx, key, temperature) -> TrainState:
+    x, y = gather(ctx, data, idx)
+    t = teacher_logits(ctx, *teacher, x)
+
+    def loss_fn(p):
+        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        loss = soft_ce(t, s, temperature) + cross_entropy(s, y) + kl_div(t, s, temperature, "batchmean")
+        return loss, bs
+
+    return loss_step(state, loss_fn)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    if static["warmup_split"] != "val":
+        raise MethodError("kde: warmup_split must be 'val' (the reference's only behaviour; no clean variant)")
+    Ew, Er, B = static["epochs"], static["retain_epochs"], static["batch_size"]
+    T = hp["temperature"]
+    teacher, state = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0))
+
+    def warm_epoch(st, e, k):
+        return run_pass(st, data.val, B, k, lambda s, idx, kk: warmup_update(ctx, data, teacher, s, idx, kk, T),
+                        shuffle=False)
+
+    state = run_epochs(state, Ew, jax.random.fold_in(key, 1), warm_epoch)
+    state = TrainState(state.params, state.batch_stats, sgd_state(state.params, hp, "retain_"))
+
+    def retain_epoch(st, e, k):
+        st = with_lr(st, hp["retain_learning_rate"] * cosine_factor(e, Er))
+        return run_pass(st, data.retain, B, k, lambda s, idx, kk: retain_update(ctx, data, teacher, s, idx, kk, T))
+
+    state = run_epochs(state, Er, jax.random.fold_in(key, 2), retain_epoch)
+    return state.params, state.batch_stats
+
+
+SPEC = MethodSpec(
+    name="kde",
+    run=run,
+    defaults={"epochs": 3, "retain_epochs": 3, "batch_size": 64, "temperature": 5.0,
+              "learning_rate": 9e-4, "momentum": 0.9, "weight_decay": 5e-4,
+              "retain_learning_rate": 1e-3, "retain_momentum": 0.9, "retain_weight_decay": 5e-4,
+              "warmup_split": "val"},
+    search_space={**generic_space(), "temperature": TEMP, "retain_epochs": EP,
+                  "retain_learning_rate": LR, "retain_weight_decay": WD},
+    static=frozenset({"epochs", "retain_epochs", "batch_size", "warmup_split"}),
+    doc="reset stem+head, distil on D_v, then soft-CE + CE + KL on D_r (cosine)",
+)

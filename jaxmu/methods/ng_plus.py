@@ -1,0 +1,147 @@
+"""NG+ — negative gradient plus retain descent (``methods.md`` §4.4).
+
+Reference: ``munl/unlearning/neggradplus.py`` (adapted from the meghdadk/SCRUB notebooks;
+Kurmanji et al., "Towards Unbounded Machine Unlearning", arXiv 2302.09880).
+
+Update rule. One epoch = one pass over D_r (shuffled, batch B). The epoch's shuffle of D_f is cut
+into n_f' = ceil(n_f / B) batches (last one possibly partial) and retain step t = 0, 1, ... is
+paired with forget batch t mod n_f' (``zip(retain_loader, cycle(forget_loader))``: cycle caches
+the first pass, so the same batches recur in the same order). Per step
+
+    L(theta) = alpha * [CE(f(x_r), y_r) + (lambda / 2) * ||theta - theta_0||^2]
+               - (1 - alpha) * CE(f(x_f), y_f)
+    theta <- SGD(lr, mu, wd).step(theta, grad L)          (no schedule)
+
+with theta_0 the original parameters. CE means are over the examples actually present (the
+recurring partial forget batch is evaluated at its own static shape, selected with ``lax.cond``,
+which is exact in both BatchNorm modes).
+
+Quirk flags and faithful defaults (``methods.md`` §5 #7, #8):
+  ``bn_mode="eval"`` (faithful): the reference calls ``model.eval()`` for the whole run, so
+    BatchNorm uses theta_0's running statistics and never updates them, and TinyViT drop-path is
+    off. ``"train"`` (clean): batch statistics, running stats updated by the retain forward then
+    the forget forward (the reference's forward order).
+  ``l2_to_init`` (lambda, array hyperparameter, default 0.0, never searched): the reference's
+    config attribute is an un-annotated dataclass constant 0.0, so the term vanishes.
+  ``eval_attention_biases="frozen"`` (faithful, TinyViT only, eval mode only): the reference's
+    eval-mode forward uses a cached bias table, so attention biases get no gradient and are
+    frozen (no update, no decay, no momentum); ``"trainable"`` (clean) differentiates them.
+
+Defaults: lr 0.01, mu 0.9, wd 0, E 10, B 256, alpha 0.95. Search: G + alpha: U01. Every
+architecture. Randomness: epoch key k = fold_in(key, e); retain pass fold_in(k, 0), forget
+shuffle fold_in(k, 1); per step retain/forget forward keys fold_in(step_key, 0/1) (train mode).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.engine.optim import torch_sgd
+from jaxmu.methods import _relabel
+from jaxmu.methods._base import U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, order, run_epochs, run_pass
+from jaxmu.methods.finetune import TrainState, init
+
+BN_MODES = ("eval", "train")
+
+
+class ForgetBatches(NamedTuple):
+    """This epoch's forget batches: ``full`` ``[n_full, B]`` (or None) and ``part`` ``[rem]`` (or None)."""
+
+    full: jax.Array | None
+    part: jax.Array | None
+
+
+def forget_batches(data: SplitData, batch_size: int, key) -> ForgetBatches:
+    perm = order(data.forget, key, True)
+    n_full, rem = divmod(perm.shape[0], batch_size)
+    full = perm[: n_full * batch_size].reshape(n_full, batch_size) if n_full else None
+    part = perm[n_full * batch_size:] if rem else None
+    return ForgetBatches(full, part)
+
+
+def num_forget_batches(fb: ForgetBatches) -> int:
+    return (fb.full.shape[0] if fb.full is not None else 0) + (fb.part is not None)
+
+
+def forget_ce(ctx, data, fb: ForgetBatches, j, params, batch_stats, *, train: bool, key):
+    """CE of forget batch ``j`` (0-based, traced) and the running stats after its forward."""
+
+    def on(idx, operands):
+        p, bs = operands
+        x, y = gather(ctx, data, idx)
+        logits, bs = forward(ctx, p, bs, x, train=train, key=key)
+        return cross_entropy(logits, y), bs
+
+    def full(operands):
+        return on(fb.full[jnp.minimum(j, fb.full.shape[0] - 1)], operands)
+
+    def part(operands):
+        return on(fb.part, operands)
+
+    if fb.full is None:
+        return part((params, batch_stats))
+    if fb.part is None:
+        return full((params, batch_stats))
+    return jax.lax.cond(j == fb.full.shape[0], part, full, (params, batch_stats))
+
+
+def update(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: ForgetBatches, j, theta0,
+           hp, key, *, train: bool, trainable=None) -> TrainState:
+    """One NG+ step: retain batch ``idx_r`` paired with forget batch ``j``."""
+    alpha = hp["alpha"]
+    lam = hp["l2_to_init"]
+    x_r, y_r = gather(ctx, data, idx_r)
+
+    def loss_fn(p):
+        logits, bs = forward(ctx, p, state.batch_stats, x_r, train=train, key=jax.random.fold_in(key, 0))
+        ce_r = cross_entropy(logits, y_r)
+        sq = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree_util.tree_leaves(p),
+                                                            jax.tree_util.tree_leaves(theta0)))
+        ce_f, bs = forget_ce(ctx, data, fb, j, p, bs, train=train, key=jax.random.fold_in(key, 1))
+        return alpha * (ce_r + 0.5 * lam * sq) - (1.0 - alpha) * ce_f, bs
+
+    grads, bs = jax.grad(loss_fn, has_aux=True)(state.params)
+    params, opt = optimizer_step(torch_sgd(), state.params, state.opt_state, grads, trainable=trainable)
+    return TrainState(params, bs, opt)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    E, B, bn_mode = static["epochs"], static["batch_size"], static["bn_mode"]
+    if bn_mode not in BN_MODES:
+        raise MethodError(f"ng_plus.bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+    train = bn_mode == "train"
+    attn = static["eval_attention_biases"]
+    _relabel.check_attn_bias(attn)
+    trainable = None if train else _relabel.eval_grad_tree(ctx, params, attn)
+    theta0 = params
+    state = init(params, batch_stats, hp)
+
+    def epoch(st, e, k):
+        fb = forget_batches(data, B, jax.random.fold_in(k, 1))
+        n_fb = num_forget_batches(fb)
+
+        def step(carry, idx_r, kk):
+            s, t = carry
+            s = update(ctx, data, s, idx_r, fb, t % n_fb, theta0, hp, kk, train=train, trainable=trainable)
+            return s, t + 1
+
+        st, _ = run_pass((st, jnp.int32(0)), data.retain, B, jax.random.fold_in(k, 0), step)
+        return st
+
+    state = run_epochs(state, E, key, epoch)
+    return state.params, state.batch_stats
+
+
+SPEC = MethodSpec(
+    name="ng_plus",
+    run=run,
+    defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.0,
+              "alpha": 0.95, "l2_to_init": 0.0, "bn_mode": "eval", "eval_attention_biases": "frozen"},
+    search_space={**generic_space(), "alpha": U01},
+    static=frozenset({"epochs", "batch_size", "bn_mode", "eval_attention_biases"}),
+    doc="alpha * CE(D_r) - (1 - alpha) * CE(D_f), cyclic forget batches, eval-mode BatchNorm",
+)

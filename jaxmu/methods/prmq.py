@@ -1,0 +1,171 @@
+"""PRMQ — Prune, Retrain, Mask, Quantize (``methods.md`` §4.15).
+
+Reference: ``munl/unlearning/kgltop4.py`` (xcadet/deepunlearn), a port of a NeurIPS 2023
+Machine Unlearning Challenge solution (Kaggle); paper: Deep Unlearn, arXiv 2410.01276.
+
+Update rule (t = theta_0 frozen in eval mode; student in train mode):
+
+1. Prune: P = all conv kernels, all dense kernels and the biases of conv/dense layers
+   (BatchNorm/LayerNorm parameters and TinyViT attention biases excluded). Global L1
+   unstructured pruning: the ``round(pi * |P|)`` entries of smallest |value| across P are set
+   to 0 (exactly that many; ties broken by a stable sort in flattening order).
+   ``pi`` (``prune_amount``) is an array hyperparameter: |values| are sorted once and the
+   count is a dynamic index (no static top-k).
+2. Re-draw: every conv-kernel entry equal to 0 after pruning <- U(-sqrt(k), sqrt(k)),
+   k = 1/((I/groups) kh kw) (HWIO: product of the first three axes); every dense-kernel entry
+   equal to 0 <- U(-sqrt(k), sqrt(k)), k = 1/in. Biases are NOT re-drawn (restart from 0).
+3. Train on D_r with SGD(lr, mu, wd) (momentum from 0), no schedule, batch B, for exactly
+   S = floor(L * E) + 1 steps, L = ceil(n_r / B) (the reference counts iterations and stops
+   when ``num_iters > int(L * E)``). Steps cross pass boundaries: floor(S / L) full passes
+   (each freshly shuffled, partial last batch kept), then the first S mod L batches of a new
+   shuffle (all full-size). Per batch, with w_c = n_c^(-0.1) over D_r labels:
+
+       loss = sum_i w_{y_i} CE_i / sum_i w_{y_i} + mean_i (H(softmax s(x_i)) - H(softmax t(x_i)))^2
+
+4. Quantise (``fp16_roundtrip=True``, faithful): every parameter and BatchNorm statistic is cast
+   to float16 and back (round to nearest even; out of range -> +-inf).
+
+``epochs`` is a static float (``num_epochs``, search EPF); the step count S is computed in
+Python. Faithful quirk (protocol): the final-run generator truncates a tuned float
+``num_epochs`` with ``int()``; that cast belongs to the replay layer, which must pass the
+truncated value here and record both.
+
+Quirk flags: ``fp16_roundtrip`` (True faithful; False skips step 4), ``prune_biases`` (True
+faithful; False prunes kernels only).
+
+Randomness: re-draw leaf ``i`` uses ``fold_in(fold_in(key, 0), i)``; training pass ``p`` uses
+``fold_in(fold_in(key, 1), p)`` (the trailing partial pass is pass number floor(S/L)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxmu.methods._base import EPF, U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import forward, gather, pass_batches, run_epochs, run_pass
+from jaxmu.methods._scrubkgl import (
+    class_counts, is_weight_layer_leaf, leaf_dict, loss_step, partial_pass, pytorch_fan_in, replace_leaves,
+    sgd_state, teacher_logits,
+)
+from jaxmu.methods.finetune import TrainState
+
+
+def train_steps(n_retain: int, batch_size: int, epochs: float) -> int:
+    """S = int(L * E) + 1 with L = ceil(n_r / B) (Python arithmetic, as the reference)."""
+    return int(pass_batches(n_retain, batch_size) * epochs) + 1
+
+
+def prune_paths(params, prune_biases: bool = True) -> list[tuple[str, ...]]:
+    """Leaves of the prune set P, in flattening order."""
+    leaves = leaf_dict(params)
+    out = []
+    for p in leaves:
+        kind = is_weight_layer_leaf(p, leaves)
+        if kind in ("conv", "linear") or (kind == "bias" and prune_biases):
+            out.append(p)
+    return out
+
+
+def global_l1_prune(params, paths, amount):
+    """Zero the ``round(amount * |P|)`` smallest-|value| entries over the leaves ``paths``."""
+    leaves = leaf_dict(params)
+    flat = jnp.concatenate([jnp.abs(leaves[p]).reshape(-1) for p in paths])
+    n = flat.shape[0]
+    k = jnp.round(jnp.asarray(amount, jnp.float32) * n).astype(jnp.int32)
+    order = jnp.argsort(flat, stable=True)
+    pruned = jnp.zeros((n,), bool).at[order].set(jnp.arange(n) < k)
+    new, off = {}, 0
+    for p in paths:
+        size = leaves[p].size
+        m = pruned[off: off + size].reshape(leaves[p].shape)
+        new[p] = jnp.where(m, jnp.zeros_like(leaves[p]), leaves[p])
+        off += size
+    return replace_leaves(params, new)
+
+
+def redraw_zeros(params, key):
+    """Conv/dense kernel entries equal to 0 <- U(+-sqrt(1/fan_in)); biases untouched."""
+    leaves = leaf_dict(params)
+    new = {}
+    for i, (p, w) in enumerate(leaves.items()):
+        if is_weight_layer_leaf(p, leaves) not in ("conv", "linear"):
+            continue
+        bound = math.sqrt(1.0 / pytorch_fan_in(w.shape))
+        draw = jax.random.uniform(jax.random.fold_in(key, i), w.shape, w.dtype, -bound, bound)
+        new[p] = jnp.where(w == 0, draw, w)
+    return replace_leaves(params, new)
+
+
+def fp16_roundtrip(tree):
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float16).astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def entropy(logits) -> jax.Array:
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def prmq_loss(s_logits, t_logits, y, weights) -> jax.Array:
+    """Weighted CE (PyTorch ``weight=``: sum w CE / sum w) + MSE between student/teacher entropies."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(s_logits.astype(jnp.float32), y)
+    w = weights[y]
+    return jnp.sum(w * ce) / jnp.sum(w) + jnp.mean(jnp.square(entropy(s_logits) - entropy(t_logits)))
+
+
+def init(ctx: StaticContext, params, batch_stats, hp, key, *, prune_biases: bool = True):
+    """(teacher, student state): teacher = theta_0; student pruned and re-drawn; fresh SGD."""
+    teacher = (params, batch_stats)
+    paths = prune_paths(params, prune_biases)
+    if not paths:
+        raise MethodError(f"prmq: architecture {ctx.arch!r} has no conv/linear weights to prune")
+    student = redraw_zeros(global_l1_prune(params, paths, hp["prune_amount"]), key)
+    # The reference builds the SGD before pruning; its state is only momentum (zeros), same thing.
+    return teacher, TrainState(student, batch_stats, sgd_state(student, hp))
+
+
+def update(ctx, data, teacher, state: TrainState, idx, key, weights) -> TrainState:
+    x, y = gather(ctx, data, idx)
+    t = teacher_logits(ctx, *teacher, x)
+
+    def loss_fn(p):
+        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        return prmq_loss(s, t, y, weights), bs
+
+    return loss_step(state, loss_fn)
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    B, E = static["batch_size"], static["epochs"]
+    if E < 0:
+        raise MethodError(f"prmq: epochs must be >= 0, got {E}")
+    teacher, state = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
+                          prune_biases=static["prune_biases"])
+    weights = class_counts(data, ctx.num_classes) ** -0.1
+    n_r = data.retain.shape[0]
+    L = pass_batches(n_r, B)
+    S = train_steps(n_r, B, E)
+    full, rest = divmod(S, L)
+    step = lambda s, idx, kk: update(ctx, data, teacher, s, idx, kk, weights)  # noqa: E731
+    train_key = jax.random.fold_in(key, 1)
+    state = run_epochs(state, full, train_key, lambda st, e, k: run_pass(st, data.retain, B, k, step))
+    state = partial_pass(state, data.retain, B, jax.random.fold_in(train_key, full), step, rest)
+    params, bs = state.params, state.batch_stats
+    if static["fp16_roundtrip"]:
+        params, bs = fp16_roundtrip(params), fp16_roundtrip(bs)
+    return params, bs
+
+
+SPEC = MethodSpec(
+    name="prmq",
+    run=run,
+    defaults={"epochs": 3.2, "batch_size": 64, "learning_rate": 5e-4, "momentum": 0.9, "weight_decay": 5e-4,
+              "prune_amount": 0.99, "fp16_roundtrip": True, "prune_biases": True},
+    search_space={**generic_space(ep=None), "epochs": EPF, "prune_amount": U01},
+    static=frozenset({"epochs", "batch_size", "fp16_roundtrip", "prune_biases"}),
+    doc="99% global L1 pruning + re-draw, entropy-matched weighted-CE retraining, fp16 round trip",
+)

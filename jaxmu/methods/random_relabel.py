@@ -1,0 +1,56 @@
+"""SRL — successive random relabelling (``methods.md`` §4.3).
+
+Reference: ``munl/unlearning/successive_random_labels.py`` -> ``salun.py: RandomRelabel`` with no
+mask (the "RL" baseline of Fan et al., SalUn, arXiv 2310.12508, ``Unlearn-Saliency/.../RL.py``);
+relabelling in ``munl/datasets/common.py: RandomRelabelDataset``.
+
+Update rule, for E epochs over the shuffled concatenation (relabelled D_f, then D_r), batch B,
+train mode:
+
+    theta <- SGD(lr, mu, wd).step(theta, grad CE(f_theta(x), y~)),
+    y~ = r(x) for forget examples (a uniformly drawn label), y for retain examples.
+
+No schedule: the reference configures a cosine scheduler but never steps it.
+
+Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods._relabel``:
+  ``relabel="sequence"`` (faithful): one label sequence drawn once; in each epoch the k-th forget
+  example reached by that epoch's permutation gets its k-th label. ``"independent"`` (clean):
+  fresh draw per (epoch, example). Both may draw the true label (probability 1/C).
+
+Defaults: E 5, B 256, lr 0.1, mu 0.9, wd 5e-4. Search: G. Every architecture (train mode).
+Known discrepancy: the reference's access-ordered generator is emulated structurally, not
+bit-for-bit (§2.3); with DataLoader workers the reference's access order could differ.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from jaxmu.methods import _relabel
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._loops import run_epochs
+from jaxmu.methods.finetune import init
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
+    _relabel.check_relabel(mode)
+    state = init(params, batch_stats, hp)
+    train_key = jax.random.fold_in(key, 1)  # epochs; the label sequence comes from ``key``
+
+    def epoch(st, e, k):
+        return _relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode)
+
+    state = run_epochs(state, E, train_key, epoch)
+    return state.params, state.batch_stats
+
+
+SPEC = MethodSpec(
+    name="random_relabel",
+    run=run,
+    defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+              "relabel": "sequence"},
+    search_space=generic_space(),
+    static=frozenset({"epochs", "batch_size", "relabel"}),
+    doc="SGD on randomly relabelled D_f mixed with D_r (no schedule)",
+)
