@@ -1,0 +1,180 @@
+"""SCRUB — teacher-student max/min distillation with checkpoint selection (``methods.md`` §4.6).
+
+Paper: Kurmanji et al., "Towards Unbounded Machine Unlearning" (SCRUB), arXiv 2302.09880; benchmark:
+Deep Unlearn, arXiv 2410.01276. Reference: ``munl/unlearning/scrubv2.py`` with
+``thirdparty/repdistiller/helper/{loops,util}.py`` and ``distiller_zoo/KD.py`` (xcadet/deepunlearn),
+ported from meghdadk/SCRUB ``MIA_experiments.ipynb``.
+
+Setup: teacher t = theta_0 (eval mode, frozen); student s = theta_0; ONE PyTorch SGD
+(lr_0, mu, wd) whose momentum buffer is shared by the max and min passes.
+DistillKL D_T(s, t) = T^2 (1/B) sum_i sum_c q_ic (log q_ic - log p_ic), q = softmax(t/T),
+p = softmax(s/T) (``kl_div(..., "batchmean_t2")``).
+
+For e = 1..E:
+  1. lr = lr_0 * 0.1^m(e), m(e) = #{d in (floor(E/2), floor(.8E), floor(.9E)) : e > d}
+     (1-based e; E = 1 runs at lr_0 * 1e-3).
+  2. record err_r, err_f, err_v, err_fv (100 - top-1 % of the student in eval mode; pure reads).
+  3. if e <= msteps: max pass over D_f in STORED order (batch B_f), student in train mode,
+     minimising -D_T(s, t).
+  4. min pass over D_r (shuffled, batch B_r), train mode, minimising gamma CE(s, y) + alpha D_T(s, t).
+  5. snapshot (params, BatchNorm statistics) after epoch e.
+Then record the errors once more (index k = state after k epochs, k = 0..E) and select
+k* = argmin_k |err_f[k] - err_fv[E]| (first index on ties). k* >= 1 returns snapshot k*;
+k* = 0 returns the FINAL student in the reference (``k0_keeps_final=True``, faithful) or theta_0
+(clean). D_fv = the examples of D_v whose label occurs in D_f (a mask over D_v; all of D_v under
+random forgetting; if empty, err_fv is taken as 100).
+
+Static: ``epochs`` (sgda_num_epochs), ``msteps`` (the max pass is gated statically: the first
+min(msteps, E) epochs run it — two scans, no runtime cond), ``retain_batch_size``,
+``forget_batch_size``, flags ``select_checkpoint`` (True faithful; False returns the final student)
+and ``k0_keeps_final`` (True faithful). Arrays: ``learning_rate`` (sgda_learning_rate),
+``momentum`` (sgda_momentum), ``weight_decay`` (sgda_weight_decay), ``gamma``, ``alpha``,
+``temperature`` (kd_T). Dead (accepted, ignored, never searched): ``beta`` (the "kd" distiller has
+no extra term) and ``smoothing`` (the SWA model passed in is the student itself: a zero-distance
+term whose JAX gradient would be NaN — not implemented). The lr decay rate 0.1 is fixed.
+
+Memory: with selection on, E + 1 snapshots of (params, batch_stats) per model are stacked
+on the device (theta_0 plus one per epoch; ~45 MB each for ResNet-18). Fine for digits/CPU models;
+for ResNet-18 stacks with large E, chunk the models axis.
+
+T -> 0 (TEMP includes 0) gives non-finite losses; they are not guarded (recorded as such).
+
+Randomness: epoch e (0-based) uses k_e = ``fold_in(key, e)``; max pass keys from ``fold_in(k_e, 0)``
+(drop-path only: the forget stream is not shuffled), min pass from ``fold_in(k_e, 1)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.engine.optim import step_decay_factor
+from jaxmu.methods._base import BS, EP, LR, TEMP, U01, WD, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_pass
+from jaxmu.methods._scrubkgl import loss_step, predict_correct, sgd_state, teacher_logits
+from jaxmu.methods.finetune import TrainState, with_lr
+
+LR_DECAY_RATE = 0.1
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def forget_val_mask(data: SplitData, num_classes: int) -> jax.Array:
+    """D_fv as a boolean mask over D_v: labels of D_v that occur in D_f."""
+    present = jnp.bincount(data.labels[data.forget], length=num_classes) > 0
+    return present[data.labels[data.val]]
+
+
+def _err(correct, mask=None) -> jax.Array:
+    """100 - top-1 accuracy in percent; computed as 100 - (100 * #correct) / n in float32."""
+    if mask is None:
+        mask = jnp.ones_like(correct)
+    n = jnp.maximum(jnp.sum(mask).astype(jnp.float32), 1.0)
+    hits = jnp.sum(correct & mask).astype(jnp.float32)
+    return 100.0 - (100.0 * hits) / n
+
+
+def record_errors(ctx: StaticContext, data: SplitData, params, batch_stats, fv_mask) -> jax.Array:
+    """``[err_r, err_f, err_v, err_fv]`` of a model in eval mode (pure reads)."""
+    c_r = predict_correct(ctx, data, params, batch_stats, data.retain)
+    c_f = predict_correct(ctx, data, params, batch_stats, data.forget)
+    c_v = predict_correct(ctx, data, params, batch_stats, data.val)
+    return jnp.stack([_err(c_r), _err(c_f), _err(c_v), _err(c_v, fv_mask)])
+
+
+def select_index(err_f, err_fv_final, *, k0_keeps_final: bool = True) -> jax.Array:
+    """Index of the returned state among k = 0..E given ``err_f`` ``[E+1]``.
+
+    k* = argmin_k |err_f[k] - err_fv_final| (first on ties); k* = 0 maps to E (the final student)
+    when ``k0_keeps_final``.
+    """
+    err_f = jnp.asarray(err_f)
+    k = jnp.argmin(jnp.abs(err_f - err_fv_final)).astype(jnp.int32)
+    if k0_keeps_final:
+        k = jnp.where(k == 0, err_f.shape[0] - 1, k)
+    return k
+
+
+def max_update(ctx, data, teacher, state: TrainState, idx, key, temperature) -> TrainState:
+    """Ascent on the distillation term over a forget batch (minimise -D_T)."""
+    x, _ = gather(ctx, data, idx)
+    t = teacher_logits(ctx, *teacher, x)
+
+    def loss_fn(p):
+        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        return -kl_div(t, s, temperature, "batchmean_t2"), bs
+
+    return loss_step(state, loss_fn)
+
+
+def min_update(ctx, data, teacher, state: TrainState, idx, key, hp) -> TrainState:
+    """gamma CE + alpha D_T over a retain batch."""
+    x, y = gather(ctx, data, idx)
+    t = teacher_logits(ctx, *teacher, x)
+
+    def loss_fn(p):
+        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
+        return hp["gamma"] * cross_entropy(s, y) + hp["alpha"] * kl_div(t, s, hp["temperature"], "batchmean_t2"), bs
+
+    return loss_step(state, loss_fn)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+    E, msteps = static["epochs"], static["msteps"]
+    Br, Bf = static["retain_batch_size"], static["forget_batch_size"]
+    select = static["select_checkpoint"]
+    teacher = (params, batch_stats)
+    state = TrainState(params, batch_stats, sgd_state(params, hp))
+    fv_mask = forget_val_mask(data, ctx.num_classes)
+
+    def make_epoch(with_max: bool):
+        def body(st, e):
+            k = jax.random.fold_in(key, e)
+            st = with_lr(st, hp["learning_rate"] * step_decay_factor(e + 1, E, LR_DECAY_RATE, one_based=True))
+            errs = record_errors(ctx, data, st.params, st.batch_stats, fv_mask) if select else None
+            if with_max:
+                st = run_pass(st, data.forget, Bf, jax.random.fold_in(k, 0),
+                              lambda s, idx, kk: max_update(ctx, data, teacher, s, idx, kk, hp["temperature"]),
+                              shuffle=False)
+            st = run_pass(st, data.retain, Br, jax.random.fold_in(k, 1),
+                          lambda s, idx, kk: min_update(ctx, data, teacher, s, idx, kk, hp))
+            snap = (st.params, st.batch_stats) if select else None
+            return st, (errs, snap)
+        return body
+
+    n_max = max(0, min(msteps, E))
+    outs = []
+    for lo, hi, with_max in ((0, n_max, True), (n_max, E, False)):
+        if hi > lo:
+            state, ys = jax.lax.scan(make_epoch(with_max), state, jnp.arange(lo, hi))
+            outs.append(ys)
+    if not select or E == 0:
+        return state.params, state.batch_stats
+
+    final_errs = record_errors(ctx, data, state.params, state.batch_stats, fv_mask)
+    errs = jnp.concatenate([o[0] for o in outs] + [final_errs[None]], axis=0)  # [E+1, 4]
+    snaps = jax.tree_util.tree_map(lambda p0, *ss: jnp.concatenate([p0[None], *ss], axis=0),
+                                   teacher, *[o[1] for o in outs])  # k = 0..E
+    k = select_index(errs[:, 1], errs[-1, 3], k0_keeps_final=static["k0_keeps_final"])
+    out = jax.tree_util.tree_map(lambda s: s[k], snaps)
+    return out[0], out[1]
+
+
+SPEC = MethodSpec(
+    name="scrub",
+    run=run,
+    defaults={"epochs": 5, "msteps": 3, "retain_batch_size": 32, "forget_batch_size": 64,
+              "learning_rate": 5e-4, "momentum": 0.9, "weight_decay": 5e-4,
+              "gamma": 1.0, "alpha": 0.5, "temperature": 2.0,
+              "select_checkpoint": True, "k0_keeps_final": True},
+    search_space={"gamma": U01, "alpha": U01, "msteps": EP, "temperature": TEMP, "epochs": EP,
+                  "learning_rate": LR, "weight_decay": WD, "retain_batch_size": BS, "forget_batch_size": BS},
+    static=frozenset({"epochs", "msteps", "retain_batch_size", "forget_batch_size", "select_checkpoint",
+                      "k0_keeps_final"}),
+    dead=frozenset({"beta", "smoothing"}),
+    doc="teacher-student max (D_f) / min (D_r) distillation, step decay, checkpoint selection",
+)

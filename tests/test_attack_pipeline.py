@@ -1,0 +1,79 @@
+"""System-level U-LiRA oracles on tiny shadow stacks (protocol §10.3) and the attack CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxmu.config import load_config
+
+TINY = ["model.name=mlp", "train.epochs=4", "train.batch_size=64", "attack.num_splits=8", "attack.forget_sets=2",
+        "attack.forget_fraction=0.5", "attack.folds=2", "attack.queries=1", "engine.progress=false", "seeds=1"]
+
+
+METHOD = "finetune(epochs=1, batch_size=64, learning_rate=0.01)"
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("ulira")
+
+
+@pytest.fixture(scope="module")
+def report(out_dir):
+    import jaxmu.methods as M
+    from jaxmu.attacks.pipeline import run_ulira
+    from jaxmu.pipeline import prepare
+
+    setting = prepare(load_config(None, TINY), out_dir)
+    rep = run_ulira(setting, M.get(METHOD))
+    return {p.name: p for p in rep.populations}, rep
+
+
+def test_splits_are_complementary_and_forget_sets_partition(report):
+    _, rep = report
+    sp = rep.splits
+    pool = set(sp.pool.tolist())
+    for i in range(0, sp.num_splits, 2):
+        a, b = set(sp.halves[i].tolist()), set(sp.halves[i + 1].tolist())
+        assert not a & b and a | b == pool
+        for s in (i, i + 1):
+            fs = [set(x.tolist()) for x in sp.forget[s]]
+            assert not fs[0] & fs[1] and fs[0] | fs[1] <= set(sp.halves[s].tolist())
+    # every example forgotten by the same number of models up to the odd leftover
+    counts = (rep.roles == 2).sum(0)
+    assert np.bincount(counts).argmax() == sp.num_splits // 2
+
+
+def test_retrain_vs_retrain_is_near_chance_and_original_is_separable(report):
+    pops, _ = report
+    perfect, original = pops["retrain (perfect)"], pops["original"]
+    for res in (perfect.hayes, perfect.deepunlearn):
+        assert 0.44 < res.summary["auc"] < 0.56, res.summary
+    assert original.hayes.summary["auc"] > perfect.hayes.summary["auc"] + 0.05
+    assert original.hayes.summary["accuracy"] > 0.55
+    # no unlearning scores worse on the NeurIPS metric than perfect unlearning
+    assert original.forget_score < perfect.forget_score
+    assert np.all((perfect.eps >= 0) & (perfect.eps <= 50))
+
+
+def test_attack_cli_reuses_shadows_and_writes_scores_and_plot(report, out_dir, repo_root):
+    """The CLI on the fixture's run directory: every stack is loaded, only the attack reruns."""
+    import subprocess
+    import sys
+
+    tmp_path = out_dir
+    cmd = [sys.executable, "-m", "jaxmu.attack", "--config", "configs/ulira_digits_cnn.yaml", "--method",
+           METHOD, "--out", str(tmp_path), "--quiet"]
+    for o in TINY:
+        cmd += ["--set", o]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "retrain (perfect)" in out.stdout and "hayes" in out.stdout and "deepunlearn" in out.stdout
+    npz = list(tmp_path.rglob("ulira_finetune.npz"))
+    png = list(tmp_path.rglob("ulira_finetune_roc.png"))
+    assert npz and png and png[0].stat().st_size > 1000
+    data = np.load(npz[0])
+    assert data["finetune_hayes_scores"].shape == data["finetune_hayes_labels"].shape
+    bad = subprocess.run(cmd + ["--set", "attack.num_splits=5"], capture_output=True, text=True, cwd=repo_root)
+    assert bad.returncode == 2 and "num_splits" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,105 @@
+"""NG+ (methods.md §4.4): eval-mode BN, cyclic forget batches (partial one recurs), alpha, L2-to-init."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxmu.methods as M
+from jaxmu.methods import ng_plus
+from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods._loops import gather, order
+from jaxmu.methods.finetune import TrainState
+
+B = 40  # retain 240 -> 6 full batches; forget 60 -> one full (40) + one partial (20) batch, cycled
+ALPHA = np.array([0.95, 0.5], np.float32)
+LAM = np.array([0.0, 0.3], np.float32)
+LR = np.array([0.01, 0.05], np.float32)
+WD, MU = 1e-3, 0.9
+
+
+def _model(tree, i):
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _ce(logits, y):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+@pytest.fixture(scope="module")
+def result(tiny):
+    m = M.get("ng_plus", epochs=1, batch_size=B)
+    arrays = {**m.arrays, "alpha": ALPHA, "l2_to_init": LAM, "learning_rate": LR, "weight_decay": WD,
+              "momentum": MU}
+    return unlearn_stack(m.spec, m.static, arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats,
+                         unlearning_key())
+
+
+def test_spec():
+    spec = M.get("ng_plus").spec
+    assert set(spec.search_space) == {"learning_rate", "weight_decay", "batch_size", "epochs", "alpha"}
+    h = M.get("ng_plus").hparams
+    assert (h["alpha"], h["l2_to_init"], h["weight_decay"], h["bn_mode"]) == (0.95, 0.0, 0.0, "eval")
+    with pytest.raises(M.MethodError):
+        M.get("ng_plus", bn_mode=3)
+
+
+def test_matches_hand_written_cyclic_eval_mode_run(tiny, result):
+    key = unlearning_key()
+    data, model = tiny.data, tiny.ctx.model
+    ek = jax.random.fold_in(key, 0)  # epoch 0
+    r_perm = order(data.retain, jax.random.fold_in(jax.random.fold_in(ek, 0), 0), True)
+    f_perm = order(data.forget, jax.random.fold_in(ek, 1), True)
+    f_batches = [f_perm[:40], f_perm[40:]]  # the partial 20-example batch recurs
+    steps = [(r_perm[t * B:(t + 1) * B], f_batches[t % 2]) for t in range(6)]
+
+    @jax.jit
+    def grad(p, p0, bs, ir, if_, alpha, lam):
+        xr, yr = gather(tiny.ctx, data, ir)
+        xf, yf = gather(tiny.ctx, data, if_)
+
+        def f(p):
+            lr_ = _ce(model.apply(p, bs, xr, train=False)[0], yr)
+            sq = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree_util.tree_leaves(p),
+                                                            jax.tree_util.tree_leaves(p0)))
+            lf = _ce(model.apply(p, bs, xf, train=False)[0], yf)
+            return alpha * (lr_ + 0.5 * lam * sq) - (1 - alpha) * lf
+        return jax.grad(f)(p)
+
+    for i in range(2):
+        p0, bs0 = _model(tiny.params, i), _model(tiny.batch_stats, i)
+        p, mom = p0, None
+        for ir, if_ in steps:
+            g = grad(p, p0, bs0, ir, if_, ALPHA[i], LAM[i])
+            d = jax.tree_util.tree_map(lambda gi, pi: gi + WD * pi, g, p)
+            mom = d if mom is None else jax.tree_util.tree_map(lambda mi, di: MU * mi + di, mom, d)
+            p = jax.tree_util.tree_map(lambda pi, mi: pi - LR[i] * mi, p, mom)
+        for a, b in zip(jax.tree_util.tree_leaves(_model(result.params, i)), jax.tree_util.tree_leaves(p)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+        # eval mode: running statistics untouched
+        for a, b in zip(jax.tree_util.tree_leaves(_model(result.batch_stats, i)), jax.tree_util.tree_leaves(bs0)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
+    """bn_mode="train": retain forward then the (partial, own-shape) forget forward update the stats."""
+    data, model, ctx = tiny.data, tiny.ctx.model, tiny.ctx
+    p0, bs0 = _model(tiny.params, 0), _model(tiny.batch_stats, 0)
+    fb = ng_plus.forget_batches(data, B, jax.random.PRNGKey(3))
+    hp = {"learning_rate": jnp.float32(0.0), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0),
+          "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
+    st = ng_plus.init(p0, bs0, hp)
+    ir = data.retain[:B]
+    got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
+                                               train=True))(st, jnp.int32(1))
+    xr, _ = gather(ctx, data, ir)
+    xf, _ = gather(ctx, data, fb.part)
+    assert fb.part.shape == (20,)
+    _, bs1 = model.apply(p0, bs0, xr, train=True)
+    _, bs2 = model.apply(p0, bs1, xf, train=True)
+    for a, b in zip(jax.tree_util.tree_leaves(got.batch_stats), jax.tree_util.tree_leaves(bs2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert isinstance(got, TrainState)
