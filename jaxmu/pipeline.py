@@ -122,6 +122,34 @@ def evaluate_state(setting: Setting, state: TrainState | tuple) -> dict[str, dic
     return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data)
 
 
+METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility")
+
+
+def stack_metrics(setting: Setting, state: TrainState | tuple) -> dict[str, np.ndarray]:
+    """Every per-seed metric of protocol §6 for a stack: ``{name: [models]}``.
+
+    Accuracies on D_r, D_f, D_v, D_t; population MIA of D_f against D_v ("val MIA") and D_t
+    ("test MIA") with the reference procedure (§6.2); indiscernibility of the test MIA (the
+    paper tables' convention, §6.3).
+    """
+    from jaxmu.attacks.population_mia import model_mias_stacked
+    from jaxmu.metrics import indiscernibility
+
+    ev = evaluate_state(setting, state)
+    val_mia, test_mia = model_mias_stacked(ev["forget"]["loss"], ev["val"]["loss"], ev["test"]["loss"])
+    out = {f"{n}_acc": np.asarray(ev[n]["accuracy"], np.float64) for n in SPLIT_NAMES}
+    out.update(val_mia=val_mia, test_mia=test_mia, indiscernibility=indiscernibility(test_mia))
+    return out
+
+
+def with_retention(metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add RetDev = |RA/RA_R - 1| + |FA/FA_R - 1| + |TA/TA_R - 1| against the same seed's R (§6.4)."""
+    from jaxmu.metrics import retdev
+
+    return {**metrics, "retdev": retdev(metrics["retain_acc"], metrics["forget_acc"], metrics["test_acc"],
+                                         retrain["retain_acc"], retrain["forget_acc"], retrain["test_acc"])}
+
+
 # --------------------------------------------------------------------------- unlearning
 
 

@@ -17,15 +17,17 @@ import numpy as np
 from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, format_table, run_cli
 
 
-def accuracy_rows(seeds, results: dict[str, dict[str, dict[str, np.ndarray]]]) -> list[list[object]]:
-    """Per-seed rows and a mean ± std row per stack (std over seeds, ddof=1 when > 1 seed)."""
+def metric_rows(seeds, results: dict[str, dict[str, np.ndarray]], columns) -> list[list[object]]:
+    """Per-seed rows and a mean ± std row per stack (std over seeds, ddof=1; one seed is flagged)."""
+    from jaxmu.metrics import summarize
+
     rows: list[list[object]] = []
-    for stack, ev in results.items():
-        accs = [ev[s]["accuracy"] for s in ("retain", "forget", "val", "test")]
+    for stack, metrics in results.items():
+        cols = [np.asarray(metrics[c], np.float64) for c in columns]
         for i, seed in enumerate(seeds):
-            rows.append([stack, seed] + [float(a[i]) for a in accs])
-        ddof = 1 if len(seeds) > 1 else 0
-        rows.append([stack, "mean±std"] + [f"{a.mean():.4f}±{a.std(ddof=ddof):.4f}" for a in accs])
+            rows.append([stack, seed] + [float(a[i]) for a in cols])
+        label = "mean±std" if len(seeds) > 1 else "single seed"
+        rows.append([stack, label] + [f"{summarize(a).mean:.4f}±{summarize(a).std:.4f}" for a in cols])
     return rows
 
 
@@ -35,18 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_from_args(args)
     enable_compile_cache()
-    from jaxmu.pipeline import evaluate_state, prepare, reference_stacks
+    from jaxmu.pipeline import METRICS, prepare, reference_stacks, stack_metrics
 
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, "
           f"{len(cfg.seeds)} seeds, split {setting.splits.content_hash})")
     stages = reference_stacks(setting)
-    results = {name: evaluate_state(setting, r.state) for name, r in stages.items()}
+    results = {name: stack_metrics(setting, r.state) for name, r in stages.items()}
     for name, r in stages.items():
         how = "loaded" if r.skipped else (f"resumed at epoch {r.resumed_from}" if r.resumed_from else "trained")
         print(f"{name}: {how}; compile {r.compile_s:.2f} s, run {r.run_s:.2f} s "
               f"({r.run_s / len(cfg.seeds):.3f} s per model)")
-    print(format_table(["stack", "seed", "retain", "forget", "val", "test"], accuracy_rows(cfg.seeds, results)))
+    print(format_table(["stack", "seed", *METRICS], metric_rows(cfg.seeds, results, METRICS)))
     return 0
 
 

@@ -23,8 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--method", default=None, help='method id or call string, e.g. "ng_plus(alpha=0.9)"')
     args = p.parse_args(argv)
     cfg = config_from_args(args)
-    from jaxmu.pipeline import evaluate_state, method_from_config, prepare, reference_stacks, unlearn_stage
-    from jaxmu.train import accuracy_rows
+    from jaxmu.pipeline import (METRICS, method_from_config, prepare, reference_stacks, stack_metrics,
+                                unlearn_stage, with_retention)
+    from jaxmu.train import metric_rows
 
     method = method_from_config(cfg, args.method)  # validate before any work
     enable_compile_cache()
@@ -32,11 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
     refs = reference_stacks(setting)
     res = unlearn_stage(setting, method, refs["original"])
+    retrain = stack_metrics(setting, refs["retrain"].state)
     results = {
-        method.name: evaluate_state(setting, (res.params, res.batch_stats)),
-        "retrain": evaluate_state(setting, refs["retrain"].state),
+        method.name: with_retention(stack_metrics(setting, (res.params, res.batch_stats)), retrain),
+        "retrain": with_retention(retrain, retrain),
     }
-    print(format_table(["stack", "seed", "retain", "forget", "val", "test"], accuracy_rows(cfg.seeds, results)))
+    columns = (*METRICS, "retdev")
+    print(format_table(["stack", "seed", *columns], metric_rows(cfg.seeds, results, columns)))
     t_r = refs["retrain"].run_s
     rte = t_r / res.run_s if res.run_s > 0 else float("inf")
     how = "loaded from checkpoint" if res.skipped else "ran"

@@ -72,7 +72,8 @@ class TinySetting:
         """Accuracy ``[models]`` of a stack on index set ``idx`` (eval mode)."""
         import numpy as np
 
-        from jaxmu.engine.evaluate import Evaluator, accuracy
+        from jaxmu.engine.evaluate import Evaluator
+        from jaxmu.metrics import accuracy
         from jaxmu.engine.trainer import DeviceData
 
         ev = Evaluator(self.model, self.ctx.mean, self.ctx.std, batch_size=256)

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmu.engine.evaluate import Evaluator, accuracy
+from jaxmu.engine.evaluate import Evaluator
+from jaxmu.metrics import accuracy
 from jaxmu.engine.optim import cosine_factor, step_decay_factor, torch_sgd
 from jaxmu.engine.trainer import DeviceData, Trainer
 from jaxmu.models import build_model

@@ -71,7 +71,7 @@ def test_reinit_and_multiplier():
 def test_global_scope():
     p = _params()
     G = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(9), x.shape) *
-                               (10.0 if x.shape[2] == 4 else 1.0), p)
+                               (10.0 if x.ndim == 4 and x.shape[2] == 4 else 1.0), p)
     masks = [np.asarray(m) for m in msg.select(p, G, 0.3, "global")]
     total = sum(m.size for m in masks)
     assert sum(m.sum() for m in masks) == round(0.3 * total)
@@ -117,11 +117,11 @@ def test_mlp_raises(digits):
 
 def test_driver_zero_lr_reinitialises_exactly_the_small_gradient_entries(tiny):
     rhos = np.array([0.3, 0.5], np.float32)
-    m = M.get("msg", epochs=1, batch_size=25, learning_rate=0.0, weight_decay=0.0)
+    m = M.get("msg", epochs=1, batch_size=100, learning_rate=0.0, weight_decay=0.0)
     arrays = {**m.arrays, "init_rate": rhos}
     key = unlearning_key()
     r = unlearn_stack(m.spec, m.static, arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, key)
-    gp = jax.jit(lambda p, b, tb: msg.grad_pass(tiny.ctx, tiny.data, p, b, jax.random.fold_in(key, 0), 25,
+    gp = jax.jit(lambda p, b, tb: msg.grad_pass(tiny.ctx, tiny.data, p, b, jax.random.fold_in(key, 0), 100,
                                                 train_bn=tb), static_argnums=2)
     for i, rho in enumerate(rhos):
         p0, b0 = _one(tiny.params, i), _one(tiny.batch_stats, i)
@@ -143,7 +143,7 @@ def test_driver_zero_lr_reinitialises_exactly_the_small_gradient_entries(tiny):
 
 
 def test_driver_defaults_finite(tiny):
-    m = M.get("msg", epochs=1)
+    m = M.get("msg", epochs=1, batch_size=100)
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats,
                       unlearning_key())
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves((r.params, r.batch_stats)))

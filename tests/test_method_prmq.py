@@ -101,7 +101,7 @@ def test_step_count_crosses_pass_boundaries(tiny, monkeypatch):
 def test_fp16_roundtrip():
     x = {"a": jnp.array([0.1, 1e-8, 7e4, -7e4, 1.0 + 2 ** -12], jnp.float32)}
     y = np.asarray(prmq.fp16_roundtrip(x)["a"])
-    np.testing.assert_array_equal(y, np.array([0.1, 1e-8, 7e4, -7e4, 1.0 + 2 ** -12], np.float16).astype(np.float32))
+    assert y[0] == np.float32(np.float16(0.1)) and y[3] == -np.inf
     assert np.isinf(y[2]) and y[1] == 0.0 and y[4] == 1.0
 
 
@@ -114,7 +114,8 @@ def test_end_to_end_prunes_and_quantises(tiny):
         a = np.asarray(leaf)
         assert np.all(np.isfinite(a))
         np.testing.assert_array_equal(a, a.astype(np.float16).astype(np.float32))
-    # 99 % of the prune set was re-drawn: conv1 kernel now within the default-init bound (+ one small step)
-    w = np.asarray(r.params["conv1"]["kernel"])
-    assert np.abs(w).max() <= 1 / 3 + 0.01
-    assert not np.allclose(w, tiny.params["conv1"]["kernel"])
+    # 99 % of the prune set was re-drawn: few entries stay near theta_0 (one small step at lr 5e-4)
+    near = [np.abs(np.asarray(r.params[a]["kernel"]) - np.asarray(tiny.params[a]["kernel"])) < 2e-3
+            for a in ("conv1", "conv2", "head")]
+    frac = sum(x.sum() for x in near) / sum(x.size for x in near)
+    assert 0.0 < frac < 0.05

@@ -59,20 +59,30 @@ def test_threshold_mask_keeps_exactly_floor_n_tau_entries():
 
 
 def test_saliency_cumulative_weights_earlier_batches_more(tiny):
-    data, ctx = tiny.data, tiny.ctx
-    p, bs = _model(tiny.params, 0), _model(tiny.batch_stats, 0)
+    from jaxmu.methods import StaticContext
+    from jaxmu.models import build_model
+
+    data = tiny.data
+    model = build_model("mlp", 10, (8, 8, 1))  # cheap to compile; the rule is model-agnostic
+    ctx = StaticContext(model, 10, tiny.ctx.mean, tiny.ctx.std)
+    p, bs = model.init(jax.random.PRNGKey(1))
     key = jax.random.PRNGKey(5)
     # B = 32 on 60 forget examples: batches of 32 and 28 (partial kept), eval mode
     perm = order(data.forget, jax.random.fold_in(key, 0), True)
-    gs = []
-    for idx in (perm[:32], perm[32:]):
+
+    @jax.jit
+    def grad(idx):
         x, y = gather(ctx, data, idx)
-        gs.append(jax.grad(lambda q: -_ce(ctx.model.apply(q, bs, x, train=False)[0], y))(p))
-    sal = jax.jit(lambda p, acc: salun.saliency(ctx, data, p, bs, 32, key, accumulation=acc), static_argnums=1)
-    cum, plain = sal(p, "cumulative"), sal(p, "sum")
-    for c, s_, g1, g2 in zip(*(jax.tree_util.tree_leaves(t) for t in (cum, plain, *gs))):
-        np.testing.assert_allclose(c, 2 * g1 + g2, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(s_, g1 + g2, rtol=1e-4, atol=1e-6)
+        return jax.grad(lambda q: -_ce(model.apply(q, bs, x, train=False)[0], y))(p)
+
+    g1, g2 = grad(perm[:32]), grad(jnp.concatenate([perm[32:], perm[32:36]])[:28])
+    sal = jax.jit(lambda acc: salun.saliency(ctx, data, p, bs, 32, key, accumulation=acc), static_argnums=0)
+    cum, plain = sal("cumulative"), sal("sum")
+    for c, s_, a, b in zip(*(jax.tree_util.tree_leaves(t) for t in (cum, plain, g1, g2))):
+        np.testing.assert_allclose(c, 2 * a + b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(s_, a + b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(M.MethodError):
+        salun.saliency(ctx, data, p, bs, 32, key, accumulation="bogus")
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +106,23 @@ def test_masked_relabel_step(tiny, result):
     y = np.asarray(y).copy()
     y[perm < n_f] = np.asarray(_relabel.label_sequence(key, n_f, ctx.num_classes))
     static = {"batch_size": 300, "mask_accumulation": "cumulative", "eval_attention_biases": "frozen"}
+    masks = jax.jit(jax.vmap(lambda p, bs, t: salun.make_mask(ctx, data, p, bs, {"threshold": t},
+                                                              jax.random.fold_in(key, 2), static=static)))(
+        tiny.params, tiny.batch_stats, jnp.asarray(TAU))
+
+    @jax.jit
+    def grad(p, bs):
+        def f(q):
+            logits, nbs = ctx.model.apply(q, bs, x, train=True)
+            return _ce(logits, jnp.asarray(y)), nbs
+        return jax.grad(f, has_aux=True)(p)
+
     for i in range(2):
         p, bs = _model(tiny.params, i), _model(tiny.batch_stats, i)
-        mask = salun.make_mask(ctx, data, p, bs, {"threshold": jnp.float32(TAU[i])},
-                               jax.random.fold_in(key, 2), static=static)
+        mask = _model(masks, i)
         n = sum(a.size for a in jax.tree_util.tree_leaves(mask))
         assert sum(float(a.sum()) for a in jax.tree_util.tree_leaves(mask)) == math.floor(n * float(TAU[i]))
-        g, bs_new = jax.grad(lambda q: _ce(*(lambda o: (o[0], y))(ctx.model.apply(q, bs, x, train=True))),
-                             has_aux=False)(p), ctx.model.apply(p, bs, x, train=True)[1]
+        g, bs_new = grad(p, bs)
         want = jax.tree_util.tree_map(lambda pi, gi, mi: pi - LR[i] * (mi * gi + WD * pi), p, g, mask)
         got = _model(result.params, i)
         for a, b, mi, p0 in zip(*(jax.tree_util.tree_leaves(t) for t in (got, want, mask, p))):

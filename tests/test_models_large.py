@@ -110,6 +110,16 @@ GOLDEN_TINYVIT = np.array([
 ], np.float32)
 
 
+def jit_float32(fn):
+    """``jax.jit(fn)`` traced with full float32 matmul/conv precision (no TF32 on GPUs)."""
+
+    def traced(*args):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args)
+
+    return jax.jit(traced)
+
+
 class Compiled:
     """An architecture's models (im2col, xla) and their jitted eval/train programs."""
 
@@ -118,9 +128,9 @@ class Compiled:
         self.model = build(10, SHAPE, "im2col", "imagenet")
         self.model_xla = build(10, SHAPE, "xla", "imagenet")
         m, mx = self.model, self.model_xla
-        self.eval = jax.jit(lambda p, s, x: m.apply(p, s, x, train=False)[0])
-        self.eval_xla = jax.jit(lambda p, s, x: mx.apply(p, s, x, train=False)[0])
-        self.train = jax.jit(lambda p, s, x, k: m.apply(p, s, x, train=True, key=k))
+        self.eval = jit_float32(lambda p, s, x: m.apply(p, s, x, train=False)[0])
+        self.eval_xla = jit_float32(lambda p, s, x: mx.apply(p, s, x, train=False)[0])
+        self.train = jit_float32(lambda p, s, x, k: m.apply(p, s, x, train=True, key=k))
         self.params, self.stats = loaded(arch, self.model)
         self.x = jnp.asarray(reference_input().transpose(0, 2, 3, 1))
 

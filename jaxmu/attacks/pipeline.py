@@ -29,7 +29,7 @@ from jaxmu.attacks.neurips_score import forget_score, per_example_epsilon
 from jaxmu.attacks.shadow import ShadowSplits, forgotten_populations, make_shadow_splits, phi_stack, repeat_models
 from jaxmu.attacks.ulira import FORGOTTEN, RETAINED, ulira_deepunlearn, ulira_hayes
 from jaxmu.checkpoint import load_tree, save_tree
-from jaxmu.engine.evaluate import accuracy
+from jaxmu.metrics import accuracy
 from jaxmu.engine.trainer import Trainer
 from jaxmu.methods import SplitData
 from jaxmu.methods._driver import UNLEARN_SEED, unlearn_stack

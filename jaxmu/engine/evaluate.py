@@ -16,7 +16,8 @@ import numpy as np
 
 from jaxmu.data.augment import normalize
 from jaxmu.engine.execution import map_models
-from jaxmu.engine.trainer import DeviceData, cross_entropy
+from jaxmu.engine.trainer import DeviceData
+from jaxmu.metrics import accuracy, per_example_ce
 from jaxmu.models.base import Model
 from jaxmu.types import Array
 
@@ -60,16 +61,6 @@ class Evaluator:
         return out[:, :n]
 
 
-def accuracy(logits: Array, labels: Array) -> Array:
-    """Top-1 accuracy per model: ``[models, n, C]`` logits, ``[n]`` labels -> ``[models]``."""
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels, axis=-1)
-
-
-def per_example_loss(logits: Array, labels: Array) -> Array:
-    """Cross-entropy per model and example ``[models, n]``."""
-    return cross_entropy(logits, jnp.broadcast_to(labels, logits.shape[:-1]))
-
-
 def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData) -> dict[str, dict[str, np.ndarray]]:
     """Accuracy ``[models]`` and per-example losses ``[models, n]`` on each named split."""
     labels = np.asarray(data.labels)
@@ -79,6 +70,6 @@ def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str,
         y = jnp.asarray(labels[np.asarray(idx)])
         out[name] = {
             "accuracy": np.asarray(accuracy(logits, y)),
-            "loss": np.asarray(per_example_loss(logits, y)),
+            "loss": np.asarray(per_example_ce(logits, y)),
         }
     return out
