@@ -109,6 +109,27 @@ class AttackConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TuneConfig:
+    """Hyperparameter search (protocol §7).
+
+    Attributes:
+      trials: completed trials per seed study (the study: 100).
+      batch: trials asked from each study per round; a round's trials that share their static
+        settings run as one vmapped program.
+      seeds: the seeds with a study (the study: 0, 1, 2; those also in ``Config.seeds`` are
+        used); each trial unlearns that seed's original and is compared with the same seed's
+        retrained model.
+      storage: Optuna storage URL; empty = an SQLite file in the run directory. Several sweep
+        workers may share one study through a shared URL.
+    """
+
+    trials: int = 8
+    batch: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    storage: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Performance flags: never change results beyond float tolerance, not hashed.
 
@@ -147,6 +168,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
     seeds: tuple[int, ...] = tuple(range(10))
     method: dict[str, Any] = dataclasses.field(default_factory=dict)
     unlearn_keys: Literal["shared", "per_model"] = "shared"
@@ -339,6 +361,9 @@ def validate(cfg: Config) -> None:
         (e.chunk_size >= 1, "engine.chunk_size must be >= 1"),
         (cfg.attack.num_splits >= 4 and cfg.attack.num_splits % 2 == 0,
          "attack.num_splits must be even and >= 4 (complementary pairs)"),
+        (cfg.tune.trials >= 1 and cfg.tune.batch >= 1, "tune.trials and tune.batch must be >= 1"),
+        (bool(set(cfg.tune.seeds) & set(cfg.seeds)),
+         "tune.seeds must share at least one seed with seeds (tuning runs on their intersection)"),
         (cfg.attack.forget_sets >= 1, "attack.forget_sets must be >= 1"),
         (0 < cfg.attack.forget_fraction and cfg.attack.forget_sets * cfg.attack.forget_fraction <= 1 + 1e-9,
          "attack.forget_fraction must be > 0 with forget_sets x forget_fraction <= 1 (disjoint forget sets)"),

@@ -61,7 +61,7 @@ def test_step_decay_schedule_zero_based():
 
 def test_one_update_matches_formula(tiny):
     """P' = P - lr (grad CE + lambda (P - anchor)) on T; frozen leaves and BN stats bit-identical."""
-    take = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)  # noqa: E731
+    take = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)
     params, bs = take(tiny.params), take(tiny.batch_stats)
     mask = trainable_mask("cnn", params, 1)
     anchor = jax.tree_util.tree_map(lambda x: x + 0.01 * jnp.sign(x) + 0.003, params)

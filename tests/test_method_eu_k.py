@@ -32,6 +32,8 @@ def _uniform_like(x, bound):
 def test_reinit_cnn_bounds_and_untouched(tiny):
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
     new, new_bs, mask = eu_k.init(tiny.ctx, params, bs, jax.random.PRNGKey(3), static=STATIC)
+    assert {g for g in mask if all(jax.tree_util.tree_leaves(mask[g]))} == {"conv2", "bn2", "head"}
+    assert not any(jax.tree_util.tree_leaves({g: mask[g] for g in ("conv1", "bn1")}))
     kc = new["conv2"]["kernel"]  # HWIO [3, 3, 16, 32]: fan_out = 32 * 9
     _uniform_like(kc, math.sqrt(6 / (32 * 9)))
     kh = new["head"]["kernel"]  # [512, 10]
@@ -53,7 +55,7 @@ def test_reinit_cnn_bounds_and_untouched(tiny):
 def test_reinit_tinyvit_like_tree():
     """LayerNorm and attention biases untouched; depthwise fan_out = C * 9; dense xavier; BN 1/0."""
     r = np.random.default_rng(0)
-    f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)  # noqa: E731
+    f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
     params = {"layers_3": {"blocks_0": {
         "attn": {"norm": {"scale": f(64), "bias": f(64)}, "attention_biases": f(4, 49),
                  "qkv": {"kernel": f(64, 192), "bias": f(192)}},

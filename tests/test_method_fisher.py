@@ -40,7 +40,7 @@ def brute_S(tiny):
         x, _ = gather(tiny.ctx, tiny.data, jnp.asarray(retain[s:s + B]))
         for c in range(C):
             g, pb = g_and_p(params, x, c)
-            S = jax.tree_util.tree_map(lambda a, t: a + float(pb) * np.asarray(t, np.float64) ** 2, S, g)
+            S = jax.tree_util.tree_map(lambda a, t, w=float(pb): a + w * np.asarray(t, np.float64) ** 2, S, g)
     return jax.tree_util.tree_map(lambda a: a / len(starts), S)
 
 
@@ -60,7 +60,7 @@ def _ref_var(p, s, C, alpha):
     var = alpha * var
     if p.ndim > 1:
         var = np.broadcast_to(var.mean(axis=1, keepdims=True), p.shape).copy()
-    if p.shape[0] == C:
+    if p.shape[0] == C:  # noqa: SIM114 (transcribed as written)
         var *= 10
     elif p.ndim == 1:
         var *= 10

@@ -85,16 +85,23 @@ def test_matches_hand_written_cyclic_eval_mode_run(tiny, result):
 
 
 def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
-    """bn_mode="train": retain forward then the (partial, own-shape) forget forward update the stats."""
+    """bn_mode="train": retain forward then the (partial, own-shape) forget forward update the stats.
+
+    Also: a frozen leaf (the path used for TinyViT's eval-mode attention biases) is not updated.
+    """
     data, model, ctx = tiny.data, tiny.ctx.model, tiny.ctx
     p0, bs0 = _model(tiny.params, 0), _model(tiny.batch_stats, 0)
     fb = ng_plus.forget_batches(data, B, jax.random.PRNGKey(3))
-    hp = {"learning_rate": jnp.float32(0.0), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0),
+    hp = {"learning_rate": jnp.float32(0.05), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0),
           "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
     st = ng_plus.init(p0, bs0, hp)
     ir = data.retain[:B]
+    frozen = {k: jax.tree_util.tree_map(lambda _: k != "head", v) for k, v in p0.items()}
     got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
-                                               train=True))(st, jnp.int32(1))
+                                               train=True, trainable=frozen))(st, jnp.int32(1))
+    for a, b in zip(jax.tree_util.tree_leaves(got.params["head"]), jax.tree_util.tree_leaves(p0["head"])):
+        np.testing.assert_array_equal(a, b)
+    assert float(jnp.max(jnp.abs(got.params["conv1"]["kernel"] - p0["conv1"]["kernel"]))) > 0
     xr, _ = gather(ctx, data, ir)
     xf, _ = gather(ctx, data, fb.part)
     assert fb.part.shape == (20,)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import jaxmu.methods as M
+from jaxmu.engine.optim import torch_sgd
 from jaxmu.methods import rni
 from jaxmu.methods._blocks import masked_ce_update
 from jaxmu.methods.finetune import TrainState
-from jaxmu.engine.optim import torch_sgd
 from jaxmu.models import build_model
 
 

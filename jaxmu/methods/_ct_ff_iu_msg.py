@@ -8,7 +8,8 @@ dense kernels ``[in, out]`` (PyTorch ``[out, in]``), every other leaf in the PyT
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 

@@ -40,7 +40,18 @@ from __future__ import annotations
 import jax
 
 from jaxmu.engine.optim import step_decay_factor, torch_sgd
-from jaxmu.methods._base import BS, EP, LR, NL, U01, WD, MethodError, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import (
+    BS,
+    EP,
+    LR,
+    NL,
+    U01,
+    WD,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+)
 from jaxmu.methods._blocks import masked_ce_update, trainable_mask
 from jaxmu.methods._loops import run_epochs, run_pass
 from jaxmu.methods.finetune import TrainState, with_lr

@@ -35,7 +35,10 @@ import jax
 
 from jaxmu.methods._base import MethodSpec, SplitData, StaticContext
 from jaxmu.methods._blocks import reinit_groups, selected_groups, trainable_mask
-from jaxmu.methods.cf_k import DEFAULTS as CF_DEFAULTS, SEARCH as CF_SEARCH, STATIC as CF_STATIC, fk_finetune
+from jaxmu.methods.cf_k import DEFAULTS as CF_DEFAULTS
+from jaxmu.methods.cf_k import SEARCH as CF_SEARCH
+from jaxmu.methods.cf_k import STATIC as CF_STATIC
+from jaxmu.methods.cf_k import fk_finetune
 
 
 def init(ctx: StaticContext, params, batch_stats, key, *, static):

@@ -87,7 +87,7 @@ def woodfisher(v, h_fn, xs, N: int):
         o, k = carry
         return recursion_step(o, k, h_fn(x), N), None
 
-    (o, k), _ = jax.lax.scan(body, (h0, v), jax.tree_util.tree_map(lambda a: a[1:], xs))
+    (_, k), _ = jax.lax.scan(body, (h0, v), jax.tree_util.tree_map(lambda a: a[1:], xs))
     return k
 
 

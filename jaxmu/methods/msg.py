@@ -2,7 +2,7 @@
 a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, arXiv 2410.01276).
 
 1. Gradient pass (``get_grads_for_snip``), no optimizer step: R' = a uniformly random subset of
-   D_r of size n_f (``permutation(n_r)[:n_f]``), iterated shuffled in batches of 64 (fixed), then
+   D_r of size n_f (``permutation(n_r)[:n_f]``; all of D_r if n_f > n_r), iterated shuffled in batches of 64 (fixed), then
    D_f shuffled in batches of B (partial last batches kept)::
 
        G = sum_{b in R'} grad CE(b) - sum_{b in D_f} grad CE(b)
@@ -46,9 +46,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.methods import finetune
-from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, U01, generic_space
+from jaxmu.methods._base import (
+    U01,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_space,
+)
 from jaxmu.methods._ct_ff_iu_msg import conv_kernel_indices, require_convs, unflatten_like
-from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, run_epochs, run_pass
+from jaxmu.methods._loops import (
+    cross_entropy,
+    forward,
+    gather,
+    optimizer_step,
+    run_epochs,
+    run_pass,
+)
 
 R_BATCH = 64  # the reference's fixed batch size of the R' gradient pass
 LOW_MULT = 0.1  # gradient multiplier of the kept (not re-initialised) conv entries

@@ -65,7 +65,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import torch_sgd
-from jaxmu.methods._base import BS, EP, LR, U01, WD, MethodError, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import (
+    BS,
+    EP,
+    LR,
+    U01,
+    WD,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+)
 from jaxmu.methods._blocks import bn_modules, masked_ce_update, reset_classifier
 from jaxmu.methods._loops import run_pass
 from jaxmu.methods.finetune import TrainState

@@ -1,0 +1,143 @@
+"""Sweep outputs: ``results.csv``, ``results.json``, ``report.md`` and plots (protocol §6.7).
+
+Every table shows the retrained reference beside each method, mean ± std over seeds (single
+seed flagged), Val and Test MIA both, and the resolved configuration hash.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxmu.metrics import summarize
+
+CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
+               "retdev")
+CSV_COLUMNS = ("method", "seed", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One row per (method, seed); hyperparameter columns ``hp_<name>`` after the fixed ones."""
+    hp_cols = sorted({k for r in rows for k in r if k.startswith("hp_")})
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*CSV_COLUMNS, *hp_cols], extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=_plain))
+    tmp.replace(path)
+
+
+def _plain(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def _fmt(values) -> str:
+    s = summarize(np.asarray(values, np.float64))
+    return f"{s.mean:.4f} ± {s.std:.4f}" + (" (1 seed)" if s.single_seed else "")
+
+
+def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
+    """Markdown table: one row per stack, mean ± std of every metric."""
+    cols = [c for c in CSV_METRICS if all(c in m for m in stacks.values())]
+    lines = ["| stack | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in stacks.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, float]) -> str:
+    """Methods ranked by the mean of their ranks on RetDev (lower is better) and Indisc (higher).
+
+    The reference does not ship its ranking code; these are the two headline metrics of the
+    v2 tables (protocol §6.3–6.4), so jaxmu ranks on both with equal weight and reports RTE.
+    """
+    names = list(per_method)
+    retdev = np.array([np.mean(per_method[n]["retdev"]) for n in names])
+    indisc = np.array([np.mean(per_method[n]["indiscernibility"]) for n in names])
+    rank = (np.argsort(np.argsort(retdev)) + np.argsort(np.argsort(-indisc))) / 2 + 1
+    order = np.argsort(rank, kind="stable")
+    lines = ["| rank | method | mean rank | RetDev | Indisc (test MIA) | RTE |", "|---|---|---|---|---|---|"]
+    for pos, i in enumerate(order, 1):
+        n = names[i]
+        lines.append(f"| {pos} | {n} | {rank[i]:.1f} | {_fmt(per_method[n]['retdev'])} | "
+                     f"{_fmt(per_method[n]['indiscernibility'])} | {rte.get(n, float('nan')):.1f}x |")
+    return "\n".join(lines)
+
+
+def plot_gaps(path: Path, method: str, metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray]) -> None:
+    """Bar chart of accuracy gaps to retrain, indiscernibility, with error bars over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["retain_acc", "forget_acc", "val_acc", "test_acc"]
+    gaps = [np.asarray(metrics[k]) - np.asarray(retrain[k]) for k in keys]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].bar(range(4), [g.mean() for g in gaps], yerr=[g.std(ddof=1) if len(g) > 1 else 0 for g in gaps],
+                capsize=4)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_xticks(range(4), ["RA", "FA", "VA", "TA"])
+    axes[0].set_title(f"{method}: accuracy - retrain (mean ± std over seeds)")
+    ind = [np.asarray(metrics["indiscernibility"]), np.asarray(retrain["indiscernibility"])]
+    axes[1].bar([0, 1], [v.mean() for v in ind], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in ind], capsize=4)
+    axes[1].set_xticks([0, 1], [method, "retrain"])
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title("indiscernibility (test MIA)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_rte(path: Path, rte: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rte) + 2), 3.5))
+    ax.bar(range(len(rte)), list(rte.values()))
+    ax.set_xticks(range(len(rte)), list(rte), rotation=45, ha="right")
+    ax.set_yscale("log")
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_ylabel("RTE = t_retrain / t_method")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pareto(path: Path, method: str, objectives: np.ndarray) -> None:
+    """Tuning trials: summed accuracy-gap objectives vs the MIA objective, Pareto front marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    obj = np.asarray(objectives, np.float64)
+    ok = np.all(np.isfinite(obj), axis=1)
+    x, y = obj[ok, :3].sum(1), obj[ok, 3]
+    front = np.array([not np.any((x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i]))) for i in range(len(x))],
+                     bool) if len(x) else np.zeros(0, bool)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(x[~front], y[~front], s=14, alpha=0.6, label="trials")
+    ax.scatter(x[front], y[front], s=24, color="C3", label="Pareto front")
+    ax.set(xlabel="accuracy-gap objectives (sum of 3)", ylabel="|2 ValMIA - 1|", title=f"{method}: tuning")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,182 @@
+"""``python -m jaxmu.sweep --method ng_plus``: the benchmark end to end for one method (or all).
+
+    python -m jaxmu.sweep --method ng_plus [--config configs/digits_cnn.yaml] [--out runs]
+        [--seeds 10] [--trials 8] [--set key=value] [--storage URL] [--ulira] [--method all]
+
+Reusing whatever the run directory already holds, it trains the original and retrained stacks,
+tunes the method (Optuna NSGA-III, the study's four objectives on seeds 0-2, trials in vmapped
+batches, SQLite storage in the run directory), unlearns every seed with the best trial, evaluates
+(accuracies, Val/Test MIA, indiscernibility, RetDev, RTE) and writes ``results.csv``,
+``results.json``, ``report.md`` and plots. Killed at any point, the same command resumes; a
+finished sweep rerun only prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, run_cli
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool) -> dict[str, Any]:
+    """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``."""
+    from jaxmu.pipeline import stack_metrics, unlearn_stage, with_retention
+    from jaxmu.tuning import TrialEvaluator, select_best, tune
+
+    cfg = setting.cfg
+    blob = json.dumps({"tune": cfg.semantic_dict()["tune"], "hp": dict(method.hparams), "keys": cfg.unlearn_keys},
+                      sort_keys=True, default=str)
+    sdir = setting.run_dir / "sweep" / f"{method.name}_{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    sdir.mkdir(parents=True, exist_ok=True)
+    final = sdir / "final.json"
+    if final.exists():
+        return json.loads(final.read_text())
+    storage = cfg.tune.storage or f"sqlite:///{sdir / 'optuna.db'}"
+    n_round = cfg.tune.batch * len([s for s in cfg.tune.seeds if s in cfg.seeds])
+    evaluator = TrialEvaluator(setting, method, refs["original"].state, ref_metrics["retrain"],
+                               group_size=_pow2(n_round))
+    bar = None
+    if cfg.engine.progress and not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.tune.trials * len(cfg.tune.seeds), desc=f"tune {method.name}", unit="trial", leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    trials = tune(setting, method, evaluator, storage, f"{method.name}_{sdir.name}", progress)
+    if bar is not None:
+        bar.close()
+    best = select_best(trials)
+    tuned = method.replace(**best.params)
+    res = unlearn_stage(setting, tuned, refs["original"])
+    metrics = with_retention(stack_metrics(setting, (res.params, res.batch_stats)), ref_metrics["retrain"])
+    rte = refs["retrain"].run_s / res.run_s if res.run_s > 0 else float("inf")
+    out = {
+        "method": method.name,
+        "call": tuned.call_string(),
+        "hparams": dict(tuned.hparams),
+        "best_trial": {"seed": best.seed, "number": best.number, "params": best.params,
+                       "objectives": list(best.objectives), "score": best.score},
+        "trials": [{"seed": t.seed, "number": t.number, "params": t.params, "objectives": list(t.objectives)}
+                   for t in trials],
+        "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},
+        "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
+        "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
+        "checkpoint": str(res.path),
+    }
+    tmp = final.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1, default=str))
+    tmp.replace(final)
+    return out
+
+
+def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict, refs: dict,
+                  ulira: dict | None = None) -> Path:
+    from jaxmu import report as R
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in results:
+        m = r["metrics"]
+        for i, seed in enumerate(setting.cfg.seeds):
+            row = {"method": r["method"], "seed": seed, **{k: m[k][i] for k in R.CSV_METRICS},
+                   "unlearn_s": r["unlearn_s"], "compile_s": r["compile_s"], "rte": r["rte"]}
+            row.update({f"hp_{k}": v for k, v in r["hparams"].items()})
+            rows.append(row)
+    R.write_csv(out_dir / "results.csv", rows)
+    R.write_json(out_dir / "results.json", {
+        "config": setting.cfg.to_dict(), "config_hash": setting.cfg.hash(), "run_dir": str(setting.run_dir),
+        "methods": {r["method"]: {k: r[k] for k in ("call", "hparams", "best_trial", "unlearn_s", "compile_s",
+                                                     "rte", "tuning_compile_s", "tuning_run_s")} for r in results},
+        "retrain_run_s": refs["retrain"].run_s, "ulira": ulira,
+    })
+    lines = [f"# jaxmu sweep — {setting.cfg.data.name} / {setting.cfg.model.name}", "",
+             f"Config hash `{setting.cfg.hash()}`, {len(setting.cfg.seeds)} seeds, "
+             f"{setting.cfg.tune.trials} trials per tuning seed {list(setting.cfg.tune.seeds)}; "
+             f"run directory `{setting.run_dir}`. Means ± std over seeds.", ""]
+    for r in results:
+        m = {k: np.asarray(v) for k, v in r["metrics"].items()}
+        lines += [f"## {r['method']}", "", f"Best trial (seed {r['best_trial']['seed']}, #{r['best_trial']['number']},"
+                  f" objective norm {r['best_trial']['score']:.4f}): `{r['call']}`", "",
+                  R.summary_table({r["method"]: m, "retrain": ref_metrics["retrain"],
+                                   "original": ref_metrics["original"]}), "",
+                  f"Unlearning: {r['unlearn_s']:.3f} s for {len(setting.cfg.seeds)} models (compile "
+                  f"{r['compile_s']:.2f} s apart); retrain {refs['retrain'].run_s:.2f} s; RTE {r['rte']:.1f}x.", ""]
+        R.plot_gaps(out_dir / f"gaps_{r['method']}.png", r["method"], m, ref_metrics["retrain"])
+        if r["trials"]:
+            R.plot_pareto(out_dir / f"pareto_{r['method']}.png", r["method"],
+                          np.array([t["objectives"] for t in r["trials"]]))
+    rte = {r["method"]: r["rte"] for r in results}
+    R.plot_rte(out_dir / "rte.png", rte)
+    if len(results) > 1:
+        lines += ["## Leaderboard", "", R.leaderboard({r["method"]: {k: np.asarray(v) for k, v in
+                                                                      r["metrics"].items()} for r in results}, rte), ""]
+    if ulira:
+        lines += ["## U-LiRA", "", "```", ulira["table"], "```", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    return out_dir / "report.md"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jaxmu.sweep", description=__doc__.split("\n")[0])
+    add_config_args(p)
+    p.add_argument("--method", required=True, help='method id, call string, or "all"')
+    p.add_argument("--trials", type=int, default=None, help="completed trials per tuning seed (tune.trials)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers (tune.storage)")
+    p.add_argument("--ulira", action="store_true", help="also run the U-LiRA attack with the tuned method")
+    args = p.parse_args(argv)
+    if args.trials is not None:
+        args.overrides.append(f"tune.trials={args.trials}")
+    if args.storage is not None:
+        args.overrides.append(f"tune.storage={json.dumps(args.storage)}")
+    cfg = config_from_args(args)
+    import jaxmu.methods as M
+    from jaxmu.pipeline import method_from_config, prepare, reference_stacks, stack_metrics, with_retention
+
+    methods = [M.get(n) for n in M.names()] if args.method == "all" else [method_from_config(cfg, args.method)]
+    enable_compile_cache()
+    setting = prepare(cfg, args.out)
+    print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
+    refs = reference_stacks(setting)
+    retrain = stack_metrics(setting, refs["retrain"].state)
+    ref_metrics = {"retrain": with_retention(retrain, retrain),
+                   "original": with_retention(stack_metrics(setting, refs["original"].state), retrain)}
+    results = []
+    for m in methods:
+        results.append(sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet))
+        print(f"{m.name}: {results[-1]['call']}  RetDev {np.mean(results[-1]['metrics']['retdev']):.4f}  "
+              f"Indisc {np.mean(results[-1]['metrics']['indiscernibility']):.4f}  RTE {results[-1]['rte']:.1f}x")
+    ulira = None
+    if args.ulira:
+        from jaxmu.attack import attack_rows
+        from jaxmu.attacks.pipeline import run_ulira
+        from jaxmu.cli import format_table
+
+        tables = []
+        for r in results:
+            rep = run_ulira(setting, M.get(r["method"], **r["hparams"]))
+            tables.append(format_table(["unlearned", "formulation", "accuracy", "AUC", "TPR@1%", "TPR@0.1%", "pairs"],
+                                       attack_rows(rep)))
+        ulira = {"table": "\n\n".join(tables)}
+    tag = "all" if args.method == "all" else methods[0].name
+    path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira)
+    print(path.read_text())
+    print(f"outputs: {path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,207 @@
+"""Hyperparameter search as the study did it, with trials run in vectorized batches (protocol §7).
+
+* One Optuna study per tuning seed (0, 1, 2), four objectives, all minimised (§7.1):
+  ``|RA_u - RA_R|/3, |FA_u - FA_R|/3, |VA_u - VA_R|/3, |2 ValMIA_u - 1|`` against the *same*
+  seed's retrained model; D_t is never used. A trial whose model is not finite scores inf.
+* Sampler: ``NSGAIIISampler`` (population 50). To make a killed-and-resumed search identical to
+  an uninterrupted one, the sampler is re-created before every round with the seed
+  ``seed * 100003 + number of trials so far`` (the sampler's in-memory RNG is not persisted by
+  Optuna; the stored trials are).
+* **Rounds**: each round asks up to ``batch`` trials from every study (ask/tell). The asked
+  trials are grouped by their static settings (epochs, batch size, ...); each group runs as
+  one vmapped program, every trial an entry along the models axis with its own continuous
+  hyperparameters, padded to a fixed group size so each static signature compiles once.
+* **Resume**: trials left RUNNING by a killed round are re-run with their stored parameters
+  before new ones are asked, so no trial is lost or run twice.
+* **Selection** (§7.2): the trial with the smallest L2 norm of its objectives over all studies;
+  ties go to the lower seed, then the lower trial number.
+* Epoch cap E_max = ceil(0.2 x training epochs) bounds every epoch hyperparameter (§7.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optuna
+
+from jaxmu.methods import Choice, Float, Int, Method, epoch_cap, resolve_space
+from jaxmu.methods._driver import Unlearner, stack_hparams, unlearning_key
+from jaxmu.metrics import hpo_objectives, objective_score
+from jaxmu.pipeline import Setting, method_context, method_data
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+    seed: int
+    number: int
+    params: dict[str, Any]
+    objectives: tuple[float, float, float, float]
+
+    @property
+    def score(self) -> float:
+        return float(objective_score(np.asarray(self.objectives)))
+
+
+def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
+    """Draw a trial's hyperparameters from a resolved search space."""
+    out = {}
+    for name, d in space.items():
+        if isinstance(d, Float):
+            out[name] = trial.suggest_float(name, d.low, d.high, log=d.log)
+        elif isinstance(d, Int):
+            out[name] = trial.suggest_int(name, d.low, d.high)
+        elif isinstance(d, Choice):
+            out[name] = trial.suggest_categorical(name, list(d.choices))
+        else:  # pragma: no cover
+            raise TypeError(f"unknown distribution {d!r}")
+    return out
+
+
+def _distributions(space: dict) -> dict[str, optuna.distributions.BaseDistribution]:
+    dist = {}
+    for name, d in space.items():
+        if isinstance(d, Float):
+            dist[name] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+        elif isinstance(d, Int):
+            dist[name] = optuna.distributions.IntDistribution(d.low, d.high)
+        else:
+            dist[name] = optuna.distributions.CategoricalDistribution(list(d.choices))
+    return dist
+
+
+class TrialEvaluator:
+    """Evaluates groups of trials as vmapped programs against the retrained stack.
+
+    ``original``/``retrain_metrics`` cover every seed of the setting; a trial of seed ``s``
+    unlearns row ``seeds.index(s)`` of the original stack.
+    """
+
+    def __init__(self, setting: Setting, method: Method, original_state, retrain_metrics: dict[str, np.ndarray],
+                 group_size: int):
+        self.setting = setting
+        self.method = method
+        self.original = original_state
+        self.retrain = retrain_metrics
+        self.group_size = group_size
+        self.ctx = method_context(setting)
+        self.data = method_data(setting)
+        self.seed_row = {s: i for i, s in enumerate(setting.cfg.seeds)}
+        self.compile_s = 0.0
+        self.run_s = 0.0
+
+    def _unlearner(self, static: dict) -> Unlearner:
+        return Unlearner(self.method.spec, tuple(sorted(static.items())), self.ctx,
+                         model_axis=self.setting.model_axis, chunk_size=self.setting.cfg.engine.chunk_size)
+
+    def evaluate(self, trials: Sequence[tuple[int, dict[str, Any]]]) -> list[tuple[float, float, float, float]]:
+        """Objectives of ``(seed, params)`` trials, in order; grouped by static settings."""
+        import time
+
+        groups: dict[tuple, list[int]] = {}
+        hps = []
+        for i, (_, params) in enumerate(trials):
+            hp = self.method.spec.check_hparams({**self.method.hparams, **params})
+            st, arr = self.method.spec.split_hparams(hp)
+            hps.append((st, arr))
+            groups.setdefault(tuple(sorted(st.items())), []).append(i)
+        out: list[Any] = [None] * len(trials)
+        for sig, members in groups.items():
+            for start in range(0, len(members), self.group_size):
+                chunk = members[start:start + self.group_size]
+                padded = chunk + [chunk[-1]] * (self.group_size - len(chunk))
+                rows = np.array([self.seed_row[trials[i][0]] for i in padded])
+                take = lambda t: jax.tree_util.tree_map(lambda x: x[rows], t)  # noqa: E731
+                arrays = {k: np.array([hps[i][1][k] for i in padded], np.float32) for k in hps[padded[0]][1]}
+                un = self._unlearner(dict(sig))
+                hp = stack_hparams(arrays, len(padded))
+                args = (self.data, take(self.original.params), take(self.original.batch_stats), hp, unlearning_key())
+                t0 = time.perf_counter()
+                exe = un.fn.lower(*un._args(*args)).compile()
+                t1 = time.perf_counter()
+                params, bs = exe(*un._args(*args))
+                jax.block_until_ready(params)
+                self.compile_s += t1 - t0
+                self.run_s += time.perf_counter() - t1
+                objs = self._objectives((params, bs), rows)
+                for j, i in enumerate(chunk):
+                    out[i] = objs[j]
+        return out
+
+    def _objectives(self, stack, rows: np.ndarray) -> list[tuple[float, float, float, float]]:
+        from jaxmu.attacks.population_mia import population_mia
+        from jaxmu.engine.evaluate import evaluate_splits
+
+        s = self.setting
+        idx = {k: v for k, v in s.split_indices().items() if k != "test"}  # D_t never used in HPO
+        ev = evaluate_splits(s.evaluator(), stack[0], stack[1], idx, s.data)
+        finite = np.array([all(np.all(np.isfinite(np.asarray(x[j]))) for x in jax.tree_util.tree_leaves(stack[0]))
+                           for j in range(len(rows))])
+        res = []
+        for j, r in enumerate(rows):
+            if not finite[j] or not np.all(np.isfinite(ev["forget"]["loss"][j])):
+                res.append((math.inf,) * 4)
+                continue
+            val_mia = population_mia(ev["forget"]["loss"][j], ev["val"]["loss"][j], rng=np.random.RandomState(123))
+            o = hpo_objectives(ev["retain"]["accuracy"][j], ev["forget"]["accuracy"][j], ev["val"]["accuracy"][j],
+                               val_mia, self.retrain["retain_acc"][r], self.retrain["forget_acc"][r],
+                               self.retrain["val_acc"][r])
+            res.append(tuple(float(v) for v in np.asarray(o)))
+        return res
+
+
+def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: str, study_prefix: str,
+         progress: Callable[[int, int], None] | None = None) -> list[TrialResult]:
+    """Run (or resume) the studies until each has ``tune.trials`` complete trials."""
+    cfg = setting.cfg
+    seeds = [s for s in cfg.tune.seeds if s in cfg.seeds]
+    space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
+    if not space:
+        return [TrialResult(s, 0, {}, tuple(evaluator.evaluate([(s, {})])[0])) for s in seeds]
+    studies = {s: optuna.create_study(storage=storage, study_name=f"{study_prefix}_seed{s}", load_if_exists=True,
+                                      directions=["minimize"] * 4) for s in seeds}
+    total = cfg.tune.trials * len(seeds)
+
+    def done() -> int:
+        return sum(_n_complete(st) for st in studies.values())
+
+    while True:
+        pending: list[tuple[int, optuna.Trial | optuna.trial.FrozenTrial, dict]] = []
+        for s, study in studies.items():
+            for ft in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                pending.append((s, ft, dict(ft.params)))  # left RUNNING by a killed round: rerun
+            need = cfg.tune.trials - _n_complete(study) - len([p for p in pending if p[0] == s])
+            if need <= 0:
+                continue
+            study.sampler = optuna.samplers.NSGAIIISampler(seed=s * 100003 + len(study.trials))
+            for _ in range(min(need, cfg.tune.batch)):
+                t = study.ask(_distributions(space))
+                pending.append((s, t, dict(t.params)))
+        if not pending:
+            break
+        objs = evaluator.evaluate([(s, p) for s, _, p in pending])
+        for (s, t, _), o in zip(pending, objs):
+            studies[s].tell(t.number if isinstance(t, optuna.trial.FrozenTrial) else t, list(o))
+        if progress:
+            progress(done(), total)
+    results = []
+    for s, study in studies.items():
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        for t in sorted(complete, key=lambda t: t.number)[: cfg.tune.trials]:
+            results.append(TrialResult(s, t.number, dict(t.params), tuple(t.values)))
+    return results
+
+
+def _n_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def select_best(results: Sequence[TrialResult]) -> TrialResult:
+    """Lowest L2 norm of the objectives; ties: lower seed, then lower trial number (§7.2)."""
+    return min(results, key=lambda r: (r.score, r.seed, r.number))
