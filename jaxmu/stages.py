@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import CheckpointError, load_tree, save_tree
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
@@ -153,6 +154,7 @@ def run_training_stage(
                     _rmtree(old)
             if on_checkpoint is not None:
                 on_checkpoint(epoch)
+            checkpoint_reached(f"stage:{label}:epoch")
     if bar is not None:
         bar.close()
     save_tree(final, state, {**metadata, "epoch": total, "run_s": run_s, "compile_s": compile_s,

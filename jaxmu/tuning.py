@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optuna
 
+from jaxmu._faults import checkpoint_reached
 from jaxmu.methods import Choice, Float, Int, Method, epoch_cap, resolve_space
 from jaxmu.methods._driver import Unlearner, stack_hparams, unlearning_key
 from jaxmu.metrics import hpo_objectives, objective_score
@@ -171,12 +172,24 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
     def done() -> int:
         return sum(_n_complete(st) for st in studies.values())
 
+    def run_round(pending) -> None:
+        objs = evaluator.evaluate([(s, p) for s, _, p in pending])
+        checkpoint_reached("tune:round")
+        for (s, t, _), o in zip(pending, objs):
+            studies[s].tell(t.number if isinstance(t, optuna.trial.FrozenTrial) else t, list(o))
+        if progress:
+            progress(done(), total)
+
+    # Recovery: trials left RUNNING by a killed round are rerun (and told) before anything new
+    # is asked, so the sampler then sees exactly the history an uninterrupted run would have.
+    stale = [(s, ft, dict(ft.params)) for s, study in studies.items()
+             for ft in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    if stale:
+        run_round(stale)
     while True:
-        pending: list[tuple[int, optuna.Trial | optuna.trial.FrozenTrial, dict]] = []
+        pending: list[tuple[int, optuna.Trial, dict]] = []
         for s, study in studies.items():
-            for ft in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                pending.append((s, ft, dict(ft.params)))  # left RUNNING by a killed round: rerun
-            need = cfg.tune.trials - _n_complete(study) - len([p for p in pending if p[0] == s])
+            need = cfg.tune.trials - _n_complete(study)
             if need <= 0:
                 continue
             study.sampler = optuna.samplers.NSGAIIISampler(seed=s * 100003 + len(study.trials))
@@ -185,11 +198,7 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
                 pending.append((s, t, dict(t.params)))
         if not pending:
             break
-        objs = evaluator.evaluate([(s, p) for s, _, p in pending])
-        for (s, t, _), o in zip(pending, objs):
-            studies[s].tell(t.number if isinstance(t, optuna.trial.FrozenTrial) else t, list(o))
-        if progress:
-            progress(done(), total)
+        run_round(pending)
     results = []
     for s, study in studies.items():
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]

@@ -53,7 +53,7 @@ def _hand_adam(ctx, data, p, bs, bad, temp, lr, steps, reduction):
         m = jax.tree_util.tree_map(lambda a, b: 0.9 * a + 0.1 * b, m, d)
         v = jax.tree_util.tree_map(lambda a, b: 0.999 * a + 0.001 * b * b, v, d)
         p = jax.tree_util.tree_map(
-            lambda pi, mi, vi: pi - lr * (mi / (1 - 0.9 ** k)) / (jnp.sqrt(vi / (1 - 0.999 ** k)) + 1e-8), p, m, v)
+            lambda pi, mi, vi, k=k: pi - lr * (mi / (1 - 0.9 ** k)) / (jnp.sqrt(vi / (1 - 0.999 ** k)) + 1e-8), p, m, v)
     return p, bs
 
 

@@ -55,7 +55,7 @@ def test_two_epochs_match_hand_written_sgd_ascent(tiny, result):
             g, bs = grad(p, bs)
             d = jax.tree_util.tree_map(lambda gi, pi: gi + WD * pi, g, p)
             mom = d if mom is None else jax.tree_util.tree_map(lambda mi, di: MU * mi + di, mom, d)
-            p = jax.tree_util.tree_map(lambda pi, mi: pi - LRS[i] * mi, p, mom)
+            p = jax.tree_util.tree_map(lambda pi, mi, lr=LRS[i]: pi - lr * mi, p, mom)
         got_p, got_bs = _model(result.params, i), _model(result.batch_stats, i)
         for a, b in zip(jax.tree_util.tree_leaves(got_p), jax.tree_util.tree_leaves(p)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

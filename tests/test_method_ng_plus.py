@@ -76,7 +76,7 @@ def test_matches_hand_written_cyclic_eval_mode_run(tiny, result):
             g = grad(p, p0, bs0, ir, if_, ALPHA[i], LAM[i])
             d = jax.tree_util.tree_map(lambda gi, pi: gi + WD * pi, g, p)
             mom = d if mom is None else jax.tree_util.tree_map(lambda mi, di: MU * mi + di, mom, d)
-            p = jax.tree_util.tree_map(lambda pi, mi: pi - LR[i] * mi, p, mom)
+            p = jax.tree_util.tree_map(lambda pi, mi, lr=LR[i]: pi - lr * mi, p, mom)
         for a, b in zip(jax.tree_util.tree_leaves(_model(result.params, i)), jax.tree_util.tree_leaves(p)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
         # eval mode: running statistics untouched
@@ -96,7 +96,7 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
           "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
     st = ng_plus.init(p0, bs0, hp)
     ir = data.retain[:B]
-    frozen = {k: jax.tree_util.tree_map(lambda _: k != "head", v) for k, v in p0.items()}
+    frozen = {k: jax.tree_util.tree_map(lambda _, k=k: k != "head", v) for k, v in p0.items()}
     got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
                                                train=True, trainable=frozen))(st, jnp.int32(1))
     for a, b in zip(jax.tree_util.tree_leaves(got.params["head"]), jax.tree_util.tree_leaves(p0["head"])):

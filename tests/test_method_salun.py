@@ -123,7 +123,7 @@ def test_masked_relabel_step(tiny, result):
         n = sum(a.size for a in jax.tree_util.tree_leaves(mask))
         assert sum(float(a.sum()) for a in jax.tree_util.tree_leaves(mask)) == math.floor(n * float(TAU[i]))
         g, bs_new = grad(p, bs)
-        want = jax.tree_util.tree_map(lambda pi, gi, mi: pi - LR[i] * (mi * gi + WD * pi), p, g, mask)
+        want = jax.tree_util.tree_map(lambda pi, gi, mi, lr=LR[i]: pi - lr * (mi * gi + WD * pi), p, g, mask)
         got = _model(result.params, i)
         for a, b, mi, p0 in zip(*(jax.tree_util.tree_leaves(t) for t in (got, want, mask, p))):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)

@@ -155,6 +155,8 @@ class MethodSpec:
       dead: hyperparameters the reference searches that have no effect (accepted, ignored).
       doc: one-line description.
       applies_to: architectures the method supports (``None`` = all).
+      tune_overrides: settings the tuner applies before searching (e.g. RNI's scalar fine
+        learning rate: under HPO the reference's fine lr is a searched scalar, not its list).
     """
 
     name: str
@@ -165,6 +167,7 @@ class MethodSpec:
     dead: frozenset[str] = frozenset()
     doc: str = ""
     applies_to: tuple[str, ...] | None = None
+    tune_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def check_hparams(self, hp: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``hp`` over the defaults; unknown names are a ``MethodError``."""

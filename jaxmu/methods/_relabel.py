@@ -29,13 +29,14 @@ differentiates through them. No effect on other architectures.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxmu.methods._base import MethodError, SplitData, StaticContext
 from jaxmu.engine.optim import torch_sgd
+from jaxmu.methods._base import MethodError, SplitData, StaticContext
 from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, run_pass
 from jaxmu.methods.finetune import TrainState
 from jaxmu.models.names import tree_paths

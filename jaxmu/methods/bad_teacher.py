@@ -42,7 +42,14 @@ import jax.numpy as jnp
 
 from jaxmu.engine.optim import torch_adam
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import TEMP, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    TEMP,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_space,
+)
 from jaxmu.methods._loops import forward, gather, kl_div, optimizer_step, run_epochs
 from jaxmu.models.base import Model
 
@@ -63,7 +70,7 @@ class BTState(NamedTuple):
     opt_state: Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resnet18(num_classes: int, input_shape: tuple[int, ...]) -> Model:
     from jaxmu.models import build_model
 
@@ -116,7 +123,7 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
 
     def epoch(st, e, k):
         perm = _relabel.epoch_order(examples.shape[0], k)
-        step = lambda s, pos, kk: update(ctx, data, s, good, bad_model, bad, examples, pos, hp, kk,  # noqa: E731
+        step = lambda s, pos, kk: update(ctx, data, s, good, bad_model, bad, examples, pos, hp, kk,
                                          reduction=reduction)
         return _relabel.run_positions(st, perm, B, k, step)
 

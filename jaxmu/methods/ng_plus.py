@@ -41,8 +41,23 @@ import jax.numpy as jnp
 
 from jaxmu.engine.optim import torch_sgd
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
-from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, order, run_epochs, run_pass
+from jaxmu.methods._base import (
+    U01,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_space,
+)
+from jaxmu.methods._loops import (
+    cross_entropy,
+    forward,
+    gather,
+    optimizer_step,
+    order,
+    run_epochs,
+    run_pass,
+)
 from jaxmu.methods.finetune import TrainState, init
 
 BN_MODES = ("eval", "train")

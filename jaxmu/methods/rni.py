@@ -220,4 +220,5 @@ SPEC = MethodSpec(
     static=frozenset({"epochs", "fine_epochs", "reset_epochs", "batch_size", "fine_lr_schedule", "name_filter",
                       "noise_only_unseen"}),
     doc="reset head, train random parameter subsets with noise injection, then fine-tune all",
+    tune_overrides={"fine_lr_schedule": "scalar"},  # HPO searches a scalar fine lr (§4.18)
 )

@@ -48,7 +48,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    U01,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_space,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
 from jaxmu.methods.finetune import init
 

@@ -1,0 +1,137 @@
+"""The sweep end to end: files and columns, kill-and-resume equality, batched trials = one by one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY = ["model.name=mlp", "train.epochs=3", "seeds=[0,1]", "tune.seeds=[0,1]", "tune.trials=3", "tune.batch=2",
+        "engine.checkpoint_every=1"]
+METHOD = "finetune"
+
+
+def _cmd(out: Path, *extra: str) -> list[str]:
+    cmd = [sys.executable, "-m", "jaxmu.sweep", "--method", METHOD, "--out", str(out), "--quiet"]
+    for o in TINY:
+        cmd += ["--set", o]
+    return cmd + list(extra)
+
+
+def _run(cmd, repo_root, die_at: str | None = None):
+    env = dict(os.environ)
+    env.pop("JAXMU_DIE_AT", None)
+    if die_at:
+        env["JAXMU_DIE_AT"] = die_at
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, env=env, timeout=900)
+
+
+def _results(out: Path) -> list[dict]:
+    path = next(out.rglob("sweep_finetune/results.csv"))
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _stable(rows: list[dict]) -> list[dict]:
+    """Everything but wall-clock columns."""
+    return [{k: v for k, v in r.items() if k not in ("unlearn_s", "compile_s", "rte")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, repo_root):
+    out = tmp_path_factory.mktemp("sweep")
+    res = _run(_cmd(out), repo_root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+@pytest.mark.slow
+def test_sweep_writes_results_report_and_plots(uninterrupted):
+    out, res = uninterrupted
+    rows = _results(out)
+    assert len(rows) == 2
+    for col in ("method", "seed", "retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia",
+                "indiscernibility", "retdev", "unlearn_s", "compile_s", "rte", "hp_learning_rate", "hp_epochs"):
+        assert col in rows[0], col
+    assert {r["seed"] for r in rows} == {"0", "1"} and all(r["method"] == METHOD for r in rows)
+    assert all(0 <= float(r["retain_acc"]) <= 1 and float(r["rte"]) > 0 for r in rows)
+    sdir = next(out.rglob("sweep_finetune"))
+    meta = json.loads((sdir / "results.json").read_text())
+    best = meta["methods"][METHOD]["best_trial"]
+    assert len(best["objectives"]) == 4 and best["score"] == pytest.approx(np.linalg.norm(best["objectives"]))
+    assert meta["config"]["tune"]["trials"] == 3
+    report = (sdir / "report.md").read_text()
+    assert "| retrain |" in report and "| original |" in report and "RTE" in report
+    for png in ("gaps_finetune.png", "pareto_finetune.png", "rte.png"):
+        assert (sdir / png).stat().st_size > 1000
+    trials = json.loads(next(out.rglob("final.json")).read_text())["trials"]
+    assert len(trials) == 6 and len({(t["seed"], t["number"]) for t in trials}) == 6
+
+
+@pytest.mark.slow
+def test_finished_sweep_rerun_does_nothing(uninterrupted, repo_root):
+    out, _ = uninterrupted
+    final = next(out.rglob("final.json"))
+    before = final.stat().st_mtime_ns
+    res = _run(_cmd(out), repo_root)
+    assert res.returncode == 0 and "| retrain |" in res.stdout
+    assert "original: trained" not in res.stdout
+    assert final.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_at", ["stage:retrain:epoch", "tune:round", "unlearn:saved"])
+def test_killed_sweep_resumes_to_identical_results(uninterrupted, tmp_path, repo_root, die_at):
+    ref_out, _ = uninterrupted
+    killed = _run(_cmd(tmp_path), repo_root, die_at=die_at)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert not list(tmp_path.rglob("sweep_finetune/results.csv"))
+    resumed = _run(_cmd(tmp_path), repo_root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _stable(_results(tmp_path)) == _stable(_results(ref_out))
+    trials = json.loads(next(tmp_path.rglob("final.json")).read_text())["trials"]
+    ref_trials = json.loads(next(ref_out.rglob("final.json")).read_text())["trials"]
+    assert trials == ref_trials  # no trial lost, none run twice, same parameters and objectives
+
+
+def test_bad_inputs_exit_2_with_one_line(repo_root, tmp_path):
+    for extra, needle in ((["--method", "nope"], "unknown method 'nope'"),
+                          (["--set", "train.epochz=1"], "unknown config key 'train.epochz'"),
+                          (["--set", "method.alpha=3"], "no hyperparameter 'alpha'")):
+        cmd = _cmd(tmp_path)
+        if extra[0] == "--method":
+            cmd[cmd.index("--method") + 1] = extra[1]
+        else:
+            cmd += extra
+        res = _run(cmd, repo_root)
+        assert res.returncode == 2, res.stderr
+        assert needle in res.stderr and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("*.json"))  # nothing written for bad input
+
+
+def test_batched_trials_equal_one_by_one(tmp_path):
+    import jaxmu.methods as M
+    from jaxmu.config import load_config
+    from jaxmu.pipeline import prepare, reference_stacks, stack_metrics
+    from jaxmu.tuning import TrialEvaluator
+
+    cfg = load_config(None, TINY + ["engine.progress=false"])
+    setting = prepare(cfg, tmp_path)
+    refs = reference_stacks(setting)
+    retrain = stack_metrics(setting, refs["retrain"].state)
+    method = M.get(METHOD)
+    trials = [(0, {"learning_rate": 0.01, "epochs": 1, "batch_size": 64, "weight_decay": 1e-3}),
+              (1, {"learning_rate": 0.05, "epochs": 1, "batch_size": 64, "weight_decay": 1e-4}),
+              (0, {"learning_rate": 0.002, "epochs": 2, "batch_size": 128, "weight_decay": 1e-2})]
+    batched = TrialEvaluator(setting, method, refs["original"].state, retrain, group_size=4).evaluate(trials)
+    single = TrialEvaluator(setting, method, refs["original"].state, retrain, group_size=1)
+    one_by_one = [single.evaluate([t])[0] for t in trials]
+    np.testing.assert_allclose(np.array(batched), np.array(one_by_one), atol=1e-5)
+    assert len({tuple(o) for o in batched}) == 3  # the trials really differ
