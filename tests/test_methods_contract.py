@@ -24,8 +24,15 @@ K = 2
 
 
 def _fast_static(spec: M.MethodSpec) -> dict:
-    """Defaults with every epoch count at 1 (keeps each method's program small)."""
+    """Defaults with every epoch count at 1 (keeps each method's program small).
+
+    BT's incompetent ResNet-18 teacher costs about a minute of compilation per program on
+    2 CPU cores; the contract (vmap, retrace, determinism) does not depend on the teacher's
+    architecture, so it runs with ``same_arch`` here (test_method_bad_teacher covers resnet18).
+    """
     out = {}
+    if "incompetent_teacher" in spec.defaults:
+        out["incompetent_teacher"] = "same_arch"
     for name in spec.static:
         v = spec.defaults[name]
         if isinstance(v, (int, float)) and not isinstance(v, bool) and "epoch" in name:
