@@ -50,7 +50,12 @@ def _leaf_dict(tree: Any) -> dict[str, np.ndarray]:
 
 
 def save_tree(path: str | Path, tree: Any, metadata: dict[str, Any] | None = None) -> None:
-    """Save ``tree`` to ``path`` atomically, with ``metadata`` and a checksum in meta.json."""
+    """Save ``tree`` to ``path`` atomically, with ``metadata`` and a checksum in meta.json.
+
+    A finished checkpoint at ``path`` is never overwritten: checkpoints are content-addressed, so
+    when two workers race to write the same one, the first rename wins and the other's copy is
+    dropped.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     if tmp.exists():
@@ -65,9 +70,14 @@ def save_tree(path: str | Path, tree: Any, metadata: dict[str, Any] | None = Non
     meta["checksum"] = tree_checksum(tree)
     meta["leaves"] = [[list(v.shape), str(v.dtype)] for v in leaves.values()]
     (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    if path.exists() and not (path / META).exists():
+        shutil.rmtree(path)  # a directory without meta.json is never a finished checkpoint
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if not (path / META).exists():
+            raise
+        shutil.rmtree(tmp)  # another process (a second worker) finished the same checkpoint first
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

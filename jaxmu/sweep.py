@@ -29,7 +29,8 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool) -> dict[str, Any]:
+def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
+                 worker: str = "main") -> dict[str, Any] | None:
     """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``."""
     from jaxmu.pipeline import stack_metrics, unlearn_stage, with_retention
     from jaxmu.tuning import TrialEvaluator, select_best, tune
@@ -45,6 +46,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool)
     if final.exists():
         return json.loads(final.read_text())
     storage = cfg.tune.storage or f"sqlite:///{sdir / 'optuna.db'}"
+    helper = worker != "main"
     n_round = cfg.tune.batch * len([s for s in cfg.tune.seeds if s in cfg.seeds])
     evaluator = TrialEvaluator(setting, method, refs["original"].state, ref_metrics["retrain"],
                                group_size=_pow2(n_round))
@@ -59,9 +61,12 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool)
             bar.total = total
             bar.update(done - bar.n)
 
-    trials = tune(setting, method, evaluator, storage, f"{method.name}_{sdir.name}", progress)
+    trials = tune(setting, method, evaluator, storage, f"{method.name}_{sdir.name}", progress,
+                  worker=worker, wait=not helper)
     if bar is not None:
         bar.close()
+    if helper:
+        return None  # tuning workers contribute trials; the main worker finishes the sweep
     best = select_best(trials)
     # protocol §7.2: the reference's best-configuration generator casts every *num_epochs value
     # with int() (truncation): PRMQ's float epochs 3.7 -> 3 in the final runs. Reproduced; both
@@ -146,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=None, help="completed trials per tuning seed (tune.trials)")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers (tune.storage)")
     p.add_argument("--ulira", action="store_true", help="also run the U-LiRA attack with the tuned method")
+    p.add_argument("--worker", default="main",
+                   help="tuning worker name; workers other than 'main' only add trials to the shared "
+                        "study (--storage) and exit; 'main' waits for them and finishes the sweep")
     args = p.parse_args(argv)
     if args.trials is not None:
         args.overrides.append(f"tune.trials={args.trials}")
@@ -165,9 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "original": with_retention(stack_metrics(setting, refs["original"].state), retrain)}
     results = []
     for m in methods:
-        results.append(sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet))
+        r = sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet, worker=args.worker)
+        if r is None:
+            print(f"worker {args.worker}: no trials of {m.name} left to run")
+            continue
+        results.append(r)
         print(f"{m.name}: {results[-1]['call']}  RetDev {np.mean(results[-1]['metrics']['retdev']):.4f}  "
               f"Indisc {np.mean(results[-1]['metrics']['indiscernibility']):.4f}  RTE {results[-1]['rte']:.1f}x")
+    if not results:
+        return 0
     ulira = None
     if args.ulira:
         from jaxmu.attack import attack_rows

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -36,6 +37,7 @@ from jaxmu.metrics import hpo_objectives, objective_score
 from jaxmu.pipeline import Setting, method_context, method_data
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,20 +159,52 @@ class TrialEvaluator:
         return res
 
 
+MAIN_WORKER = "main"
+_WORKER_ATTR = "jaxmu_worker"
+
+
+def open_storage(url: str):
+    """An Optuna storage from a URL: any RDB URL (``sqlite:///``, ``postgresql://``,
+    ``mysql://``) or ``journal:///PATH`` for a journal file (safe for several processes on one
+    machine, where SQLite may report "database is locked")."""
+    if url.startswith("journal://"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    return url
+
+
 def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: str, study_prefix: str,
-         progress: Callable[[int, int], None] | None = None) -> list[TrialResult]:
-    """Run (or resume) the studies until each has ``tune.trials`` complete trials."""
+         progress: Callable[[int, int], None] | None = None, *, worker: str = MAIN_WORKER,
+         wait: bool = True, poll_s: float = 2.0) -> list[TrialResult]:
+    """Run (or resume) the studies until each has ``tune.trials`` complete trials.
+
+    Several workers may share the studies through one storage (``worker`` names each; every
+    trial records its worker). A worker reruns only its *own* trials left RUNNING by a kill, and
+    asks new trials only while complete + running (all workers) is below the target; a trial
+    asked past the target by a race is told PRUNED unevaluated (it does not count). With
+    ``wait``, the worker then waits for other workers' running trials before returning.
+    """
+    import time
+
     cfg = setting.cfg
     seeds = [s for s in cfg.tune.seeds if s in cfg.seeds]
     space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
     if not space:
         return [TrialResult(s, 0, {}, tuple(evaluator.evaluate([(s, {})])[0])) for s in seeds]
-    studies = {s: optuna.create_study(storage=storage, study_name=f"{study_prefix}_seed{s}", load_if_exists=True,
+    store = open_storage(storage)
+    studies = {s: optuna.create_study(storage=store, study_name=f"{study_prefix}_seed{s}", load_if_exists=True,
                                       directions=["minimize"] * 4) for s in seeds}
     total = cfg.tune.trials * len(seeds)
+    salt = 0 if worker == MAIN_WORKER else int.from_bytes(worker.encode()[:4].ljust(4, b"\0"), "little")
 
     def done() -> int:
         return sum(_n_complete(st) for st in studies.values())
+
+    def running(study, mine: bool):
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return [t for t in trials if not mine or t.user_attrs.get(_WORKER_ATTR, MAIN_WORKER) == worker]
 
     def run_round(pending) -> None:
         objs = evaluator.evaluate([(s, p) for s, _, p in pending])
@@ -180,25 +214,31 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
         if progress:
             progress(done(), total)
 
-    # Recovery: trials left RUNNING by a killed round are rerun (and told) before anything new
-    # is asked, so the sampler then sees exactly the history an uninterrupted run would have.
-    stale = [(s, ft, dict(ft.params)) for s, study in studies.items()
-             for ft in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    # Recovery: this worker's trials left RUNNING by a killed round are rerun (and told) before
+    # anything new is asked, so the sampler then sees the history an uninterrupted run would.
+    stale = [(s, ft, dict(ft.params)) for s, study in studies.items() for ft in running(study, mine=True)]
     if stale:
         run_round(stale)
     while True:
         pending: list[tuple[int, optuna.Trial, dict]] = []
         for s, study in studies.items():
-            need = cfg.tune.trials - _n_complete(study)
+            need = cfg.tune.trials - _n_complete(study) - len(running(study, mine=False))
             if need <= 0:
                 continue
-            study.sampler = optuna.samplers.NSGAIIISampler(seed=s * 100003 + len(study.trials))
+            study.sampler = optuna.samplers.NSGAIIISampler(seed=s * 100003 + len(study.trials) + salt)
             for _ in range(min(need, cfg.tune.batch)):
                 t = study.ask(_distributions(space))
+                t.set_user_attr(_WORKER_ATTR, worker)
+                if _n_complete(study) + len(running(study, mine=False)) > cfg.tune.trials:
+                    study.tell(t, state=optuna.trial.TrialState.PRUNED)  # another worker took the slot
+                    continue
                 pending.append((s, t, dict(t.params)))
-        if not pending:
+        if pending:
+            run_round(pending)
+            continue
+        if not wait or all(_n_complete(st) >= cfg.tune.trials for st in studies.values()):
             break
-        run_round(pending)
+        time.sleep(poll_s)  # other workers' trials are still running
     results = []
     for s, study in studies.items():
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]

@@ -135,3 +135,34 @@ def test_batched_trials_equal_one_by_one(tmp_path):
     one_by_one = [single.evaluate([t])[0] for t in trials]
     np.testing.assert_allclose(np.array(batched), np.array(one_by_one), atol=1e-5)
     assert len({tuple(o) for o in batched}) == 3  # the trials really differ
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path, repo_root):
+    """A helper worker and the main worker fill one journal-file study: no trial lost or doubled."""
+    import optuna
+
+    train = [sys.executable, "-m", "jaxmu.train", "--out", str(tmp_path), "--quiet"]
+    for o in TINY:
+        train += ["--set", o]
+    assert _run(train, repo_root).returncode == 0  # reference stacks first, shared by both
+    journal = tmp_path / "study.journal"
+    cmd = _cmd(tmp_path, "--storage", f"journal://{journal}", "--set", "tune.trials=4", "--set", "tune.batch=1")
+    env = dict(os.environ)
+    env.pop("JAXMU_DIE_AT", None)
+    helper = subprocess.Popen(cmd + ["--worker", "w2"], cwd=repo_root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    main = _run(cmd, repo_root)
+    h_out, h_err = helper.communicate(timeout=900)
+    assert main.returncode == 0, main.stderr[-2000:]
+    assert helper.returncode == 0, h_err[-2000:]
+    trials = json.loads(next(tmp_path.rglob("final.json")).read_text())["trials"]
+    assert len(trials) == 8 and len({(t["seed"], t["number"]) for t in trials}) == 8
+    from jaxmu.tuning import open_storage
+
+    storage = open_storage(f"journal://{journal}")
+    states = [t.state for s in optuna.get_all_study_summaries(storage)
+              for t in optuna.load_study(study_name=s.study_name, storage=storage).trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    complete = states.count(optuna.trial.TrialState.COMPLETE)
+    assert 8 <= complete <= 10, complete  # a race may add at most one extra trial per worker
