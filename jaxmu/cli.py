@@ -58,6 +58,19 @@ def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "co
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def request_host_devices(n: int) -> None:
+    """Split the CPU into ``n`` XLA host devices (0 = one per core, at most 8).
+
+    Only effective before JAX initialises, which is why every CLI calls it right after reading
+    its config; an ``XLA_FLAGS`` already naming a device count wins.
+    """
+    if n == 0:
+        n = max(1, min(os.cpu_count() or 1, 8))
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n > 1 and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def config_from_args(args: argparse.Namespace):
     from jaxmu.config import load_config
 
@@ -70,7 +83,9 @@ def config_from_args(args: argparse.Namespace):
         overrides.append(f"seeds=[{','.join(str(s) for s in range(args.seeds))}]")
     if args.quiet:
         overrides.append("engine.progress=false")
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    request_host_devices(cfg.engine.host_devices)
+    return cfg
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:

@@ -42,14 +42,26 @@ def map_models(
     *,
     mode: str,
     chunk_size: int = 8,
+    mesh: Any = "auto",
 ) -> Callable[..., Any]:
     """Map ``fn`` (one model's computation) over the leading models axis of some arguments.
 
     ``in_axes[i]`` is 0 for an argument stacked along the models axis and None for one shared
     by every model (e.g. the data arrays, or a batch shared in faithful mode). Outputs are
     stacked along axis 0 in every mode.
+
+    ``mesh``: ``"auto"`` splits the models axis across all devices when there are several
+    (``jaxmu.engine.sharding``), None keeps it on one device, or an explicit ``Mesh``.
     """
     in_axes = tuple(in_axes)
+    if mesh == "auto":
+        from jaxmu.engine.sharding import default_mesh
+
+        mesh = default_mesh()
+    if mesh is not None and mesh.devices.size > 1:
+        from jaxmu.engine.sharding import shard_models
+
+        return shard_models(map_models(fn, in_axes, mode=mode, chunk_size=chunk_size, mesh=None), in_axes, mesh)
     if mode == "vmap":
         return jax.vmap(fn, in_axes=in_axes)
     if mode not in ("loop", "chunked"):
