@@ -20,13 +20,29 @@ conv nets the achieved GFLOP/s (analytic: 3 x forward MACs x 2) against a float3
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _early_host_devices() -> None:
+    """``--host-devices N`` must act before JAX starts: split the CPU into N XLA devices."""
+    if "--host-devices" in sys.argv:
+        n = int(sys.argv[sys.argv.index("--host-devices") + 1])
+        from jaxmu.cli import request_host_devices
+
+        request_host_devices(n)
+
+
+_early_host_devices()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from jaxmu.data import load_dataset
 from jaxmu.data.splits import make_splits
@@ -173,6 +189,8 @@ def main(argv=None):
     p.add_argument("--resnet-models", default="1,2")
     p.add_argument("--resnet-examples", type=int, default=256)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--host-devices", type=int, default=1,
+                   help="CPU host devices for jaxmu (the CLIs default to one per core); models split across them")
     a = p.parse_args(argv)
     if a.quick:
         a.models, a.epochs, a.reps, a.torch_models = "1,2", 1, 1, 1

@@ -56,6 +56,10 @@ def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "co
                    help="dotted override, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--seeds", type=int, default=None, help="number of model seeds (0..N-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("multi-host (see README; SLURM and TPU pods are detected automatically)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="coordinator of process 0")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
 
 
 def request_host_devices(n: int) -> None:
@@ -84,7 +88,17 @@ def config_from_args(args: argparse.Namespace):
     if args.quiet:
         overrides.append("engine.progress=false")
     cfg = load_config(args.config, overrides)
-    request_host_devices(cfg.engine.host_devices)
+    from jaxmu.distributed import init_kwargs, maybe_initialize
+
+    try:
+        multi = init_kwargs(args.coordinator, args.num_processes, args.process_id) is not None
+    except ValueError as e:
+        from jaxmu.config import ConfigError
+
+        raise ConfigError(str(e)) from None
+    if not multi:
+        request_host_devices(cfg.engine.host_devices)
+    maybe_initialize(args.coordinator, args.num_processes, args.process_id)
     return cfg
 
 
