@@ -21,8 +21,13 @@ AXIS = "models"
 
 
 def default_mesh() -> Mesh | None:
-    """A 1-D ``models`` mesh over all devices of the default backend, or None for one device."""
-    devices = jax.devices()
+    """A 1-D ``models`` mesh over this process's devices, or None for one device.
+
+    Local devices only: in a multi-process run each process holds whole (host-local) stacks;
+    splitting one stack across processes needs global arrays and Orbax multi-host writes, which
+    jaxmu does not do yet.
+    """
+    devices = jax.local_devices()
     if len(devices) < 2:
         return None
     return Mesh(devices, (AXIS,))
