@@ -18,7 +18,7 @@ import numpy as np
 from jaxmu.config import Config
 from jaxmu.data import Dataset, Splits, load_dataset, splits_for
 from jaxmu.engine.evaluate import Evaluator, evaluate_splits
-from jaxmu.engine.execution import choose_model_axis
+from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
 from jaxmu.models import Model, build_model
 from jaxmu.stages import StageResult, run_dir_for, run_training_stage
@@ -85,7 +85,15 @@ def prepare(cfg: Config, out: str | Path) -> Setting:
                         conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
     data = DeviceData(jnp.asarray(ds.images), jnp.asarray(ds.labels, jnp.int32))
     axis = choose_model_axis(cfg.engine.model_axis, backend=jax.default_backend(), model_name=model.name)
-    return Setting(cfg, ds, splits, data, model, run_dir, axis)
+    setting = Setting(cfg, ds, splits, data, model, run_dir, axis)
+    if cfg.engine.model_axis == "auto" and axis == "vmap":
+        # a vmapped stack that would not fit in memory runs in vmapped chunks instead
+        per_model = setting.trainer().bytes_per_model(data)
+        axis, chunk = auto_chunk(axis, len(cfg.seeds), 2 * per_model, memory_budget())
+        if axis == "chunked":
+            setting = dataclasses.replace(setting, model_axis=axis,
+                                          cfg=cfg.replace(engine=dataclasses.replace(cfg.engine, chunk_size=chunk)))
+    return setting
 
 
 def _subset_for(setting: Setting, stage: str) -> np.ndarray:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmu._faults import checkpoint_reached
-from jaxmu.checkpoint import CheckpointError, load_tree, save_tree
+from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
 
@@ -90,7 +90,7 @@ class StageResult:
 
 
 def _epoch_dirs(stage_dir: Path) -> list[Path]:
-    return sorted(p for p in stage_dir.glob("epoch_*") if p.is_dir() and not p.name.count(".tmp"))
+    return sorted(p for p in stage_dir.glob("epoch_*") if p.is_dir() and ".tmp" not in p.name)
 
 
 def run_training_stage(
@@ -121,15 +121,10 @@ def run_training_stage(
         return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs)
 
     state, prior_run_s, resumed = init_state, 0.0, 0
-    for ck in reversed(_epoch_dirs(stage_dir)):
-        try:
-            state, meta = load_tree(ck, template)
-        except CheckpointError as e:
-            if ck == _epoch_dirs(stage_dir)[-1] and "incomplete" in str(e):
-                continue  # a write that never finished: fall back to the previous one
-            raise
+    epochs_done = _epoch_dirs(stage_dir)  # written atomically: each one is complete
+    if epochs_done:
+        state, meta = load_tree(epochs_done[-1], template)  # corrupt or foreign: CheckpointError
         prior_run_s, resumed = meta.get("run_s", 0.0), int(meta["epoch"])
-        break
 
     subset = jnp.asarray(subset)
     exe, compile_s = trainer.compile(state, subset, data_key, data)

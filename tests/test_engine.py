@@ -188,3 +188,15 @@ def test_batchnorm_pytorch_semantics():
     y_eval = bn.apply(v, x, train=False)  # running stats mean 0, var 1
     np.testing.assert_allclose(y_eval, np.asarray(x) / np.sqrt(1 + 1e-5), rtol=1e-5)
     assert n == 36
+
+
+def test_auto_chunk_switches_vmap_to_chunks_that_fit(setup):
+    from jaxmu.engine.execution import auto_chunk
+
+    assert auto_chunk("vmap", 10, 100, 10_000) == ("vmap", 10)
+    assert auto_chunk("vmap", 10, 100, 350) == ("chunked", 3)
+    assert auto_chunk("vmap", 10, 100, 50) == ("chunked", 1)
+    assert auto_chunk("loop", 10, 100, 50) == ("loop", 10)
+    model, data, subset, ds = setup
+    per_model = Trainer(model, BATCH, 1, "none", ds.mean, ds.std).bytes_per_model(data)
+    assert 10_000 < per_model < 50_000_000  # a digits CNN step: tens of kB to a few MB

@@ -36,6 +36,38 @@ def choose_model_axis(mode: str, *, backend: str, model_name: str) -> str:
     return "vmap" if model_name == "mlp" else "loop"
 
 
+def memory_budget(fraction: float = 0.6) -> int:
+    """Bytes a stack may use: ``fraction`` of the accelerator's memory, or of available RAM."""
+    dev = jax.local_devices()[0]
+    stats = None
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(fraction * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(fraction * int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return int(fraction * (8 << 30))
+
+
+def auto_chunk(mode: str, num_models: int, bytes_per_model: int, budget: int) -> tuple[str, int]:
+    """``(mode, chunk_size)``: switch a ``vmap`` that would not fit ``budget`` to chunks.
+
+    A vmapped stack holds every model's live state at once; when ``num_models x
+    bytes_per_model`` exceeds the budget, ``chunked`` runs vmapped chunks of the largest size
+    that fits (at least 1), inside the same program, with identical results.
+    """
+    if mode != "vmap" or bytes_per_model <= 0 or num_models * bytes_per_model <= budget:
+        return mode, max(1, num_models)
+    return "chunked", max(1, min(num_models, budget // bytes_per_model))
+
+
 def map_models(
     fn: Callable[..., Any],
     in_axes: Sequence[int | None],

@@ -164,6 +164,24 @@ class Trainer:
         )
         return jax.jit(fn, donate_argnums=(0,))
 
+    def bytes_per_model(self, data: DeviceData) -> int:
+        """Memory of one model's training step (arguments, outputs, temporaries), from XLA.
+
+        Compiles one single-model step (no models axis) and reads its memory analysis; the
+        engine uses it to chunk a vmapped stack that would not fit (``execution.auto_chunk``).
+        """
+        key = jax.random.PRNGKey(0)
+        state = jax.eval_shape(lambda k: self._init_one(k, 0.1, 0.9, 0.0), key)
+        idx = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32)
+        compiled = jax.jit(lambda st, i, k, d: self._step(st, i, k, d)[0]).lower(state, idx, key, data).compile()
+        mem = compiled.memory_analysis()
+        if mem is None:
+            return 0
+        dataset = sum(x.size * x.dtype.itemsize for x in data)
+        total = sum(int(getattr(mem, a, 0) or 0) for a in ("argument_size_in_bytes", "output_size_in_bytes",
+                                                             "temp_size_in_bytes"))
+        return max(0, total - dataset)  # the dataset is shared by every model
+
     def compile(self, state, subset, data_key, data) -> tuple[Any, float]:
         """Ahead-of-time compile ``run_epochs`` for these shapes; returns (executable, seconds)."""
         t0 = time.perf_counter()
