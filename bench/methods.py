@@ -18,9 +18,20 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _early_host_devices() -> None:
+    """``--host-devices N`` (default 1) acts before JAX starts; 0 = one per core, as the CLIs."""
+    n = int(sys.argv[sys.argv.index("--host-devices") + 1]) if "--host-devices" in sys.argv else 1
+    from jaxmu.cli import request_host_devices
+
+    request_host_devices(n)
+
+
+_early_host_devices()
+
+import jax  # noqa: E402
 
 from jaxmu.cli import enable_compile_cache, format_table  # noqa: E402
 from jaxmu.config import load_config  # noqa: E402
@@ -32,6 +43,7 @@ def main() -> None:
     p.add_argument("--methods", default="", help="comma-separated ids (default: all)")
     p.add_argument("--epochs-cap", type=int, default=0)
     p.add_argument("--out", default="runs")
+    p.add_argument("--host-devices", type=int, default=1, help="XLA CPU host devices (0 = one per core)")
     args = p.parse_args()
     enable_compile_cache()
     import jaxmu.methods as M
@@ -72,8 +84,8 @@ def main() -> None:
         (c_s, r_s), (c_l, r_l) = timings["stack"], timings["loop"]
         rows.append([name, m.call_string()[len(name):] or "()", c_s, r_s, r_l, r_l / r_s, t_retrain / r_s])
         print(f"{name}: stack {r_s:.3f} s, loop {r_l:.3f} s", file=sys.stderr)
-    print(f"retrain stack ({args.seeds} seeds, {cfg.train.epochs} epochs): {t_retrain:.2f} s; device "
-          f"{jax.devices()[0].platform}; model axis {setting.model_axis}")
+    print(f"retrain stack ({args.seeds} seeds, {cfg.train.epochs} epochs): {t_retrain:.2f} s; "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s); model axis {setting.model_axis}")
     print(format_table(["method", "settings", "compile s", "stack run s", "loop run s", "loop/stack", "RTE"], rows))
 
 
