@@ -59,8 +59,10 @@ def worker(models: list[int], net: str, epochs: int) -> None:
         t0 = time.perf_counter()
         jax.block_until_ready(exe(state, sub, jax.random.PRNGKey(0), jnp.int32(epochs), data))
         run_s = time.perf_counter() - t0
+        # memory_analysis of a sharded program is per device: every device holds M / devices models
+        per_model = total * jax.device_count() / (-(-m // jax.device_count()) * jax.device_count())
         print(json.dumps({"devices": jax.device_count(), "M": m, "compile_s": compile_s, "run_s": run_s,
-                          "models_epochs_per_s": m * epochs / run_s, "bytes_per_model": total / m}), flush=True)
+                          "models_epochs_per_s": m * epochs / run_s, "bytes_per_model": per_model}), flush=True)
 
 
 def main() -> None:
