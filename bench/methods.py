@@ -81,7 +81,7 @@ def main() -> None:
                 jax.block_until_ready(exe(*un._args(*call)))
                 run_s += time.perf_counter() - t0
             timings[label] = (compile_s, run_s)
-        (c_s, r_s), (c_l, r_l) = timings["stack"], timings["loop"]
+        (c_s, r_s), (_, r_l) = timings["stack"], timings["loop"]
         rows.append([name, m.call_string()[len(name):] or "()", c_s, r_s, r_l, r_l / r_s, t_retrain / r_s])
         print(f"{name}: stack {r_s:.3f} s, loop {r_l:.3f} s", file=sys.stderr)
     print(f"retrain stack ({args.seeds} seeds, {cfg.train.epochs} epochs): {t_retrain:.2f} s; "

@@ -20,7 +20,6 @@ conv nets the achieved GFLOP/s (analytic: 3 x forward MACs x 2) against a float3
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time

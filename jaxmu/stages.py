@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import load_tree, save_tree

@@ -26,7 +26,6 @@ import warnings
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optuna
 

@@ -1,7 +1,6 @@
 """SCRUB (methods.md §4.6): checkpoint selection rule on synthetic error logs, D_fv mask, step
 decay (1-based), msteps gating, stored-order forget stream, snapshot wiring, signs of the passes."""
 
-import math
 
 import jax
 import jax.numpy as jnp

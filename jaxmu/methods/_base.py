@@ -22,10 +22,9 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping, NamedTuple
 
-import jax
 
 from jaxmu.models.base import Model
-from jaxmu.types import Array, PRNGKey
+from jaxmu.types import Array
 
 
 class MethodError(ValueError):
