@@ -22,7 +22,6 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping, NamedTuple
 
-
 from jaxmu.models.base import Model
 from jaxmu.types import Array
 
