@@ -45,21 +45,6 @@ def test_non_square_kernel_raises():
         ct.transpose_kernels({"c": {"kernel": jnp.zeros((3, 1, 2, 2))}})
 
 
-def test_mlp_raises(digits):
-    from jaxmu.methods import SplitData, StaticContext
-    from jaxmu.models import build_model
-
-    model = build_model("mlp", 10, (8, 8, 1))
-    ctx = StaticContext(model, 10, digits.mean, digits.std)
-    params, bs = model.init(jax.random.PRNGKey(0))
-    data = SplitData(jnp.zeros((4, 8, 8, 1), jnp.uint8), jnp.zeros(4, jnp.int32),
-                     jnp.arange(2), jnp.arange(2, 4), jnp.arange(2))
-    m = M.get("ct")
-    with pytest.raises(M.MethodError, match="convolution"):
-        ct.run(ctx, data, params, bs, {k: jnp.float32(v) for k, v in m.arrays.items()}, jax.random.PRNGKey(0),
-               static=m.static)
-
-
 def test_ct_is_finetune_on_transposed(tiny):
     key = unlearning_key()
     m = M.get("ct", epochs=1, batch_size=100)

@@ -4,7 +4,6 @@ schedule, the multiplier before decay, the BN mode of the gradient pass, and the
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import finetune, msg
@@ -98,21 +97,6 @@ def test_masked_update_scales_before_decay(tiny):
     np.testing.assert_allclose(st.params["head"]["kernel"],
                                params["head"]["kernel"] - 0.1 * (g["head"]["kernel"] + 0.01 * params["head"]["kernel"]),
                                rtol=1e-5, atol=1e-7)
-
-
-def test_mlp_raises(digits):
-    from jaxmu.methods import SplitData, StaticContext
-    from jaxmu.models import build_model
-
-    model = build_model("mlp", 10, (8, 8, 1))
-    ctx = StaticContext(model, 10, digits.mean, digits.std)
-    params, bs = model.init(jax.random.PRNGKey(0))
-    data = SplitData(jnp.zeros((4, 8, 8, 1), jnp.uint8), jnp.zeros(4, jnp.int32),
-                     jnp.arange(2), jnp.arange(2, 4), jnp.arange(2))
-    m = M.get("msg")
-    with pytest.raises(M.MethodError, match="convolution"):
-        msg.run(ctx, data, params, bs, {k: jnp.float32(v) for k, v in m.arrays.items()}, jax.random.PRNGKey(0),
-                static=m.static)
 
 
 def test_driver_zero_lr_reinitialises_exactly_the_small_gradient_entries(tiny):

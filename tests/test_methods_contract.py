@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -128,3 +129,23 @@ def test_registry_api():
         M.get("finetune", epochs=1.5)
     with pytest.raises(M.MethodError, match="cannot parse"):
         M.get("finetune(")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet18"])
+@pytest.mark.parametrize("name", M.names())
+def test_every_architecture_runs_or_says_why(name, arch, digits, tiny):
+    """Each method traces on each architecture, or raises a MethodError that says why (no compile)."""
+    from jaxmu.models import build_model
+
+    model = build_model(arch, digits.num_classes, digits.images.shape[1:])
+    ctx = M.StaticContext(model, digits.num_classes, digits.mean, digits.std, "flip")
+    m = M.get(name, **_fast_static(M.METHODS[name]))
+    params, bs = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
+    try:
+        out = jax.eval_shape(lambda p, b: m.spec.run(ctx, tiny.data, p, b, hp, unlearning_key(), static=m.static),
+                             params, bs)
+    except M.MethodError as e:
+        assert arch == "mlp" and "conv" in str(e).lower(), str(e)  # only conv-based methods refuse the MLP
+        return
+    assert jax.tree_util.tree_structure(out[0]) == jax.tree_util.tree_structure(params)
