@@ -22,7 +22,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxmu.data import DataError
     from jaxmu.stages import RunDirError
 
-    errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError]
+    from jaxmu.models import ModelError
+
+    errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError, ModelError]
     try:
         from jaxmu.methods import MethodError
 

@@ -176,11 +176,21 @@ def _open_builder(tfds_name: str, root: str) -> Any:
         raise DataError(
             f"reading {tfds_name} needs tensorflow-datasets: pip install tensorflow-datasets ({e})"
         ) from e
+    import logging
+
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # tfds warns about the missing folder; our error says it
     try:
         builder = tfds.builder(tfds_name, data_dir=root)
     except Exception as e:  # tfds raises its own DatasetNotFoundError and others
+        absl_logger.setLevel(level)
         raise DataError(f"tfds has no dataset {tfds_name!r} ({type(e).__name__}: {e})") from e
-    if not builder.is_prepared():
+    try:
+        prepared = builder.is_prepared()
+    finally:
+        absl_logger.setLevel(level)
+    if not prepared:
         raise DataError(
             f"{tfds_name} not found under {root} (expected {builder.data_dir}): "
             + prepare_hint(tfds_name, root)

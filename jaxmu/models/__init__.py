@@ -43,6 +43,10 @@ _register_optional()
 MODELS = tuple(_BUILDERS)
 
 
+class ModelError(ValueError):
+    """An unknown architecture or an option it does not support (message lists what is valid)."""
+
+
 def build_model(
     name: str,
     num_classes: int,
@@ -53,13 +57,18 @@ def build_model(
 ) -> Model:
     """Build a registered model. ``conv_impl="auto"`` picks the backend's fast convolution."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(sorted(_BUILDERS))}")
+        raise ModelError(f"unknown model {name!r}: set model.name to one of {', '.join(sorted(_BUILDERS))}")
     if stem not in ("imagenet", "cifar"):
-        raise ValueError(f"unknown stem {stem!r}: choose 'imagenet' or 'cifar'")
-    return _BUILDERS[name](num_classes, tuple(input_shape), resolve_conv_impl(conv_impl), stem)
+        raise ModelError(f"unknown stem {stem!r}: choose 'imagenet' or 'cifar'")
+    try:
+        return _BUILDERS[name](num_classes, tuple(input_shape), resolve_conv_impl(conv_impl), stem)
+    except ModelError:
+        raise
+    except ValueError as e:  # e.g. TinyViT on an input size it cannot take
+        raise ModelError(f"model {name!r} cannot be built for input {tuple(input_shape)}: {e}") from None
 
 
 __all__ = [
-    "MODELS", "Model", "build_model", "BatchNorm", "Conv", "Dense", "conv2d", "resolve_conv_impl",
+    "MODELS", "Model", "ModelError", "build_model", "BatchNorm", "Conv", "Dense", "conv2d", "resolve_conv_impl",
     "CNN", "MLP",
 ]
