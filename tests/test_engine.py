@@ -118,6 +118,10 @@ def test_training_learns_and_evaluator_modes_agree(setup, vmapped_result, digits
         outs.append(ev.logits(stacked.params, stacked.batch_stats, test_idx, data))
     np.testing.assert_allclose(np.asarray(outs[0]), np.asarray(outs[1]), atol=1e-4)
     assert outs[0].shape == (3, len(test_idx), 10)
+    ev = Evaluator(model, ds.mean, ds.std, batch_size=100, model_axis="vmap")
+    for i in range(3):  # a Python loop of single-model stacks gives the same rows
+        one = jax.tree_util.tree_map(lambda x: x[i : i + 1], (stacked.params, stacked.batch_stats))
+        np.testing.assert_allclose(np.asarray(ev.logits(*one, test_idx, data))[0], np.asarray(outs[0][i]), atol=1e-4)
     acc = np.asarray(accuracy(outs[0], y))
     assert acc[0] > 0.5, acc  # 2 epochs on 300 examples already far above chance (0.1)
 
