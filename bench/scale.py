@@ -49,7 +49,8 @@ def worker(models: list[int], net: str, epochs: int) -> None:
     data = DeviceData(jnp.asarray(ds.images), jnp.asarray(ds.labels))
     mode = "vmap" if net == "mlp" else "loop"
     for m in models:
-        tr = Trainer(build_model(net, 10, ds.images.shape[1:]), 64, epochs, "none", ds.mean, ds.std, model_axis=mode)
+        tr = Trainer(build_model(net, 10, ds.images.shape[1:]), 64, epochs, "none", ds.mean, ds.std, model_axis=mode,
+                     flat_update=jax.default_backend() == "cpu")
         keys = jnp.stack([jax.random.PRNGKey(i) for i in range(m)])
         state = tr.init(keys, 0.1, 0.9, 5e-4)
         exe, compile_s = tr.compile(state, sub, jax.random.PRNGKey(0), data)

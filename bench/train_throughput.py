@@ -87,7 +87,8 @@ def forward_macs(net: str, hw: int, cin: int, classes: int) -> int:
 
 def time_jaxmu(net, ds, data, subset, m, epochs, mode, reps, mean, std):
     model = build_model(net, ds_classes(ds), tuple(data.images.shape[1:]))
-    tr = Trainer(model, BATCH, epochs, "none", mean, std, shared_data=True, model_axis=mode)
+    tr = Trainer(model, BATCH, epochs, "none", mean, std, shared_data=True, model_axis=mode,
+                 flat_update=jax.default_backend() == "cpu")  # as the engine configures it
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(m)])
     dkey = jax.random.PRNGKey(1234)
     state = tr.init(keys, 0.1, 0.9, 5e-4)

@@ -62,6 +62,7 @@ class Setting:
             model=self.model, batch_size=t.batch_size, num_epochs=num_epochs or t.epochs,
             augment=self.augment, mean=self.dataset.mean, std=self.dataset.std,
             shared_data=t.shared_data_order, model_axis=self.model_axis, chunk_size=e.chunk_size,
+            flat_update=jax.default_backend() == "cpu",
         )
 
     def data_key(self) -> jax.Array:

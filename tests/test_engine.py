@@ -204,3 +204,12 @@ def test_auto_chunk_switches_vmap_to_chunks_that_fit(setup):
     model, data, subset, ds = setup
     per_model = Trainer(model, BATCH, 1, "none", ds.mean, ds.std).bytes_per_model(data)
     assert 10_000 < per_model < 50_000_000  # a digits CNN step: tens of kB to a few MB
+
+
+def test_flat_update_equals_per_leaf_update(setup, vmapped_result):
+    model, data, subset, ds = setup
+    stacked, keys, lrs = vmapped_result
+    tr = Trainer(model, BATCH, EPOCHS, "flip", ds.mean, ds.std, model_axis="vmap", flat_update=True)
+    flat = _train(tr, keys, subset, jax.random.PRNGKey(123), data, lrs)
+    _tree_close(stacked.params, flat.params, atol=1e-6)
+    _tree_close(stacked.batch_stats, flat.batch_stats, atol=1e-6)

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from jaxmu.data.augment import preprocess
 from jaxmu.engine.execution import map_models
@@ -79,6 +80,11 @@ class Trainer:
       mean, std: per-channel normalisation.
       shared_data: faithful mode (one subset and data key for all models).
       model_axis, chunk_size: execution of the models axis (``jaxmu.engine.execution``).
+      flat_update: keep the optimizer state as one flat vector and update all parameters in
+        one fused elementwise pass (``ravel_pytree``) instead of one per leaf. Same values;
+        on XLA:CPU the per-kernel overhead dominates small models, and this measured 10-20%
+        faster for the digits MLP (no change for the CNN). Off by default (GPU); the pipeline
+        turns it on for the CPU backend.
     """
 
     model: Model
@@ -90,6 +96,7 @@ class Trainer:
     shared_data: bool = True
     model_axis: str = "vmap"
     chunk_size: int = 8
+    flat_update: bool = False
 
     # ------------------------------------------------------------------ init
 
@@ -101,7 +108,7 @@ class Trainer:
 
     def _init_one(self, key, lr, mu, wd) -> TrainState:
         params, batch_stats = self.model.init(key)
-        opt_state = torch_sgd(lr, mu, wd).init(params)
+        opt_state = torch_sgd(lr, mu, wd).init(ravel_pytree(params)[0] if self.flat_update else params)
         return TrainState(params, batch_stats, opt_state, lr, jnp.zeros((), jnp.int32))
 
     # ------------------------------------------------------------------ one model
@@ -117,8 +124,13 @@ class Trainer:
 
         (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         tx = torch_sgd()
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = apply_updates(state.params, updates)
+        if self.flat_update:
+            flat, unravel = ravel_pytree(state.params)
+            updates, opt_state = tx.update(ravel_pytree(grads)[0], state.opt_state, flat)
+            params = unravel(flat + updates)
+        else:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = apply_updates(state.params, updates)
         return state._replace(params=params, batch_stats=new_bs, opt_state=opt_state), loss
 
     def _epoch(self, state: TrainState, subset: Array, data_key: PRNGKey, data: DeviceData) -> TrainState:
