@@ -26,8 +26,9 @@ def choose_model_axis(mode: str, *, backend: str, model_name: str) -> str:
     """Resolve ``auto``: vmap on accelerators, a loop over models on CPU.
 
     The CPU rule follows ``bench/train_throughput.py`` (bench/README.md): on 2 cores one model
-    at a time beat the vmapped stack for the CNN (27.0 vs 17.4 model-epochs/s) and for the MLP
-    (569 vs 472), both with the models axis split over two host devices.
+    at a time beat the vmapped stack for the CNN (26.4-27.0 vs 17.4-22.6 model-epochs/s, models
+    axis split over two host devices); for the MLP the two are within run-to-run noise
+    (569 vs 472, then 674 vs 736 after the flat optimizer update).
     """
     if mode not in MODEL_AXIS_MODES:
         raise ValueError(f"unknown model_axis {mode!r}: choose one of {', '.join(MODEL_AXIS_MODES)}")
