@@ -98,3 +98,12 @@ def test_bad_inputs():
         per_example_epsilon(np.zeros((4, 3)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="NaN"):
         per_example_epsilon(np.full((4, 1), np.nan), np.zeros((4, 1)))
+
+
+def test_two_models_leave_no_bucket():
+    """N = 2: eps_max = ceil(ln 1) = 0, no bucket, F = 0 (and no crash)."""
+    from jaxmu.attacks.neurips_score import bucket_points, forget_score
+
+    assert bucket_points(2).size == 0
+    assert forget_score(np.array([0.0, 0.3, 5.0]), 2) == 0.0
+    assert forget_score(np.array([0.0, 0.3, 5.0]), 3) == pytest.approx((1.0 + 1.0 + 0.0) / 3)

@@ -166,3 +166,17 @@ def test_two_workers_share_one_study(tmp_path, repo_root):
     assert optuna.trial.TrialState.RUNNING not in states
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     assert 8 <= complete <= 10, complete  # a race may add at most one extra trial per worker
+
+
+@pytest.mark.slow
+def test_sweep_with_ulira_adds_the_attack_to_the_report(uninterrupted, repo_root):
+    """--ulira reuses the finished sweep and appends the U-LiRA table to report.md."""
+    out, _ = uninterrupted
+    extra = []
+    for o in ("attack.num_splits=4", "attack.forget_sets=2", "attack.forget_fraction=0.5", "attack.folds=2",
+              "attack.queries=1"):
+        extra += ["--set", o]
+    res = _run(_cmd(out, "--ulira", *extra), repo_root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = (next(out.rglob("sweep_finetune")) / "report.md").read_text()
+    assert "## U-LiRA" in report and "retrain (perfect)" in report and "hayes" in report

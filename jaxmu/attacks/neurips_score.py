@@ -219,12 +219,15 @@ def forget_score(eps: Any, n_models: int) -> float:
     """F = mean over forget examples of the bucket value of ε (§9.2 steps 9–10).
 
     ``n_models`` is N, the number of unlearned models; scores are comparable only at equal N
-    (§9.3). ε ≥ ε_max, and NaN ε, are worth 0.
+    (§9.3). ε ≥ ε_max, and NaN ε, are worth 0. With N = 2, ε_max = ⌈ln 1⌉ = 0 leaves no bucket,
+    so F = 0 whatever the populations: the score needs N ≥ 3 to say anything.
     """
     e = np.asarray(eps, dtype=np.float64)
     if e.ndim != 1 or e.size == 0:
         raise ValueError(f"eps must be a non-empty [n] array, got shape {e.shape}")
     pts = bucket_points(n_models)
+    if pts.size == 0:
+        return 0.0
     idx = np.floor(np.where(np.isnan(e), np.inf, np.maximum(e, 0.0)) / 0.5)
     ok = idx < pts.size
     values = np.where(ok, pts[np.where(ok, idx, 0).astype(int)], 0.0)
