@@ -13,9 +13,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxmu.checkpoint import CheckpointError
     from jaxmu.config import ConfigError

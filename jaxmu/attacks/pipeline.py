@@ -66,10 +66,8 @@ class ULiraReport:
 
 
 def _trainer(setting: Setting) -> Trainer:
-    t, e = setting.cfg.train, setting.cfg.engine
-    return Trainer(setting.model, t.batch_size, t.epochs, setting.augment, setting.dataset.mean,
-                   setting.dataset.std, shared_data=False, model_axis=setting.model_axis, chunk_size=e.chunk_size,
-                   flat_update=jax.default_backend() == "cpu")
+    """The setting's trainer with per-model subsets and data keys (every shadow has its own)."""
+    return dataclasses.replace(setting.trainer(), shared_data=False)
 
 
 def _train(setting: Setting, base: Path, name: str, init_keys, subsets: np.ndarray, data_keys) -> StageResult:
