@@ -8,6 +8,7 @@ directory) prints one line ``error: ...`` on stderr and exits with code 2, no tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -74,7 +75,13 @@ def request_host_devices(n: int) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, *, multihost: bool = True):
+    """The config of the command line; starts JAX's distributed runtime when asked to.
+
+    In a multi-process run every process computes the same (global) stacks; only process 0
+    prints and shows progress. ``multihost=False`` refuses a multi-process launch (the sweep
+    scales out with independent workers instead).
+    """
     from jaxmu.config import load_config
 
     overrides = list(args.overrides)
@@ -95,9 +102,20 @@ def config_from_args(args: argparse.Namespace):
         from jaxmu.config import ConfigError
 
         raise ConfigError(str(e)) from None
+    if multi and not multihost:
+        from jaxmu.config import ConfigError
+
+        raise ConfigError("this command runs in one process per host: start one sweep per host with "
+                          "--worker NAME and a shared --storage URL instead (README, Scaling out)")
     if not multi:
         request_host_devices(cfg.engine.host_devices)
-    maybe_initialize(args.coordinator, args.num_processes, args.process_id)
+    if maybe_initialize(args.coordinator, args.num_processes, args.process_id):
+        import jax
+
+        if jax.process_index() != 0:
+            sys.stdout.flush()  # process 0 reports for the run; the others print nothing, C++ included
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            cfg = cfg.replace(engine=dataclasses.replace(cfg.engine, progress=False))
     return cfg
 
 

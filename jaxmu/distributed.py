@@ -53,5 +53,7 @@ def maybe_initialize(coordinator: str | None = None, num_processes: int | None =
         return False
     import jax
 
+    # CPU processes exchange shards over gloo (GPUs and TPUs use their own collectives)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     return True

@@ -7,12 +7,14 @@ seed flagged), Val and Test MIA both, and the resolved configuration hash.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from jaxmu.checkpoint import write_text_atomic
 from jaxmu.metrics import summarize
 
 CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
@@ -23,19 +25,16 @@ CSV_COLUMNS = ("method", "seed", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """One row per (method, seed); hyperparameter columns ``hp_<name>`` after the fixed ones."""
     hp_cols = sorted({k for r in rows for k in r if k.startswith("hp_")})
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*CSV_COLUMNS, *hp_cols], extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=[*CSV_COLUMNS, *hp_cols], extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    write_text_atomic(path, buf.getvalue())
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=_plain))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=_plain))
 
 
 def _plain(x):

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu._faults import checkpoint_reached
-from jaxmu.checkpoint import load_tree, save_tree
+from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
+from jaxmu.engine.sharding import place
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
 
@@ -73,7 +74,7 @@ def run_dir_for(out: str | Path, cfg: Config) -> Path:
                 f"run directory {run} holds another configuration: use another --out or delete it"
             )
     else:
-        cfile.write_text(json.dumps(want, indent=1, sort_keys=True))
+        write_text_atomic(cfile, json.dumps(want, indent=1, sort_keys=True))
     return run
 
 
@@ -119,7 +120,7 @@ def run_training_stage(
         state, meta = load_tree(final, template)
         return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs)
 
-    state, prior_run_s, resumed = init_state, 0.0, 0
+    state, prior_run_s, resumed = place(init_state), 0.0, 0  # the layout the program keeps
     epochs_done = _epoch_dirs(stage_dir)  # written atomically: each one is complete
     if epochs_done:
         state, meta = load_tree(epochs_done[-1], template)  # corrupt or foreign: CheckpointError
@@ -143,9 +144,7 @@ def run_training_stage(
         if epoch < total:
             path = stage_dir / f"epoch_{epoch:04d}"
             save_tree(path, state, {**metadata, "epoch": epoch, "run_s": run_s})
-            for old in _epoch_dirs(stage_dir):
-                if old != path:
-                    _rmtree(old)
+            _drop_epochs(stage_dir, keep=path)
             if on_checkpoint is not None:
                 on_checkpoint(epoch)
             checkpoint_reached(f"stage:{label}:epoch")
@@ -153,15 +152,19 @@ def run_training_stage(
         bar.close()
     save_tree(final, state, {**metadata, "epoch": total, "run_s": run_s, "compile_s": compile_s,
                              "done": True, "environment": environment()})
-    for old in _epoch_dirs(stage_dir):
-        _rmtree(old)
+    _drop_epochs(stage_dir)
     return StageResult(state, compile_s, run_s, False, resumed)
 
 
-def _rmtree(p: Path) -> None:
+def _drop_epochs(stage_dir: Path, keep: Path | None = None) -> None:
+    """Delete superseded epoch checkpoints (process 0 of a multi-host run; after save_tree's barrier)."""
     import shutil
 
-    shutil.rmtree(p, ignore_errors=True)
+    if jax.process_index() != 0:
+        return
+    for old in _epoch_dirs(stage_dir):
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _progress(total: int, start: int, label: str, enabled: bool):

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxmu._faults import checkpoint_reached
+from jaxmu.checkpoint import write_text_atomic
 from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, run_cli
 
 
@@ -91,9 +92,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
         "checkpoint": str(res.path),
     }
-    tmp = final.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1, default=str))
-    tmp.replace(final)
+    write_text_atomic(final, json.dumps(out, indent=1, default=str))
     return out
 
 
@@ -159,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides.append(f"tune.trials={args.trials}")
     if args.storage is not None:
         args.overrides.append(f"tune.storage={json.dumps(args.storage)}")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, multihost=False)
     import jaxmu.methods as M
     from jaxmu.pipeline import method_from_config, prepare, reference_stacks, stack_metrics, with_retention
 

@@ -115,7 +115,9 @@ def test_driver_zero_lr_reinitialises_exactly_the_small_gradient_entries(tiny):
             changed = w1 != w0
             assert changed.sum() == round(float(rho) * w0.size)
             absg = np.abs(np.asarray(G[name]["kernel"]))
-            assert absg[changed].max() <= absg[~changed].min()
+            # the gradients here come from another program than the driver's (float rounding):
+            # entries on the threshold may differ in the last bits, not more
+            assert absg[changed].max() <= absg[~changed].min() * (1 + 1e-5)
         for name in ("bn1", "bn2", "head"):
             for leaf in p0[name]:
                 np.testing.assert_array_equal(r.params[name][leaf][i], p0[name][leaf])

@@ -79,14 +79,24 @@ def test_no_retrace_on_second_call(contract, tiny):
     assert len(c["traces"]) == 1, "second call with new hyperparameter values retraced"
 
 
+# MSG re-initialises the entries whose |gradient| ranks lowest. The 1-model program sums in
+# another order than the 2-model one, and a last-bit gradient difference can move an entry on
+# the rank threshold across it (seen: 2 of 4608 kernel entries), after which the trajectories
+# part. For MSG each model therefore runs alone in a stack of K copies of itself (the same
+# program as the stack's): its result must not depend on the other models nor on their
+# hyperparameters, to float tolerance.
+RANK_THRESHOLD = {"msg"}
+
+
 def test_vmap_equals_python_loop_with_per_model_hparams(contract, tiny):
     c = contract
     single = Unlearner(c["spec"], c["static"], tiny.ctx, model_axis="vmap")
+    copies = K if c["spec"].name in RANK_THRESHOLD else 1
     for i in range(K):
-        take = lambda t: jax.tree_util.tree_map(lambda x: x[i : i + 1], t)  # noqa: E731
-        hp_i = {k: v[i : i + 1] for k, v in c["hp"].items()}
-        p, bs = single(tiny.data, take(tiny.params), take(tiny.batch_stats), hp_i, c["key"])
-        for a, b in zip(_leaves(take(c["out"][0])) + _leaves(take(c["out"][1])), _leaves(p) + _leaves(bs)):
+        row = lambda t, i=i, n=1: jax.tree_util.tree_map(lambda x: jnp.concatenate([x[i : i + 1]] * n), t)  # noqa: E731
+        hp_i = row(c["hp"], n=copies)
+        p, bs = single(tiny.data, row(tiny.params, n=copies), row(tiny.batch_stats, n=copies), hp_i, c["key"])
+        for a, b in zip(_leaves(row(c["out"])), _leaves(row((p, bs), 0))):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
 
 

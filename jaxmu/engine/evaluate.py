@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxmu.data.augment import normalize
 from jaxmu.engine.execution import map_models
+from jaxmu.engine.sharding import addressable
 from jaxmu.engine.trainer import DeviceData
 from jaxmu.metrics import accuracy, per_example_ce
 from jaxmu.models.base import Model
@@ -58,7 +59,7 @@ class Evaluator:
         n_b = -(-n // bsz)
         padded = np.concatenate([indices, np.full(n_b * bsz - n, indices[0], np.int32)])
         out = self._jitted(params, batch_stats, jnp.asarray(padded.reshape(n_b, bsz)), data)
-        return out[:, :n]
+        return addressable(out)[:, :n]  # multi-host: every process gets every model's logits
 
 
 def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData) -> dict[str, dict[str, np.ndarray]]:
