@@ -376,6 +376,11 @@ def validate(cfg: Config) -> None:
         (cfg.attack.queries in (1, 2), "attack.queries must be 1 (identity) or 2 (identity + mirror)"),
         (2 <= cfg.attack.folds <= cfg.attack.num_splits // 2,
          "attack.folds must be in [2, num_splits / 2]"),
+        # an example is in S/2 train halves and forgotten in a forget_sets x forget_fraction share
+        # of them; the NeurIPS eps score needs at least 2 unlearned models per example
+        (cfg.attack.num_splits // 2 * cfg.attack.forget_sets * cfg.attack.forget_fraction >= 2 - 1e-9,
+         "attack: each example would be forgotten by fewer than 2 models (the eps score needs 2): "
+         "raise attack.num_splits or attack.forget_sets x attack.forget_fraction"),
         (e.eval_batch_size >= 1, "engine.eval_batch_size must be >= 1"),
         (e.checkpoint_every >= 1, "engine.checkpoint_every must be >= 1"),
         (e.host_devices >= 0, "engine.host_devices must be >= 0 (0 = one per CPU core)"),

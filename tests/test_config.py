@@ -26,6 +26,7 @@ def test_shipped_configs_load(path):
     ("train.epochs", "use KEY=VALUE"),
     ("train.shared_data_order=3", "expected true/false"),
     ("seeds=[1,1]", "must not repeat"),
+    ("attack.forget_fraction=0.05", "fewer than 2 models"),
 ])
 def test_bad_overrides_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):

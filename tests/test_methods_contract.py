@@ -93,7 +93,7 @@ def test_vmap_equals_python_loop_with_per_model_hparams(contract, tiny):
     single = Unlearner(c["spec"], c["static"], tiny.ctx, model_axis="vmap")
     copies = K if c["spec"].name in RANK_THRESHOLD else 1
     for i in range(K):
-        row = lambda t, i=i, n=1: jax.tree_util.tree_map(lambda x: jnp.concatenate([x[i : i + 1]] * n), t)  # noqa: E731
+        row = lambda t, i=i, n=1: jax.tree_util.tree_map(lambda x: jnp.concatenate([x[i : i + 1]] * n), t)
         hp_i = row(c["hp"], n=copies)
         p, bs = single(tiny.data, row(tiny.params, n=copies), row(tiny.batch_stats, n=copies), hp_i, c["key"])
         for a, b in zip(_leaves(row(c["out"])), _leaves(row((p, bs), 0))):

@@ -8,8 +8,6 @@ must equal a single-device run's (loaded here, in a third layout). Only process 
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,41 +15,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from multihost_helpers import one_process, two_processes
 
 from jaxmu.checkpoint import load_tree, read_metadata
 
 ARGS = ["--config", "configs/digits_mlp.yaml", "--seeds", "4", "--set", "train.epochs=3",
         "--set", "engine.checkpoint_every=1", "--quiet"]
 UNLEARN = ["--method", "finetune(epochs=1)"]
-
-
-def _env(repo_root: Path, devices: int, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(repo_root), **extra}
-    flags = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-    return env
-
-
-def _two_processes(repo_root: Path, module: str, args: list[str], **extra: str) -> list[subprocess.CompletedProcess]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-m", module, *args, "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)],
-                              cwd=repo_root, env=_env(repo_root, 2, **extra), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return outs
-
-
-def _one_process(repo_root: Path, module: str, args: list[str]) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", module, *args], cwd=repo_root, env=_env(repo_root, 1),
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
 
 
 def _arrays(path: Path) -> list[np.ndarray]:
@@ -71,7 +41,7 @@ def _checkpoints(out: Path) -> dict[str, Path]:
 @pytest.mark.slow
 def test_two_process_stack_equals_single_device_and_resumes(repo_root, tmp_path):
     multi, single = tmp_path / "multi", tmp_path / "single"
-    killed = _two_processes(repo_root, "jaxmu.train", [*ARGS, "--out", str(multi)],
+    killed = two_processes(repo_root, "jaxmu.train", [*ARGS, "--out", str(multi)],
                             JAXMU_DIE_AT="stage:original:epoch")
     assert [r.returncode for r in killed] == [137, 137], [r.stderr[-2000:] for r in killed]
     (run,) = multi.glob("digits_mlp_*")
@@ -79,18 +49,18 @@ def test_two_process_stack_equals_single_device_and_resumes(repo_root, tmp_path)
     written = {p.name for p in (run / "original" / "epoch_0001" / "arrays").rglob("*process_*")}
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= written  # each process wrote its own shards
 
-    resumed = _two_processes(repo_root, "jaxmu.train", [*ARGS, "--out", str(multi)])
+    resumed = two_processes(repo_root, "jaxmu.train", [*ARGS, "--out", str(multi)])
     for r in resumed:
         assert r.returncode == 0, r.stderr[-3000:]
     assert "original: resumed at epoch 1" in resumed[0].stdout
     assert resumed[1].stdout == ""  # process 1 computes, process 0 reports
-    unlearned = _two_processes(repo_root, "jaxmu.unlearn", [*ARGS, *UNLEARN, "--out", str(multi)])
+    unlearned = two_processes(repo_root, "jaxmu.unlearn", [*ARGS, *UNLEARN, "--out", str(multi)])
     for r in unlearned:
         assert r.returncode == 0, r.stderr[-3000:]
     assert "finetune" in unlearned[0].stdout
 
-    _one_process(repo_root, "jaxmu.train", [*ARGS, "--out", str(single)])
-    _one_process(repo_root, "jaxmu.unlearn", [*ARGS, *UNLEARN, "--out", str(single)])
+    one_process(repo_root, "jaxmu.train", [*ARGS, "--out", str(single)])
+    one_process(repo_root, "jaxmu.unlearn", [*ARGS, *UNLEARN, "--out", str(single)])
 
     got, want = _checkpoints(multi), _checkpoints(single)
     assert got["unlearn"].name == want["unlearn"].name
@@ -106,3 +76,4 @@ def test_sweep_refuses_multi_process_launch(repo_root, tmp_path):
                           "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0"],
                          cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--worker" in res.stderr and "Traceback" not in res.stderr
+
