@@ -80,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"U-LiRA: {a.num_splits} splits x {a.forget_sets} forget sets = {a.num_splits * a.forget_sets} "
           f"unlearned/retrained models; attack dir {setting.run_dir}")
     report = run_ulira(setting, method)
+    if report is None:  # another process of a multi-host run reports
+        return 0
     print(format_table(["unlearned", "formulation", "accuracy", "AUC", "TPR@1%", "TPR@0.1%", "pairs"],
                        attack_rows(report)))
     print(format_table(["unlearned", "retain acc", "forget acc", "test acc", "eps median", "forget score F", "N"],

@@ -31,6 +31,16 @@ def metric_rows(seeds, results: dict[str, dict[str, np.ndarray]], columns) -> li
     return rows
 
 
+def stage_lines(stages: dict, num_models: int) -> list[str]:
+    """One line per reference stage: loaded, resumed or trained, with compile and run time apart."""
+    lines = []
+    for name, r in stages.items():
+        how = "loaded" if r.skipped else (f"resumed at epoch {r.resumed_from}" if r.resumed_from else "trained")
+        lines.append(f"{name}: {how}; compile {r.compile_s:.2f} s, run {r.run_s:.2f} s "
+                     f"({r.run_s / num_models:.3f} s per model)")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxmu.train", description=__doc__.split("\n")[0])
     add_config_args(p)
@@ -44,10 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(cfg.seeds)} seeds, split {setting.splits.content_hash})")
     stages = reference_stacks(setting)
     results = {name: stack_metrics(setting, r.state) for name, r in stages.items()}
-    for name, r in stages.items():
-        how = "loaded" if r.skipped else (f"resumed at epoch {r.resumed_from}" if r.resumed_from else "trained")
-        print(f"{name}: {how}; compile {r.compile_s:.2f} s, run {r.run_s:.2f} s "
-              f"({r.run_s / len(cfg.seeds):.3f} s per model)")
+    print("\n".join(stage_lines(stages, len(cfg.seeds))))
     print(format_table(["stack", "seed", *METRICS], metric_rows(cfg.seeds, results, METRICS)))
     return 0
 

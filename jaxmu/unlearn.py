@@ -25,13 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(args)
     from jaxmu.pipeline import (METRICS, method_from_config, prepare, reference_stacks, stack_metrics,
                                 unlearn_stage, with_retention)
-    from jaxmu.train import metric_rows
+    from jaxmu.train import metric_rows, stage_lines
 
     method = method_from_config(cfg, args.method)  # validate before any work
     enable_compile_cache()
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
     refs = reference_stacks(setting)
+    print("\n".join(stage_lines(refs, len(cfg.seeds))))
     res = unlearn_stage(setting, method, refs["original"])
     retrain = stack_metrics(setting, refs["retrain"].state)
     results = {

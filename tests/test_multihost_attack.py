@@ -7,7 +7,7 @@ import pytest
 from multihost_helpers import one_process, two_processes
 
 ATTACK = ["--config", "configs/ulira_digits_cnn.yaml", "--method", "finetune(epochs=1)", "--quiet",
-          "--set", "model.name=mlp", "--set", "train.epochs=2", "--set", "attack.num_splits=4",
+          "--set", "model.name=mlp", "--set", "train.epochs=1", "--set", "attack.num_splits=4",
           "--set", "attack.forget_sets=2", "--set", "attack.forget_fraction=0.5", "--set", "attack.folds=2",
           "--set", "attack.queries=1"]
 

@@ -129,7 +129,12 @@ def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, f
     return Population(name, phi, hayes, du, eps, forget_score(eps, pu.shape[0]), pu.shape[0], *accs)
 
 
-def run_ulira(setting: Setting, method) -> ULiraReport:
+def run_ulira(setting: Setting, method) -> ULiraReport | None:
+    """Shadow stacks, the unlearned stack, φ of every candidate, then the attack statistics.
+
+    Multi-host: every process runs the stacks (its share of the models); the statistics are
+    computed once, by process 0, and the other processes return None.
+    """
     cfg = setting.cfg.attack
     sp = make_shadow_splits(setting.dataset, cfg, setting.cfg.data.split_seed)
     base = setting.run_dir / f"ulira_{setting.cfg.hash('attack')}"
@@ -157,13 +162,16 @@ def run_ulira(setting: Setting, method) -> ULiraReport:
     phi_r = phi_stack(ev, r_state.params, r_state.batch_stats, sp.pool, setting.data, cfg.queries)
     split_folds = holdout_folds(sp.num_splits, cfg.folds)
     folds = split_folds[sp.split_of_model()]
-    pops = []
+    measured = {}
     for name, (p, b) in candidates.items():
         phi = phi_stack(ev, p, b, sp.pool, setting.data, cfg.queries)
         pool_logits = ev.logits(p, b, sp.pool, setting.data)
         correct = np.asarray(jnp.argmax(pool_logits, -1)) == y_pool
         test_acc = float(np.mean(accuracy(ev.logits(p, b, test_idx, setting.data), y_test)))
         accs = (float(correct[roles == RETAINED].mean()), float(correct[roles == FORGOTTEN].mean()), test_acc)
-        pops.append(_population(name, phi, roles, phi_r, folds, cfg, accs))
+        measured[name] = (phi, accs)
+    if jax.process_index() != 0:
+        return None  # the statistics are host work without collectives: process 0 computes them
+    pops = [_population(name, phi, roles, phi_r, folds, cfg, accs) for name, (phi, accs) in measured.items()]
     timings["attack"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t0, "models": 0}
     return ULiraReport(pops, timings, sp, roles, phi_r, base)
