@@ -77,3 +77,28 @@ def test_attack_cli_reuses_shadows_and_writes_scores_and_plot(report, out_dir, r
     assert data["finetune_hayes_scores"].shape == data["finetune_hayes_labels"].shape
     bad = subprocess.run(cmd + ["--set", "attack.num_splits=5"], capture_output=True, text=True, cwd=repo_root)
     assert bad.returncode == 2 and "num_splits" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_fixture_attack(report, tmp_path, repo_root):
+    """The attack CLI as 2 processes x 2 CPU devices (each trains its share of every shadow stack)
+    gives the per-example scores of the fixture's single-process, single-device run."""
+    from multihost_helpers import two_processes
+
+    from jaxmu.attack import save_outputs
+
+    _, rep = report
+    want = np.load(save_outputs(rep, "finetune")[0])
+    args = ["--config", "configs/ulira_digits_cnn.yaml", "--method", METHOD, "--quiet", "--out", str(tmp_path)]
+    for o in TINY:
+        args += ["--set", o]
+    for r in two_processes(repo_root, "jaxmu.attack", args):
+        assert r.returncode == 0, r.stderr[-3000:]
+    (npz,) = tmp_path.glob("*/ulira_*/ulira_finetune.npz")
+    got = np.load(npz)
+    assert sorted(got.files) == sorted(want.files)
+    for k in want.files:
+        if want[k].dtype.kind == "f":
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        else:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -20,7 +20,7 @@ from multihost_helpers import one_process, two_processes
 
 from jaxmu.checkpoint import load_tree, read_metadata
 
-ARGS = ["--config", "configs/digits_mlp.yaml", "--seeds", "4", "--set", "train.epochs=3",
+ARGS = ["--config", "configs/digits_mlp.yaml", "--seeds", "4", "--set", "train.epochs=2",
         "--set", "engine.checkpoint_every=1", "--quiet"]
 UNLEARN = ["--method", "finetune(epochs=1)"]
 
