@@ -3,8 +3,8 @@
 Each process has 2 forced CPU devices, so the 4-model stack is split over 4 devices on 2
 processes: each process trains its 2 models and writes its shards through Orbax. The run is
 killed after its first epoch checkpoint and resumed by the unlearn command (multi-host
-restore), and its checkpoints
-must equal a single-device run's (loaded here, in a third layout). Only process 0 prints.
+restore), and every checkpoint must equal a single-device run's; they are loaded and verified
+here, on this process's device, a layout other than the one that wrote them. Only process 0 prints.
 """
 
 from __future__ import annotations
