@@ -1,4 +1,5 @@
-"""Launch a CLI as two processes of one JAX run on this machine (2 CPU devices each), or as one."""
+"""Launch a CLI as two processes of one JAX run on this machine (2 CPU devices each), or as one;
+the environment of a subprocess with a given number of forced CPU devices."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ def env_for(repo_root: Path, devices: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def two_processes(repo_root: Path, module: str, args: list[str], **extra: str) -> list[subprocess.CompletedProcess]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def two_processes(repo_root: Path, module: str, args: list[str], **extra: str) -> list[subprocess.CompletedProcess]:
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", module, *args, "--coordinator", f"127.0.0.1:{port}",
                                "--num-processes", "2", "--process-id", str(i)],
                               cwd=repo_root, env=env_for(repo_root, 2, **extra), text=True,

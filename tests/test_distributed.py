@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 
 import pytest
+from multihost_helpers import env_for, free_port
 
 from jaxmu.distributed import init_kwargs
 
 PROBE = """
 import sys, jax
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
 from jaxmu.distributed import maybe_initialize
 assert maybe_initialize(sys.argv[1], 2, int(sys.argv[2]))
 print(jax.process_index(), jax.process_count(), jax.device_count(), jax.local_device_count())
@@ -38,11 +36,7 @@ def test_decision_table():
 
 
 def test_two_processes_initialise_on_one_machine(repo_root):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(repo_root)}
-    env.pop("XLA_FLAGS", None)
+    port, env = free_port(), env_for(repo_root, 1)  # maybe_initialize itself selects gloo on CPU
     procs = [subprocess.Popen([sys.executable, "-c", PROBE, f"127.0.0.1:{port}", str(i)], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]

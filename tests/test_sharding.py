@@ -6,19 +6,16 @@ Each configuration runs in a subprocess (XLA's device count is fixed at start-up
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from multihost_helpers import env_for
 
 
 def _probe(tmp_path, repo_root, devices: int, mode: str) -> dict:
-    env = dict(os.environ)
-    flags = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-    env["PYTHONPATH"] = str(repo_root)
+    env = env_for(repo_root, devices)
     out = tmp_path / f"probe_{devices}_{mode}.npz"
     res = subprocess.run([sys.executable, str(repo_root / "tests" / "sharding_probe.py"), str(out), mode],
                          capture_output=True, text=True, env=env, cwd=repo_root, timeout=600)
