@@ -66,18 +66,6 @@ def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
     return out
 
 
-def _distributions(space: dict) -> dict[str, optuna.distributions.BaseDistribution]:
-    dist = {}
-    for name, d in space.items():
-        if isinstance(d, Float):
-            dist[name] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
-        elif isinstance(d, Int):
-            dist[name] = optuna.distributions.IntDistribution(d.low, d.high)
-        else:
-            dist[name] = optuna.distributions.CategoricalDistribution(list(d.choices))
-    return dist
-
-
 class TrialEvaluator:
     """Evaluates groups of trials as vmapped programs against the retrained stack.
 
@@ -195,7 +183,7 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
     space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
     if not space:
         return [TrialResult(s, 0, {}, tuple(evaluator.evaluate([(s, {})])[0])) for s in seeds]
-    store = open_storage(storage)
+    store = optuna.storages.get_storage(open_storage(storage))
     studies = {s: optuna.create_study(storage=store, study_name=f"{study_prefix}_seed{s}", load_if_exists=True,
                                       directions=["minimize"] * 4) for s in seeds}
     total = cfg.tune.trials * len(seeds)
@@ -212,7 +200,10 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
         objs = evaluator.evaluate([(s, p) for s, _, p in pending])
         checkpoint_reached("tune:round")
         for (s, t, _), o in zip(pending, objs):
-            studies[s].tell(t.number if isinstance(t, optuna.trial.FrozenTrial) else t, list(o))
+            study_id = store.get_study_id_from_name(studies[s].study_name)
+            if store.get_trial(store.get_trial_id_from_study_id_trial_number(study_id, t.number)).state.is_finished():
+                continue  # told meanwhile by another worker started under the same name: keep its result
+            studies[s].tell(t.number, list(o))
         if progress:
             progress(done(), total)
 
@@ -229,8 +220,7 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
                 continue
             study.sampler = optuna.samplers.NSGAIIISampler(seed=s * 100003 + len(study.trials) + salt)
             for _ in range(min(need, cfg.tune.batch)):
-                t = study.ask(_distributions(space))
-                t.set_user_attr(_WORKER_ATTR, worker)
+                t = _ask_owned(study, store, space, worker)
                 if _n_complete(study) + len(running(study, mine=False)) > cfg.tune.trials:
                     study.tell(t, state=optuna.trial.TrialState.PRUNED)  # another worker took the slot
                     continue
@@ -247,6 +237,21 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
         for t in sorted(complete, key=lambda t: t.number)[: cfg.tune.trials]:
             results.append(TrialResult(s, t.number, dict(t.params), tuple(t.values)))
     return results
+
+
+def _ask_owned(study: optuna.Study, store, space: dict, worker: str) -> optuna.Trial:
+    """``study.ask`` for a trial created already owned by ``worker``, its ``space`` suggested.
+
+    The owner must be stored *with* the new RUNNING trial: ``ask`` followed by
+    ``set_user_attr`` leaves a moment in which another worker starting up sees an unowned
+    RUNNING trial, takes it for its own trial left by a kill, reruns it and fails telling a
+    trial the owner has meanwhile completed (seen in CI).
+    """
+    template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs={_WORKER_ATTR: worker})
+    trial_id = store.create_new_trial(store.get_study_id_from_name(study.study_name), template_trial=template)
+    trial = optuna.Trial(study, trial_id)
+    suggest(trial, space)
+    return trial
 
 
 def _n_complete(study: optuna.Study) -> int:

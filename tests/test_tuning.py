@@ -1,0 +1,81 @@
+"""Trial ownership in a shared study: fast checks of ``jaxmu.tuning.tune`` with a fake evaluator.
+
+The end-to-end two-worker run is ``test_sweep.py::test_two_workers_share_one_study``; these
+tests pin the two rules it depends on without compiling anything.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+import jaxmu.methods as M
+import jaxmu.tuning as T
+
+RUNNING = optuna.trial.TrialState.RUNNING
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+class CountingEvaluator:
+    """Objectives from the learning rate; records every trial it is asked to run."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, dict]] = []
+
+    def evaluate(self, trials):
+        self.calls += list(trials)
+        return [(p["learning_rate"], 0.0, 0.0, 0.0) for _, p in trials]
+
+
+class OwnershipRecordingStorage(optuna.storages.InMemoryStorage):
+    """Records the owner each trial has at the moment it is created (None: not yet owned)."""
+
+    def __init__(self):
+        super().__init__()
+        self.owner_at_creation: list[str | None] = []
+
+    def create_new_trial(self, study_id, template_trial=None):
+        trial_id = super().create_new_trial(study_id, template_trial)
+        self.owner_at_creation.append(self.get_trial(trial_id).user_attrs.get(T._WORKER_ATTR))
+        return trial_id
+
+
+def _setting(trials: int = 3, batch: int = 2):
+    cfg = SimpleNamespace(seeds=(0,), train=SimpleNamespace(epochs=5),
+                          tune=SimpleNamespace(seeds=(0,), trials=trials, batch=batch))
+    return SimpleNamespace(cfg=cfg)
+
+
+@pytest.fixture
+def storage(monkeypatch):
+    store = OwnershipRecordingStorage()
+    monkeypatch.setattr(T, "open_storage", lambda url: store)
+    return store
+
+
+def test_a_new_trial_is_owned_from_the_moment_it_exists(storage):
+    """A worker starting up must never see another worker's RUNNING trial without its owner
+    (it would take it for its own killed trial and rerun it: the CI failure of stop 8)."""
+    ev = CountingEvaluator()
+    results = T.tune(_setting(), M.get("finetune"), ev, "shared", "s", worker="w2")
+    assert len(results) == 3 and len(ev.calls) == 3
+    assert storage.owner_at_creation == ["w2"] * 3
+
+
+def test_a_worker_reruns_only_its_own_running_trials(storage):
+    """Left RUNNING: one trial of the helper (still at work) and one of a killed main worker.
+    The main worker reruns its own, leaves the helper's alone and fills the rest."""
+    method = M.get("finetune")
+    study = optuna.create_study(storage=storage, study_name="s_seed0", directions=["minimize"] * 4)
+    space = M.resolve_space(method.spec.search_space, M.epoch_cap(5))
+    helpers = T._ask_owned(study, storage, space, "w2")
+    killed = T._ask_owned(study, storage, space, T.MAIN_WORKER)
+    ev = CountingEvaluator()
+    T.tune(_setting(trials=3), method, ev, "shared", "s", wait=False)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[helpers.number] == RUNNING  # the helper's trial is still the helper's
+    assert states[killed.number] == COMPLETE
+    assert ev.calls[0] == (0, killed.params)  # rerun first, with its stored parameters
+    assert len(ev.calls) == 2 and list(states.values()).count(COMPLETE) == 2  # 2 done + 1 running = 3
