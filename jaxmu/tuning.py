@@ -36,7 +36,6 @@ from jaxmu.metrics import hpo_objectives, objective_score
 from jaxmu.pipeline import Setting, method_context, method_data
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +217,7 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
             need = cfg.tune.trials - _n_complete(study) - len(running(study, mine=False))
             if need <= 0:
                 continue
-            study.sampler = optuna.samplers.NSGAIIISampler(seed=s * 100003 + len(study.trials) + salt)
+            study.sampler = _nsga3(seed=s * 100003 + len(study.trials) + salt)
             for _ in range(min(need, cfg.tune.batch)):
                 t = _ask_owned(study, store, space, worker)
                 if _n_complete(study) + len(running(study, mine=False)) > cfg.tune.trials:
@@ -237,6 +236,13 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
         for t in sorted(complete, key=lambda t: t.number)[: cfg.tune.trials]:
             results.append(TrialResult(s, t.number, dict(t.params), tuple(t.values)))
     return results
+
+
+def _nsga3(seed: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler (§7.1), without Optuna's "experimental" warning on every round."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.NSGAIIISampler(seed=seed)
 
 
 def _ask_owned(study: optuna.Study, store, space: dict, worker: str) -> optuna.Trial:
