@@ -79,3 +79,21 @@ def test_a_worker_reruns_only_its_own_running_trials(storage):
     assert states[killed.number] == COMPLETE
     assert ev.calls[0] == (0, killed.params)  # rerun first, with its stored parameters
     assert len(ev.calls) == 2 and list(states.values()).count(COMPLETE) == 2  # 2 done + 1 running = 3
+
+
+def test_a_trial_told_meanwhile_keeps_its_first_result(storage):
+    """Two workers mistakenly started under one name both rerun a killed trial: the second
+    to finish keeps the first result instead of failing on Optuna's "Cannot tell"."""
+    method = M.get("finetune")
+    study = optuna.create_study(storage=storage, study_name="s_seed0", directions=["minimize"] * 4)
+    killed = T._ask_owned(study, storage, M.resolve_space(method.spec.search_space, M.epoch_cap(5)), T.MAIN_WORKER)
+
+    class TwinFinishesFirst(CountingEvaluator):
+        def evaluate(self, trials):
+            if study.get_trials()[killed.number].state == RUNNING:
+                study.tell(killed.number, [9.0] * 4)  # the twin worker's result lands first
+            return super().evaluate(trials)
+
+    T.tune(_setting(trials=2), method, TwinFinishesFirst(), "shared", "s")
+    assert study.get_trials()[killed.number].values == [9.0] * 4
+    assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE]
