@@ -42,13 +42,15 @@ import jax.numpy as jnp
 
 from jaxmu.engine.optim import torch_adam
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import D_TEMP, OneOf, generic_domains
 from jaxmu.methods._base import (
+    D_TEMP,
     TEMP,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
 )
 from jaxmu.methods._loops import forward, gather, kl_div, optimizer_step, run_epochs

@@ -40,17 +40,23 @@ from __future__ import annotations
 import jax
 
 from jaxmu.engine.optim import step_decay_factor, torch_sgd
-from jaxmu.methods._base import D_BATCH, D_EPOCHS, D_LR, OneOf, at_least, nonneg, unit
 from jaxmu.methods._base import (
     BS,
+    D_BATCH,
+    D_EPOCHS,
+    D_LR,
     EP,
     LR,
     NL,
     U01,
     WD,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    at_least,
+    nonneg,
+    unit,
 )
 from jaxmu.methods._blocks import ATTENTION_BIAS_MODES, masked_ce_update, trainable_mask
 from jaxmu.methods._loops import run_epochs, run_pass

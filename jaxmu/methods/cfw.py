@@ -45,8 +45,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import cosine_factor
-from jaxmu.methods._base import generic_domains, nonneg, OneOf
-from jaxmu.methods._base import U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    U01,
+    MethodError,
+    MethodSpec,
+    OneOf,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+    nonneg,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import class_counts, leaf_dict, loss_step, replace_leaves, sgd_state
 from jaxmu.methods.finetune import TrainState, with_lr

@@ -26,8 +26,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxmu.methods import finetune
-from jaxmu.methods._base import generic_domains
-from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._ct_ff_iu_msg import is_conv_kernel, map_with_path, require_convs
 
 

@@ -39,8 +39,22 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import set_hyperparam
-from jaxmu.methods._base import D_LR, D_MOM, D_TEMP, D_WD, generic_domains, nonneg
-from jaxmu.methods._base import ETA, LR, TEMP, WD, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    D_LR,
+    D_MOM,
+    D_TEMP,
+    D_WD,
+    ETA,
+    LR,
+    TEMP,
+    WD,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+    nonneg,
+)
 from jaxmu.methods._loops import forward, gather, order, pass_batches, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import loss_step, sgd_state
 from jaxmu.methods.finetune import TrainState, ce_update

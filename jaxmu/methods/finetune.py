@@ -19,8 +19,7 @@ from typing import Any, NamedTuple
 import jax
 
 from jaxmu.engine.optim import cosine_factor, set_hyperparam, torch_sgd
-from jaxmu.methods._base import generic_domains
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, run_epochs, run_pass
 
 

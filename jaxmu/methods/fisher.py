@@ -38,8 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmu.methods._base import D_BATCH, nonneg
-from jaxmu.methods._base import BS, U01, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, nonneg
 from jaxmu.methods._ct_ff_iu_msg import class_shaped_flags, map_with_index, torch_in_axis
 from jaxmu.methods._loops import forward, gather, pass_batches, run_pass
 

@@ -17,8 +17,7 @@ tinyvit_11m: train mode, so TinyViT drop-path is active with per-step keys).
 
 from __future__ import annotations
 
-from jaxmu.methods._base import generic_domains
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._loops import run_epochs, run_pass
 from jaxmu.methods.finetune import TrainState, ce_update, init
 

@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxmu.methods._base import D_BATCH, at_least, nonneg
-from jaxmu.methods._base import BS, U01, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, at_least, nonneg
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_pass
 
 

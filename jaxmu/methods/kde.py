@@ -39,8 +39,24 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import cosine_factor
-from jaxmu.methods._base import D_EPOCHS, D_LR, D_MOM, D_TEMP, D_WD, OneOf, generic_domains
-from jaxmu.methods._base import EP, LR, TEMP, WD, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    D_EPOCHS,
+    D_LR,
+    D_MOM,
+    D_TEMP,
+    D_WD,
+    EP,
+    LR,
+    TEMP,
+    WD,
+    MethodError,
+    MethodSpec,
+    OneOf,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import loss_step, sgd_state, teacher_logits, torch_default_reinit
 from jaxmu.methods.finetune import TrainState, with_lr

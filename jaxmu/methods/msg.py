@@ -46,14 +46,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.methods import finetune
-from jaxmu.methods._base import OneOf, generic_domains, unit
 from jaxmu.methods._base import (
     U01,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
+    unit,
 )
 from jaxmu.methods._ct_ff_iu_msg import conv_kernel_indices, require_convs, unflatten_like
 from jaxmu.methods._loops import (

@@ -41,13 +41,16 @@ import jax.numpy as jnp
 
 from jaxmu.engine.optim import torch_sgd
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import OneOf, generic_domains, nonneg, unit
 from jaxmu.methods._base import (
     U01,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
+    nonneg,
+    unit,
 )
 from jaxmu.methods._loops import (
     cross_entropy,

@@ -45,8 +45,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmu.methods._base import D_BOOL, generic_domains, nonneg, unit
-from jaxmu.methods._base import EPF, U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    D_BOOL,
+    EPF,
+    U01,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+    nonneg,
+    unit,
+)
 from jaxmu.methods._loops import forward, gather, pass_batches, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import (
     class_counts, is_weight_layer_leaf, leaf_dict, loss_step, partial_pass, pytorch_fan_in, replace_leaves,

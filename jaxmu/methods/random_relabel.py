@@ -27,8 +27,7 @@ from __future__ import annotations
 import jax
 
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import OneOf, generic_domains
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodSpec, OneOf, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._loops import run_epochs
 from jaxmu.methods.finetune import init
 

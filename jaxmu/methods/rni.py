@@ -65,17 +65,25 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import torch_sgd
-from jaxmu.methods._base import D_BATCH, D_BOOL, D_LR, D_MOM, D_WD, OneOf, at_least, nonneg, unit
 from jaxmu.methods._base import (
     BS,
+    D_BATCH,
+    D_BOOL,
+    D_LR,
+    D_MOM,
+    D_WD,
     EP,
     LR,
     U01,
     WD,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    at_least,
+    nonneg,
+    unit,
 )
 from jaxmu.methods._blocks import bn_modules, masked_ce_update, reset_classifier
 from jaxmu.methods._loops import run_pass

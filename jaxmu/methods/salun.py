@@ -48,14 +48,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import OneOf, generic_domains, unit
 from jaxmu.methods._base import (
     U01,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
+    unit,
 )
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
 from jaxmu.methods.finetune import init

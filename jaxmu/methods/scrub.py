@@ -49,8 +49,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import step_decay_factor
-from jaxmu.methods._base import D_BATCH, D_BOOL, D_TEMP, at_least, generic_domains, nonneg
-from jaxmu.methods._base import BS, EP, LR, TEMP, U01, WD, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import (
+    BS,
+    D_BATCH,
+    D_BOOL,
+    D_TEMP,
+    EP,
+    LR,
+    TEMP,
+    U01,
+    WD,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    at_least,
+    generic_domains,
+    nonneg,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_pass
 from jaxmu.methods._scrubkgl import loss_step, predict_correct, sgd_state, teacher_logits
 from jaxmu.methods.finetune import TrainState, with_lr
