@@ -119,7 +119,7 @@ CASES = [
     ("alpha-domain", "unlearn", ["--method", "ng_plus(alpha=2.0)"],
      "ng_plus.alpha = 2.0 is outside its domain [0, 1] (a weight", SUB, None),
     ("lr-domain", "unlearn", ["--method", "ng_plus(learning_rate=-1)"],
-     "ng_plus.learning_rate = -1 is outside its domain (0, inf)", 0, None),
+     "ng_plus.learning_rate = -1 is outside its domain [0, inf)", 0, None),
     ("flag-domain", "unlearn", ["--method", "ng_plus(bn_mode='evl')"],
      "ng_plus.bn_mode = 'evl' is outside its domain {'eval', 'train'}", 0, None),
     ("config-method-domain", "unlearn", ["--set", "method.type=ng_plus", "--set", "method.alpha=2.0"],

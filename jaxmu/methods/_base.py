@@ -161,13 +161,8 @@ Domain = Interval | OneOf
 _INF = math.inf
 
 
-def positive(why: str) -> Interval:
-    """(0, inf): learning rates and other strictly positive scales."""
-    return Interval(0.0, _INF, low_open=True, high_open=True, why=why)
-
-
 def nonneg(why: str) -> Interval:
-    """[0, inf): weight decays, noise scales, loss weights, temperatures (T -> 0 is legal, §5)."""
+    """[0, inf): learning rates, weight decays, noise scales, loss weights, temperatures (T -> 0 is legal, §5)."""
     return Interval(0.0, _INF, high_open=True, why=why)
 
 
@@ -181,7 +176,7 @@ def unit(why: str) -> Interval:
     return Interval(0.0, 1.0, why=why)
 
 
-D_LR = positive("a learning rate")
+D_LR = nonneg("a learning rate; 0 freezes the weights, which tests use to isolate a one-shot step")
 D_WD = nonneg("a weight decay")
 D_MOM = Interval(0.0, 1.0, high_open=True, why="a momentum")
 D_EPOCHS = at_least(1, "a number of epochs")
