@@ -76,14 +76,15 @@ class Setting:
 def prepare(cfg: Config, out: str | Path) -> Setting:
     d = cfg.data
     ds = load_dataset(d.name, data_dir=d.data_dir, path=d.path)
+    # the model is built before anything is written: a model that cannot apply leaves no run directory
+    model = build_model(cfg.model.name, ds.num_classes, ds.images.shape[1:3] + (ds.images.shape[3],),
+                        conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
     run_dir = run_dir_for(out, cfg)
     splits = splits_for(
         ds, run_dir.parent / "splits", val_ratio=d.val_ratio, forget_ratio=d.forget_ratio,
         seed=d.split_seed, forget_mode=d.forget_mode, forget_class=d.forget_class,
         forget_class_fraction=d.forget_class_fraction,
     )
-    model = build_model(cfg.model.name, ds.num_classes, ds.images.shape[1:3] + (ds.images.shape[3],),
-                        conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
     data = DeviceData(jnp.asarray(ds.images), jnp.asarray(ds.labels, jnp.int32))
     axis = choose_model_axis(cfg.engine.model_axis, backend=jax.default_backend(), model_name=model.name)
     setting = Setting(cfg, ds, splits, data, model, run_dir, axis)

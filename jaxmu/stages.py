@@ -57,11 +57,36 @@ def environment() -> dict[str, Any]:
     }
 
 
+def check_writable_dir(out: Path) -> None:
+    """Create ``out`` if needed and prove it writable, or raise ``RunDirError`` naming it.
+
+    Writability is probed by creating and removing a temporary file: permission bits alone
+    do not tell (root ignores them; read-only mounts and ``/proc`` refuse everyone).
+    """
+    import os
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory: choose a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".jaxmu-write-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunDirError(f"--out {out} is not a writable directory ({e.strerror or e}): "
+                          "choose a directory you can write to") from None
+
+
 def run_dir_for(out: str | Path, cfg: Config) -> Path:
     """Create (or check) the run directory of ``cfg`` under ``out``."""
     key = cfg.hash("data", "model", "train", "seeds")
     run = Path(out) / f"{cfg.data.name}_{cfg.model.name}_{key}"
-    run.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(Path(out))
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create the run directory {run} ({e.strerror or e}): choose another --out") from None
     cfile = run / "config.json"
     want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
     if cfile.exists():

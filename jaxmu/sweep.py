@@ -163,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxmu.pipeline import method_from_config, prepare, reference_stacks, stack_metrics, with_retention
 
     methods = [M.get(n) for n in M.names()] if args.method == "all" else [method_from_config(cfg, args.method)]
+    if cfg.tune.storage:
+        from jaxmu.tuning import check_storage
+
+        check_storage(cfg.tune.storage)  # a bad or unreachable URL fails here, before any training
     enable_compile_cache()
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")

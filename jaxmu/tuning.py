@@ -164,6 +164,60 @@ def open_storage(url: str):
     return url
 
 
+_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient",
+                    "psycopg": "'psycopg[binary]'", "asyncpg": "asyncpg"}
+# the connect-timeout keyword of each network driver (seconds)
+_TIMEOUT_ARGS = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "pymysql": "connect_timeout",
+                 "mysqldb": "connect_timeout", "pg8000": "timeout", "mysqlconnector": "connection_timeout"}
+_URL_HELP = "use sqlite:///PATH, postgresql://USER@HOST/DB, mysql+pymysql://USER@HOST/DB or journal:///PATH"
+
+
+def check_storage(url: str, timeout_s: float = 5.0) -> None:
+    """Open the Optuna storage ``url`` once (creating its tables), or raise ``ConfigError``.
+
+    Run by the sweep before any training, so a typo, a missing database driver or an
+    unreachable server is one line naming the URL (its password hidden) rather than a
+    traceback after the reference stacks are trained. A network database waits at most about
+    ``timeout_s`` seconds to connect (the driver's ``connect_timeout``).
+    """
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    from jaxmu.config import ConfigError
+
+    shown = url
+    try:
+        if url.startswith("journal://"):
+            open_storage(url)
+            return
+        parsed = sqlalchemy.engine.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        try:
+            parsed.get_dialect().import_dbapi()
+        except ImportError as e:
+            mod = getattr(e, "name", None) or str(e)
+            pkg = _DRIVER_PACKAGES.get(mod.split(".")[0], mod)
+            raise ConfigError(f"storage {shown!r}: its database driver {mod!r} is not installed "
+                              f"(pip install {pkg})") from None
+        arg = _TIMEOUT_ARGS.get(parsed.get_driver_name())
+        connect_args = {arg: max(1, round(timeout_s))} if arg else {}
+        store = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args} if connect_args else None)
+        store.engine.dispose()
+    except ConfigError:
+        raise
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise ConfigError(f"storage {shown!r}: unknown database kind: {_URL_HELP}") from None
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError(f"storage {shown!r} is not a database URL: {_URL_HELP}") from None
+    except sqlalchemy.exc.DBAPIError as e:
+        reason = " ".join(str(e.orig).split()) or type(e.orig).__name__
+        raise ConfigError(f"storage {shown!r} cannot be opened ({reason}): check the server, the "
+                          "path and the credentials, or drop --storage for a local SQLite file") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError, RuntimeError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"storage {shown!r} cannot be opened ({reason}): {_URL_HELP}") from None
+
+
 def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: str, study_prefix: str,
          progress: Callable[[int, int], None] | None = None, *, worker: str = MAIN_WORKER,
          wait: bool = True, poll_s: float = 2.0) -> list[TrialResult]:

@@ -159,3 +159,48 @@ def test_every_architecture_runs_or_says_why(name, arch, digits, tiny):
         assert arch == "mlp" and "conv" in str(e).lower(), str(e)  # only conv-based methods refuse the MLP
         return
     assert jax.tree_util.tree_structure(out[0]) == jax.tree_util.tree_structure(params)
+
+
+@pytest.mark.parametrize("name", M.names())
+def test_every_hyperparameter_has_a_domain_holding_its_default_and_search_space(name):
+    """Domains (what a user may set) cover every default and every search range, for several E_max."""
+    spec = M.METHODS[name]
+    assert set(spec.domains) == set(spec.defaults)
+    for k, v in spec.defaults.items():
+        assert spec.domains[k].contains(v), f"{name}.{k} default {v!r} outside {spec.domains[k]}"
+    for e_max in (1, 2, 10, 19, 37):
+        for k, dist in M.resolve_space(spec.search_space, e_max).items():
+            assert spec.domains[k].covers(dist), f"{name}.{k}: search {dist} not inside {spec.domains[k]} (E_max {e_max})"
+
+
+@pytest.mark.parametrize("name", M.names())
+def test_values_outside_a_domain_are_refused_when_bound(name):
+    """Just past each finite bound (or a value not among the choices) is a MethodError naming the domain."""
+    spec = M.METHODS[name]
+    for k, dom in spec.domains.items():
+        d = spec.defaults[k]
+        bad = []
+        if isinstance(dom, M.OneOf):
+            bad.append(not d if isinstance(d, bool) else "bogus")
+        else:
+            step = 1 if isinstance(d, int) else 1e-3
+            if np.isfinite(dom.low):
+                bad.append(dom.low if dom.low_open else type(d)(dom.low - step))
+            if np.isfinite(dom.high):
+                bad.append(dom.high if dom.high_open else type(d)(dom.high + step))
+        for v in bad:
+            if dom.contains(v):  # a boolean switch: both values are legal
+                continue
+            with pytest.raises(M.MethodError, match=f"{name}.{k} = .* outside its domain"):
+                M.get(name, **{k: v})
+            m = M.get(name)
+            with pytest.raises(M.MethodError, match="outside its domain"):
+                m.replace(**{k: v})
+
+
+def test_domain_error_names_the_domain():
+    with pytest.raises(M.MethodError, match=r"ng_plus.alpha = 2.0 is outside its domain \[0, 1\] \(a weight"):
+        M.get("ng_plus(alpha=2.0)")
+    with pytest.raises(M.MethodError, match=r"bn_mode = 'evl' is outside its domain \{'eval', 'train'\}"):
+        M.get("ng_plus(bn_mode='evl')")
+    M.get("ng_plus(alpha=1.0, learning_rate=0.5)")  # beyond the searched range, inside the domain

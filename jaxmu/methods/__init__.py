@@ -4,6 +4,7 @@
     >>> M.names()                        # every registered id
     >>> m = M.get("ng_plus", alpha=0.9)  # or M.get("ng_plus(alpha=0.9)")
     >>> m.spec.search_space              # what the tuner searches
+    >>> m.spec.domains                   # what a user may set (wider); checked when bound
 
 Each method lives in its own module ``jaxmu/methods/<id>.py`` that defines ``SPEC`` (a
 ``MethodSpec``); modules are discovered automatically, so registering a method is adding its
@@ -19,8 +20,8 @@ import pkgutil
 from typing import Any, Mapping
 
 from jaxmu.methods._base import (
-    BS, EMAX, EP, EPF, ETA, LR, NL, TEMP, U01, WD, Choice, Dist, Float, Int, MethodError, MethodSpec,
-    SplitData, StaticContext, epoch_cap, generic_space, resolve_space,
+    BS, EMAX, EP, EPF, ETA, LR, NL, TEMP, U01, WD, Choice, Dist, Domain, Float, Int, Interval, MethodError,
+    MethodSpec, OneOf, SplitData, StaticContext, epoch_cap, generic_space, resolve_space,
 )
 
 
@@ -101,7 +102,7 @@ def get(name: str, **hparams: Any) -> Method:
 
 
 __all__ = [
-    "BS", "EMAX", "EP", "EPF", "ETA", "LR", "NL", "TEMP", "U01", "WD", "Choice", "Dist", "Float", "Int",
-    "METHODS", "Method", "MethodError", "MethodSpec", "SplitData", "StaticContext", "epoch_cap",
-    "generic_space", "get", "names", "parse_call", "resolve_space",
+    "BS", "EMAX", "EP", "EPF", "ETA", "LR", "NL", "TEMP", "U01", "WD", "Choice", "Dist", "Domain", "Float", "Int",
+    "Interval", "METHODS", "Method", "MethodError", "MethodSpec", "SplitData", "StaticContext", "epoch_cap",
+    "OneOf", "generic_space", "get", "names", "parse_call", "resolve_space",
 ]

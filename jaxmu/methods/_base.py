@@ -94,6 +94,108 @@ def epoch_cap(training_epochs: int) -> int:
     return math.ceil(0.2 * training_epochs - 1e-9)
 
 
+# --------------------------------------------------------------------------- domains
+#
+# A domain is where a hyperparameter MEANS something (a learning rate > 0, a weight in [0, 1],
+# a flag out of its choices); a search space is what the tuner samples. A user may set a value
+# beyond the searched range but never outside the domain, and every search space lies inside
+# its domain (tests/test_methods_contract.py proves it for every method). Domains are checked
+# when a method is bound (``jaxmu.methods.get``, ``Method.replace``), before any tracing.
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """Numbers (or each number of a list/tuple value) between ``low`` and ``high``.
+
+    ``why`` says what the hyperparameter is, for the error message.
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def _has(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` (a number, or every element of a list/tuple) lies in the interval."""
+        xs = value if isinstance(value, (list, tuple)) else (value,)
+        return all(isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and self._has(x) for x in xs)
+
+    def covers(self, dist: Dist) -> bool:
+        """Whether every value ``dist`` can sample lies in the interval (``E_max`` resolved)."""
+        if isinstance(dist, Choice):
+            return all(self.contains(c) for c in dist.choices)
+        return self.contains(dist.low) and self.contains(dist.high)
+
+    def __str__(self) -> str:
+        def fmt(x: float) -> str:
+            return "inf" if x == math.inf else "-inf" if x == -math.inf else f"{x:g}"
+
+        return f"{'(' if self.low_open else '['}{fmt(self.low)}, {fmt(self.high)}{')' if self.high_open else ']'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of values (choice flags, strings, booleans)."""
+
+    values: tuple
+    why: str = ""
+
+    def contains(self, value: Any) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.values)
+
+    def covers(self, dist: Dist) -> bool:
+        return isinstance(dist, Choice) and all(self.contains(c) for c in dist.choices)
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(repr(v) for v in self.values) + "}"
+
+
+Domain = Interval | OneOf
+
+_INF = math.inf
+
+
+def nonneg(why: str) -> Interval:
+    """[0, inf): learning rates, weight decays, noise scales, loss weights, temperatures (T -> 0 is legal, §5)."""
+    return Interval(0.0, _INF, high_open=True, why=why)
+
+
+def at_least(n: int, why: str) -> Interval:
+    """[n, inf): counts (epochs, batch sizes, blocks)."""
+    return Interval(n, _INF, high_open=True, why=why)
+
+
+def unit(why: str) -> Interval:
+    """[0, 1]: fractions, probabilities, convex weights."""
+    return Interval(0.0, 1.0, why=why)
+
+
+D_LR = nonneg("a learning rate; 0 freezes the weights, which tests use to isolate a one-shot step")
+D_WD = nonneg("a weight decay")
+D_MOM = Interval(0.0, 1.0, high_open=True, why="a momentum")
+D_EPOCHS = at_least(1, "a number of epochs")
+D_BATCH = at_least(1, "a batch size")
+D_TEMP = nonneg("a softmax temperature; T -> 0 is a legal trial, its losses may be non-finite")
+D_BOOL = OneOf((False, True), why="a switch")
+
+
+def generic_domains(lr: str = "learning_rate", wd: str = "weight_decay", bs: str = "batch_size",
+                    ep: str | None = "epochs", mom: str | None = "momentum") -> dict[str, Domain]:
+    """Domains of the generic set G (``generic_space``) plus its fixed momentum."""
+    out: dict[str, Domain] = {lr: D_LR, wd: D_WD, bs: D_BATCH}
+    if ep:
+        out[ep] = D_EPOCHS
+    if mom:
+        out[mom] = D_MOM
+    return out
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -155,6 +257,8 @@ class MethodSpec:
       applies_to: architectures the method supports (``None`` = all).
       tune_overrides: settings the tuner applies before searching (e.g. RNI's scalar fine
         learning rate: under HPO the reference's fine lr is a searched scalar, not its list).
+      domains: every hyperparameter's domain (``Interval`` / ``OneOf``): where its value means
+        something; wider than (or equal to) its search range. Required for every default.
     """
 
     name: str
@@ -166,9 +270,22 @@ class MethodSpec:
     doc: str = ""
     applies_to: tuple[str, ...] | None = None
     tune_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    domains: Mapping[str, Domain] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = set(self.defaults) - set(self.domains)
+        extra = set(self.domains) - set(self.defaults)
+        if missing or extra:
+            raise ValueError(f"method {self.name}: domains must name exactly its hyperparameters "
+                             f"(missing {sorted(missing)}, unknown {sorted(extra)})")
 
     def check_hparams(self, hp: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge ``hp`` over the defaults; unknown names are a ``MethodError``."""
+        """Merge ``hp`` over the defaults and validate: names, types, then domains.
+
+        Unknown names, a wrong type (``epochs=1.5``) or a value outside its domain
+        (``ng_plus.alpha = 2.0``) raise ``MethodError`` naming the hyperparameter and what is
+        allowed; this runs when a method is bound, before anything is traced or trained.
+        """
         unknown = set(hp) - set(self.defaults) - set(self.dead)
         if unknown:
             raise MethodError(
@@ -191,6 +308,10 @@ class MethodSpec:
                 merged[k] = float(v)
             elif isinstance(d, str) and not isinstance(v, str):
                 raise MethodError(f"{self.name}.{k} must be a string, got {v!r}")
+            dom = self.domains[k]
+            if not dom.contains(merged[k]):
+                why = f" ({dom.why})" if dom.why else ""
+                raise MethodError(f"{self.name}.{k} = {v!r} is outside its domain {dom}{why}")
         return merged
 
     def split_hparams(self, hp: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:

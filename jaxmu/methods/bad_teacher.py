@@ -43,11 +43,14 @@ import jax.numpy as jnp
 from jaxmu.engine.optim import torch_adam
 from jaxmu.methods import _relabel
 from jaxmu.methods._base import (
+    D_TEMP,
     TEMP,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
 )
 from jaxmu.methods._loops import forward, gather, kl_div, optimizer_step, run_epochs
@@ -115,8 +118,6 @@ def update(ctx: StaticContext, data: SplitData, state: BTState, good: Teacher, b
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B = static["epochs"], static["batch_size"]
     reduction = static["kl_reduction"]
-    if reduction not in REDUCTIONS:
-        raise MethodError(f"bad_teacher.kl_reduction must be one of {REDUCTIONS}, got {reduction!r}")
     state, good, bad_model, bad = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
                                        kind=static["incompetent_teacher"])
     examples, _ = _relabel.combined(data)
@@ -139,5 +140,8 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "kl_temperature": TEMP},
     static=frozenset({"epochs", "batch_size", "incompetent_teacher", "kl_reduction"}),
     dead=frozenset({"momentum"}),
+    domains={**generic_domains(mom=None), "kl_temperature": D_TEMP,
+             "incompetent_teacher": OneOf(TEACHERS, "the architecture of the random teacher on D_f"),
+             "kl_reduction": OneOf(REDUCTIONS, "how the KL divergence is averaged")},
     doc="distil from theta_0 on D_r and from a random ResNet-18 on D_f (Adam, elementwise-mean KL)",
 )

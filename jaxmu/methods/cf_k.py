@@ -42,17 +42,23 @@ import jax
 from jaxmu.engine.optim import step_decay_factor, torch_sgd
 from jaxmu.methods._base import (
     BS,
+    D_BATCH,
+    D_EPOCHS,
+    D_LR,
     EP,
     LR,
     NL,
     U01,
     WD,
-    MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    at_least,
+    nonneg,
+    unit,
 )
-from jaxmu.methods._blocks import masked_ce_update, trainable_mask
+from jaxmu.methods._blocks import ATTENTION_BIAS_MODES, masked_ce_update, trainable_mask
 from jaxmu.methods._loops import run_epochs, run_pass
 from jaxmu.methods.finetune import TrainState, with_lr
 
@@ -82,8 +88,6 @@ def fk_finetune(ctx: StaticContext, data: SplitData, params, batch_stats, hp, ke
     """The shared CF-k / EU-k loop (reference ``fk_finetune``); the anchor is ``params``."""
     E, B = static["epochs"], static["batch_size"]
     bn_mode = static["bn_mode"]
-    if bn_mode not in BN_MODES:
-        raise MethodError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
     anchor = params
     state = init(params, batch_stats, hp)
 
@@ -113,6 +117,13 @@ SEARCH = {
     "learning_rate": LR, "num_blocks": NL,
 }
 STATIC = frozenset({"epochs", "batch_size", "num_blocks", "bn_mode", "attention_biases"})
+DOMAINS = {
+    "epochs": D_EPOCHS, "batch_size": D_BATCH, "num_blocks": at_least(1, "the number of trailing blocks trained"),
+    "learning_rate": D_LR, "sgda_decay_rate": unit("the step-decay factor of the learning rate"),
+    "sgda_weight_decay": nonneg("the weight of the L2 pull towards the start"),
+    "bn_mode": OneOf(BN_MODES, "BatchNorm mode of the training passes"),
+    "attention_biases": OneOf(ATTENTION_BIAS_MODES, "TinyViT attention biases in CF-k/EU-k"),
+}
 
 SPEC = MethodSpec(
     name="cf_k",
@@ -121,5 +132,6 @@ SPEC = MethodSpec(
     search_space=SEARCH,
     static=STATIC,
     dead=frozenset({"sgda_learning_rate", "momentum"}),
+    domains=DOMAINS,
     doc="fine-tune only the last k blocks + classifier (eval mode, plain SGD, L2 to start, step decay)",
 )

@@ -45,7 +45,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import cosine_factor
-from jaxmu.methods._base import U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    U01,
+    MethodError,
+    MethodSpec,
+    OneOf,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+    nonneg,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import class_counts, leaf_dict, loss_step, replace_leaves, sgd_state
 from jaxmu.methods.finetune import TrainState, with_lr
@@ -122,5 +132,8 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "start_confuser_std": U01, "final_confuser_std": U01},
     static=frozenset({"epochs", "batch_size", "confuser_scope"}),
     dead=frozenset({"class_weight"}),
+    domains={**generic_domains(), "start_confuser_std": nonneg("a noise standard deviation"),
+             "final_confuser_std": nonneg("a noise standard deviation"),
+             "confuser_scope": OneOf(SCOPES, "which conv kernels the confuser perturbs")},
     doc="stem-conv noise (confuser) + class-weighted fine-tune on D_r (cosine per epoch)",
 )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxmu.methods import finetune
-from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._ct_ff_iu_msg import is_conv_kernel, map_with_path, require_convs
 
 
@@ -54,6 +54,7 @@ SPEC = MethodSpec(
     defaults={"epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),
+    domains=generic_domains(),
     doc="transpose every conv kernel spatially, then fine-tune on D_r (cosine per epoch)",
     applies_to=("cnn", "resnet18", "tinyvit_11m"),
 )

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import jax
 
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import D_BOOL, MethodSpec, SplitData, StaticContext
 from jaxmu.methods._blocks import reinit_groups, selected_groups, trainable_mask
 from jaxmu.methods.cf_k import DEFAULTS as CF_DEFAULTS
+from jaxmu.methods.cf_k import DOMAINS as CF_DOMAINS
 from jaxmu.methods.cf_k import SEARCH as CF_SEARCH
 from jaxmu.methods.cf_k import STATIC as CF_STATIC
 from jaxmu.methods.cf_k import fk_finetune
@@ -63,5 +64,6 @@ SPEC = MethodSpec(
     search_space=dict(CF_SEARCH),
     static=CF_STATIC | {"reset_bn_stats"},
     dead=frozenset({"sgda_learning_rate", "momentum", "training_epoch_factor"}),
+    domains={**CF_DOMAINS, "reset_bn_stats": D_BOOL},
     doc="re-initialise the last k blocks + classifier, retrain them on augmented D_r (eval mode)",
 )

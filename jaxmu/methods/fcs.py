@@ -39,7 +39,22 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import set_hyperparam
-from jaxmu.methods._base import ETA, LR, TEMP, WD, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    D_LR,
+    D_MOM,
+    D_TEMP,
+    D_WD,
+    ETA,
+    LR,
+    TEMP,
+    WD,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+    nonneg,
+)
 from jaxmu.methods._loops import forward, gather, order, pass_batches, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import loss_step, sgd_state
 from jaxmu.methods.finetune import TrainState, ce_update
@@ -157,5 +172,8 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "retain_learning_rate": LR, "retain_weight_decay": WD,
                   "forget_learning_rate": LR, "forget_weight_decay": WD, "temperature": TEMP, "eta_min": ETA},
     static=frozenset({"epochs", "batch_size"}),
+    domains={**generic_domains(), "temperature": D_TEMP, "eta_min": nonneg("the cosine schedule's final learning rate"),
+             "forget_learning_rate": D_LR, "forget_momentum": D_MOM, "forget_weight_decay": D_WD,
+             "retain_learning_rate": D_LR, "retain_momentum": D_MOM, "retain_weight_decay": D_WD},
     doc="uniform-KL on D_f, then contrastive forget rounds (per-step cosine) + retain rounds (lr x B/64)",
 )

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 
 from jaxmu.engine.optim import cosine_factor, set_hyperparam, torch_sgd
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, run_epochs, run_pass
 
 
@@ -73,5 +73,6 @@ SPEC = MethodSpec(
     defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),
+    domains=generic_domains(),
     doc="fine-tune on D_r (cosine per epoch)",
 )

@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmu.methods._base import BS, U01, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, nonneg
 from jaxmu.methods._ct_ff_iu_msg import class_shaped_flags, map_with_index, torch_in_axis
 from jaxmu.methods._loops import forward, gather, pass_batches, run_pass
 
@@ -131,5 +131,6 @@ SPEC = MethodSpec(
     defaults={"batch_size": 64, "alpha": 0.2},
     search_space={"batch_size": BS, "alpha": U01},
     static=frozenset({"batch_size"}),
+    domains={"batch_size": D_BATCH, "alpha": nonneg("the scale of the Fisher noise")},
     doc="Fisher forgetting: Gaussian noise scaled by squared class-gradients on D_r (eval mode)",
 )

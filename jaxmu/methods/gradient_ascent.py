@@ -17,7 +17,7 @@ tinyvit_11m: train mode, so TinyViT drop-path is active with per-step keys).
 
 from __future__ import annotations
 
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._loops import run_epochs, run_pass
 from jaxmu.methods.finetune import TrainState, ce_update, init
 
@@ -44,5 +44,6 @@ SPEC = MethodSpec(
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),
+    domains=generic_domains(),
     doc="gradient ascent on D_f (SGD, no schedule)",
 )

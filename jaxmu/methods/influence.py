@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxmu.methods._base import BS, U01, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, at_least, nonneg
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_pass
 
 
@@ -122,5 +122,7 @@ SPEC = MethodSpec(
     search_space={"batch_size": BS, "alpha": U01},
     static=frozenset({"batch_size", "N"}),
     dead=frozenset({"num_epochs"}),
+    domains={"batch_size": D_BATCH, "N": at_least(1, "the number of recursion samples"),
+             "alpha": nonneg("the step along the influence direction")},
     doc="influence (WoodFisher-style) update theta0 + alpha k (eval mode)",
 )

@@ -39,7 +39,24 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import cosine_factor
-from jaxmu.methods._base import EP, LR, TEMP, WD, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    D_EPOCHS,
+    D_LR,
+    D_MOM,
+    D_TEMP,
+    D_WD,
+    EP,
+    LR,
+    TEMP,
+    WD,
+    MethodError,
+    MethodSpec,
+    OneOf,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import loss_step, sgd_state, teacher_logits, torch_default_reinit
 from jaxmu.methods.finetune import TrainState, with_lr
@@ -92,8 +109,6 @@ def retain_update(ctx, data, teacher, state: TrainState, idx, key, temperature) 
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    if static["warmup_split"] != "val":
-        raise MethodError("kde: warmup_split must be 'val' (the reference's only behaviour; no clean variant)")
     Ew, Er, B = static["epochs"], static["retain_epochs"], static["batch_size"]
     T = hp["temperature"]
     teacher, state = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0))
@@ -123,5 +138,8 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "temperature": TEMP, "retain_epochs": EP,
                   "retain_learning_rate": LR, "retain_weight_decay": WD},
     static=frozenset({"epochs", "retain_epochs", "batch_size", "warmup_split"}),
+    domains={**generic_domains(), "temperature": D_TEMP, "retain_epochs": D_EPOCHS,
+             "retain_learning_rate": D_LR, "retain_momentum": D_MOM, "retain_weight_decay": D_WD,
+             "warmup_split": OneOf(("val",), "the reference distils on D_v only; no clean variant")},
     doc="reset stem+head, distil on D_v, then soft-CE + CE + KL on D_r (cosine)",
 )

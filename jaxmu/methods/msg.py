@@ -50,9 +50,12 @@ from jaxmu.methods._base import (
     U01,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
+    unit,
 )
 from jaxmu.methods._ct_ff_iu_msg import conv_kernel_indices, require_convs, unflatten_like
 from jaxmu.methods._loops import (
@@ -66,6 +69,9 @@ from jaxmu.methods._loops import (
 
 R_BATCH = 64  # the reference's fixed batch size of the R' gradient pass
 LOW_MULT = 0.1  # gradient multiplier of the kept (not re-initialised) conv entries
+
+MASK_SCOPES = ("per_layer", "global")
+BN_MODES = ("train", "eval")
 
 
 # --------------------------------------------------------------------------- step 1
@@ -125,7 +131,7 @@ def select(params, G, rho, scope: str):
             out.append(m[off:off + s].reshape(a.shape))
             off += s
         return out
-    raise MethodError(f"msg: mask_scope must be 'per_layer' or 'global', got {scope!r}")
+    raise MethodError(f"msg: mask_scope must be one of {MASK_SCOPES}, got {scope!r}")
 
 
 def kaiming_fan_out(key, shape):
@@ -173,10 +179,6 @@ def masked_update(ctx: StaticContext, data: SplitData, state: finetune.TrainStat
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     require_convs(ctx, params, "msg", "re-initialises and masks convolution kernels")
     E, B = static["epochs"], static["batch_size"]
-    if static["grad_pass_bn"] not in ("train", "eval"):
-        raise MethodError(f"msg: grad_pass_bn must be 'train' or 'eval', got {static['grad_pass_bn']!r}")
-    if static["mask_scope"] not in ("per_layer", "global"):
-        raise MethodError(f"msg: mask_scope must be 'per_layer' or 'global', got {static['mask_scope']!r}")
     G, batch_stats = grad_pass(ctx, data, params, batch_stats, jax.random.fold_in(key, 0), B,
                                train_bn=static["grad_pass_bn"] == "train")
     masks = select(params, G, hp["init_rate"], static["mask_scope"])
@@ -198,6 +200,9 @@ SPEC = MethodSpec(
               "weight_decay": 5e-4, "mask_scope": "per_layer", "grad_pass_bn": "train"},
     search_space={**generic_space(), "init_rate": U01},
     static=frozenset({"epochs", "batch_size", "mask_scope", "grad_pass_bn"}),
+    domains={**generic_domains(), "init_rate": unit("the fraction of conv weights re-initialised"),
+             "mask_scope": OneOf(MASK_SCOPES, "where the smallest gradients are ranked"),
+             "grad_pass_bn": OneOf(BN_MODES, "BatchNorm mode of the gradient pass")},
     doc="re-initialise the smallest-gradient conv weights, fine-tune with a 1/0.1 gradient multiplier",
     applies_to=("cnn", "resnet18", "tinyvit_11m"),
 )

@@ -43,11 +43,14 @@ from jaxmu.engine.optim import torch_sgd
 from jaxmu.methods import _relabel
 from jaxmu.methods._base import (
     U01,
-    MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
+    nonneg,
+    unit,
 )
 from jaxmu.methods._loops import (
     cross_entropy,
@@ -126,11 +129,8 @@ def update(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: Fo
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, bn_mode = static["epochs"], static["batch_size"], static["bn_mode"]
-    if bn_mode not in BN_MODES:
-        raise MethodError(f"ng_plus.bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
     train = bn_mode == "train"
     attn = static["eval_attention_biases"]
-    _relabel.check_attn_bias(attn)
     trainable = None if train else _relabel.eval_grad_tree(ctx, params, attn)
     theta0 = params
     state = init(params, batch_stats, hp)
@@ -158,5 +158,9 @@ SPEC = MethodSpec(
               "alpha": 0.95, "l2_to_init": 0.0, "bn_mode": "eval", "eval_attention_biases": "frozen"},
     search_space={**generic_space(), "alpha": U01},
     static=frozenset({"epochs", "batch_size", "bn_mode", "eval_attention_biases"}),
+    domains={**generic_domains(), "alpha": unit("a weight between the two losses"),
+             "l2_to_init": nonneg("the weight of the L2 pull towards the original model"),
+             "bn_mode": OneOf(BN_MODES, "BatchNorm mode of the training passes"),
+             "eval_attention_biases": OneOf(_relabel.ATTN_BIAS_MODES, "TinyViT attention biases in eval mode")},
     doc="alpha * CE(D_r) - (1 - alpha) * CE(D_f), cyclic forget batches, eval-mode BatchNorm",
 )

@@ -45,7 +45,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmu.methods._base import EPF, U01, MethodError, MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import (
+    D_BOOL,
+    EPF,
+    U01,
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+    nonneg,
+    unit,
+)
 from jaxmu.methods._loops import forward, gather, pass_batches, run_epochs, run_pass
 from jaxmu.methods._scrubkgl import (
     class_counts, is_weight_layer_leaf, leaf_dict, loss_step, partial_pass, pytorch_fan_in, replace_leaves,
@@ -141,8 +153,6 @@ def update(ctx, data, teacher, state: TrainState, idx, key, weights) -> TrainSta
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     B, E = static["batch_size"], static["epochs"]
-    if E < 0:
-        raise MethodError(f"prmq: epochs must be >= 0, got {E}")
     teacher, state = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
                           prune_biases=static["prune_biases"])
     weights = class_counts(data, ctx.num_classes) ** -0.1
@@ -167,5 +177,8 @@ SPEC = MethodSpec(
               "prune_amount": 0.99, "fp16_roundtrip": True, "prune_biases": True},
     search_space={**generic_space(ep=None), "epochs": EPF, "prune_amount": U01},
     static=frozenset({"epochs", "batch_size", "fp16_roundtrip", "prune_biases"}),
+    domains={**generic_domains(ep=None), "epochs": nonneg("a (fractional) number of epochs; 0 is one step"),
+             "prune_amount": unit("the fraction of weights pruned"),
+             "fp16_roundtrip": D_BOOL, "prune_biases": D_BOOL},
     doc="99% global L1 pruning + re-draw, entropy-matched weighted-CE retraining, fp16 round trip",
 )

@@ -27,14 +27,13 @@ from __future__ import annotations
 import jax
 
 from jaxmu.methods import _relabel
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
+from jaxmu.methods._base import MethodSpec, OneOf, SplitData, StaticContext, generic_domains, generic_space
 from jaxmu.methods._loops import run_epochs
 from jaxmu.methods.finetune import init
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
-    _relabel.check_relabel(mode)
     state = init(params, batch_stats, hp)
     train_key = jax.random.fold_in(key, 1)  # epochs; the label sequence comes from ``key``
 
@@ -52,5 +51,6 @@ SPEC = MethodSpec(
               "relabel": "sequence"},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size", "relabel"}),
+    domains={**generic_domains(), "relabel": OneOf(_relabel.RELABEL_MODES, "how D_f is relabelled")},
     doc="SGD on randomly relabelled D_f mixed with D_r (no schedule)",
 )

@@ -67,14 +67,23 @@ import jax.numpy as jnp
 from jaxmu.engine.optim import torch_sgd
 from jaxmu.methods._base import (
     BS,
+    D_BATCH,
+    D_BOOL,
+    D_LR,
+    D_MOM,
+    D_WD,
     EP,
     LR,
     U01,
     WD,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    at_least,
+    nonneg,
+    unit,
 )
 from jaxmu.methods._blocks import bn_modules, masked_ce_update, reset_classifier
 from jaxmu.methods._loops import run_pass
@@ -155,11 +164,6 @@ def fine_lr(hp, ep, E: int, F: int, schedule: str):
 
 def _check(static) -> tuple[int, int, int, int]:
     E, F, R, B = static["epochs"], static["fine_epochs"], static["reset_epochs"], static["batch_size"]
-    for name in ("epochs", "fine_epochs", "reset_epochs"):
-        if static[name] < 0:
-            raise MethodError(f"rni.{name} must be >= 0, got {static[name]}")
-    if static["fine_lr_schedule"] not in FINE_LR_SCHEDULES:
-        raise MethodError(f"fine_lr_schedule must be one of {FINE_LR_SCHEDULES}, got {static['fine_lr_schedule']!r}")
     if static["fine_lr_schedule"] == "list" and min(E, F) > 0 and F > len(FINE_LR_LIST):
         raise MethodError(f"rni: fine_lr_schedule='list' has {len(FINE_LR_LIST)} entries but fine_epochs={F}; "
                           "use fine_lr_schedule='scalar'")
@@ -219,6 +223,17 @@ SPEC = MethodSpec(
     },
     static=frozenset({"epochs", "fine_epochs", "reset_epochs", "batch_size", "fine_lr_schedule", "name_filter",
                       "noise_only_unseen"}),
+    domains={
+        "epochs": at_least(0, "a number of epochs"), "fine_epochs": at_least(0, "a number of epochs"),
+        "reset_epochs": at_least(0, "a number of epochs"), "batch_size": D_BATCH,
+        "learning_rate": D_LR, "momentum": D_MOM, "weight_decay": D_WD,
+        "fine_learning_rate": D_LR, "fine_momentum": D_MOM, "fine_weight_decay": D_WD,
+        "noise_ratio": unit("the fraction of selected layers noised"),
+        "origin_noise": nonneg("a noise standard deviation"),
+        "fine_lr_schedule": OneOf(FINE_LR_SCHEDULES, "the reference's fixed list or a searched scalar"),
+        "name_filter": OneOf(NAME_FILTERS, "how BatchNorm parameters are recognised"),
+        "noise_only_unseen": D_BOOL,
+    },
     doc="reset head, train random parameter subsets with noise injection, then fine-tune all",
     tune_overrides={"fine_lr_schedule": "scalar"},  # HPO searches a scalar fine lr (§4.18)
 )

@@ -52,9 +52,12 @@ from jaxmu.methods._base import (
     U01,
     MethodError,
     MethodSpec,
+    OneOf,
     SplitData,
     StaticContext,
+    generic_domains,
     generic_space,
+    unit,
 )
 from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
 from jaxmu.methods.finetune import init
@@ -111,7 +114,6 @@ def make_mask(ctx, data, params, batch_stats, hp, key, *, static):
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
-    _relabel.check_relabel(mode)
     mask = make_mask(ctx, data, params, batch_stats, hp, jax.random.fold_in(key, 2), static=static)
     state = init(params, batch_stats, hp)
 
@@ -132,5 +134,9 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "threshold": U01},
     static=frozenset({"epochs", "batch_size", "mask_accumulation", "relabel", "eval_attention_biases"}),
     dead=frozenset({"mask_learning_rate", "mask_momentum", "mask_weight_decay"}),
+    domains={**generic_domains(), "threshold": unit("the fraction of parameters the saliency mask keeps"),
+             "mask_accumulation": OneOf(ACCUMULATION, "how the saliency gradients are accumulated"),
+             "relabel": OneOf(_relabel.RELABEL_MODES, "how D_f is relabelled"),
+             "eval_attention_biases": OneOf(_relabel.ATTN_BIAS_MODES, "TinyViT attention biases in eval mode")},
     doc="saliency mask from D_f gradients, then masked random relabelling",
 )

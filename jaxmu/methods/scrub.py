@@ -49,7 +49,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.optim import step_decay_factor
-from jaxmu.methods._base import BS, EP, LR, TEMP, U01, WD, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import (
+    BS,
+    D_BATCH,
+    D_BOOL,
+    D_TEMP,
+    EP,
+    LR,
+    TEMP,
+    U01,
+    WD,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    at_least,
+    generic_domains,
+    nonneg,
+)
 from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_pass
 from jaxmu.methods._scrubkgl import loss_step, predict_correct, sgd_state, teacher_logits
 from jaxmu.methods.finetune import TrainState, with_lr
@@ -176,5 +192,9 @@ SPEC = MethodSpec(
     static=frozenset({"epochs", "msteps", "retain_batch_size", "forget_batch_size", "select_checkpoint",
                       "k0_keeps_final"}),
     dead=frozenset({"beta", "smoothing"}),
+    domains={**generic_domains(bs="retain_batch_size"), "forget_batch_size": D_BATCH,
+             "msteps": at_least(0, "the number of max-steps epochs; 0 skips the forget phase"),
+             "gamma": nonneg("the weight of the retain CE"), "alpha": nonneg("the weight of the retain KL"),
+             "temperature": D_TEMP, "select_checkpoint": D_BOOL, "k0_keeps_final": D_BOOL},
     doc="teacher-student max (D_f) / min (D_r) distillation, step decay, checkpoint selection",
 )
