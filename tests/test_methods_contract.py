@@ -11,6 +11,10 @@ being registered.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -67,8 +71,10 @@ def contract(request, tiny):
     key = unlearning_key()
     un = Unlearner(counted, static, tiny.ctx, model_axis="vmap")
     out = un(tiny.data, tiny.params, tiny.batch_stats, hp, key)
-    jax.block_until_ready(out)
-    return dict(spec=spec, method=method, un=un, hp=hp, key=key, out=out, traces=traces, static=static)
+    default_out = un(tiny.data, tiny.params, tiny.batch_stats, stack_hparams(method.arrays, K), key)
+    jax.block_until_ready((out, default_out))
+    return dict(spec=spec, method=method, un=un, hp=hp, key=key, out=out, default_out=default_out,
+                traces=traces, static=static)
 
 
 def test_no_retrace_on_second_call(contract, tiny):
@@ -111,10 +117,9 @@ def test_same_key_same_result_and_stable_shapes(contract, tiny):
             assert a.shape == b.shape and a.dtype == b.dtype
 
 
-def test_defaults_give_finite_models(contract, tiny):
+def test_defaults_give_finite_models(contract):
     c = contract
-    hp = stack_hparams(c["method"].arrays, K)
-    p, bs = c["un"](tiny.data, tiny.params, tiny.batch_stats, hp, c["key"])
+    p, bs = c["default_out"]
     for leaf in _leaves(p) + _leaves(bs):
         assert np.all(np.isfinite(leaf)), f"{c['spec'].name}: non-finite values with default hyperparameters"
 
@@ -159,3 +164,38 @@ def test_every_architecture_runs_or_says_why(name, arch, digits, tiny):
         assert arch == "mlp" and "conv" in str(e).lower(), str(e)  # only conv-based methods refuse the MLP
         return
     assert jax.tree_util.tree_structure(out[0]) == jax.tree_util.tree_structure(params)
+
+
+GOLDENS = Path(__file__).parent / "fixtures" / "method_goldens.json"
+
+
+def _golden_summary(tree) -> dict:
+    """A digest of an unlearned stack: sha256 of every leaf's bytes, and float64 sums to compare
+    within tolerance where the bytes cannot (another jax/XLA version)."""
+    leaves = _leaves(tree)
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in leaves)).hexdigest()
+    flat = np.concatenate([x.astype(np.float64).ravel() for x in leaves])
+    return {"sha256": digest, "sum": float(flat.sum()), "abs_sum": float(np.abs(flat).sum()),
+            "sq_sum": float(np.square(flat).sum()), "size": int(flat.size)}
+
+
+def test_golden_outputs(contract):
+    """The stack each method returns with its defaults (epoch counts 1) on the tiny digits CNN
+    stack (2 models) equals the recorded golden: bit-identical under the jax version that
+    recorded it, within 1e-5 relative otherwise. ``JAXMU_RECORD_GOLDENS=1`` re-records (only when a
+    change of numerics is intended and stated in the commit)."""
+    name = contract["spec"].name
+    got = _golden_summary(contract["default_out"])
+    if os.environ.get("JAXMU_RECORD_GOLDENS") == "1":
+        table = json.loads(GOLDENS.read_text()) if GOLDENS.exists() else {"methods": {}}
+        table["jax"] = jax.__version__
+        table["methods"][name] = got
+        GOLDENS.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        return
+    table = json.loads(GOLDENS.read_text())
+    want = table["methods"][name]
+    assert got["size"] == want["size"]
+    for k in ("sum", "abs_sum", "sq_sum"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=f"{name}: {k}")
+    if jax.__version__ == table["jax"]:
+        assert got["sha256"] == want["sha256"], f"{name}: not bit-identical to the recorded golden"
