@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,9 +26,8 @@ def test_roundtrip_is_exact(tmp_path):
     save_tree(tmp_path / "ck", t, {"note": "x"})
     back, meta = load_tree(tmp_path / "ck", jax.eval_shape(lambda: t))
     assert meta["note"] == "x"
-    for x, y in zip(jax.tree_util.tree_leaves(t), jax.tree_util.tree_leaves(back)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-        assert np.asarray(x).dtype == np.asarray(y).dtype
+    chex.assert_trees_all_equal(t, back)  # structure, values and dtypes
+    chex.assert_trees_all_equal_dtypes(t, back)
 
 
 def _data_files(ck: Path):
@@ -86,8 +86,7 @@ def test_stage_resume_after_kill_equals_uninterrupted(tmp_path):
     assert (setting.run_dir / "retrain" / "epoch_0002" / "meta.json").exists()
     resumed = train_stage(setting, "retrain")
     assert resumed.resumed_from == 2 and not resumed.skipped
-    for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    chex.assert_trees_all_equal(full.state, resumed.state)
     again = train_stage(setting, "retrain")
     assert again.skipped
     meta = json.loads((setting.run_dir / "retrain" / "final" / "meta.json").read_text())

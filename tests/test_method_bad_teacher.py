@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,10 +88,8 @@ def test_two_epochs_match_hand_written_adam(tiny, result):
     for i in range(2):
         p, bs = _hand_adam(tiny.ctx, tiny.data, _model(tiny.params, i), _model(tiny.batch_stats, i), bad,
                            T[i], LR[i], 2, "mean")
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.params, i)), jax.tree_util.tree_leaves(p)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-6)
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.batch_stats, i)), jax.tree_util.tree_leaves(bs)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        chex.assert_trees_all_close(_model(result.params, i), p, rtol=1e-4, atol=3e-6)
+        chex.assert_trees_all_close(_model(result.batch_stats, i), bs, rtol=1e-4, atol=1e-6)
 
 
 def test_batchmean_t2_reduction_step(tiny):
@@ -110,8 +109,7 @@ def test_batchmean_t2_reduction_step(tiny):
 
     out, bad = one(p0, bs0)
     want, _ = _hand_adam(ctx, data, p0, bs0, bad, 2.0, 1e-2, 1, "batchmean_t2")
-    for a, b in zip(jax.tree_util.tree_leaves(out["batchmean_t2"].params), jax.tree_util.tree_leaves(want)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-6)
+    chex.assert_trees_all_close(out["batchmean_t2"].params, want, rtol=1e-4, atol=3e-6)
     # with coupled L2 the loss scale matters even for Adam: the two reductions differ
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(out["mean"].params),
                                                               jax.tree_util.tree_leaves(out["batchmean_t2"].params)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,8 +81,7 @@ def test_one_update_matches_formula(tiny):
         else:
             np.testing.assert_array_equal(q, p, err_msg=str(path))
     assert {p[0] for p in _on(mask)} == {"conv2", "bn2", "head"}
-    for a, b in zip(jax.tree_util.tree_leaves(bs), jax.tree_util.tree_leaves(new.batch_stats)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(bs, new.batch_stats)
 
 
 def test_stack_run_freezes_stem_and_bn_stats(tiny):
@@ -93,10 +93,8 @@ def test_stack_run_freezes_stem_and_bn_stats(tiny):
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats,
                       unlearning_key())
     for g in ("conv1", "bn1"):
-        for a, b in zip(jax.tree_util.tree_leaves(tiny.params[g]), jax.tree_util.tree_leaves(r.params[g])):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(tiny.params[g], r.params[g])
     for g in ("conv2", "bn2", "head"):
         assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-6 for a, b in
                    zip(jax.tree_util.tree_leaves(tiny.params[g]), jax.tree_util.tree_leaves(r.params[g])))
-    for a, b in zip(jax.tree_util.tree_leaves(tiny.batch_stats), jax.tree_util.tree_leaves(r.batch_stats)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(tiny.batch_stats, r.batch_stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +43,7 @@ def test_reinit_cnn_bounds_and_untouched(tiny):
     np.testing.assert_array_equal(new["bn2"]["scale"], 1)
     np.testing.assert_array_equal(new["bn2"]["bias"], 0)
     for g in ("conv1", "bn1"):
-        for a, b in zip(jax.tree_util.tree_leaves(params[g]), jax.tree_util.tree_leaves(new[g])):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(params[g], new[g])
     for a, b in zip(jax.tree_util.tree_leaves(bs), jax.tree_util.tree_leaves(new_bs)):
         np.testing.assert_array_equal(a, b)  # running statistics not reset (faithful)
     _, reset_bs, _ = eu_k.init(tiny.ctx, params, bs, jax.random.PRNGKey(3), static={**STATIC, "reset_bn_stats": True})
@@ -92,13 +92,11 @@ def test_run_is_reinit_then_cfk_on_augmented_retain(tiny):
 
     assert tiny.ctx.train_augment != "none"
     ref = jax.jit(lambda: (manual(tiny.ctx.train_augment), manual("none")))()
-    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref[0])):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(out, ref[0], rtol=1e-6, atol=1e-7)
     assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-6 for a, b in
                zip(jax.tree_util.tree_leaves(out[0]["head"]), jax.tree_util.tree_leaves(ref[1][0]["head"])))
     for g in ("conv1", "bn1"):
-        for a, b in zip(jax.tree_util.tree_leaves(params[g]), jax.tree_util.tree_leaves(out[0][g])):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(params[g], out[0][g])
     for a, b in zip(jax.tree_util.tree_leaves(bs), jax.tree_util.tree_leaves(out[1])):
         np.testing.assert_array_equal(a, b)  # eval mode: running statistics untouched
     # two steps per epoch: the second step's L2 pull is towards the re-initialised weights, so the

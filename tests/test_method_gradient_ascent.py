@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,10 +58,8 @@ def test_two_epochs_match_hand_written_sgd_ascent(tiny, result):
             mom = d if mom is None else jax.tree_util.tree_map(lambda mi, di: MU * mi + di, mom, d)
             p = jax.tree_util.tree_map(lambda pi, mi, lr=LRS[i]: pi - lr * mi, p, mom)
         got_p, got_bs = _model(result.params, i), _model(result.batch_stats, i)
-        for a, b in zip(jax.tree_util.tree_leaves(got_p), jax.tree_util.tree_leaves(p)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-        for a, b in zip(jax.tree_util.tree_leaves(got_bs), jax.tree_util.tree_leaves(bs)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(got_p, p, rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(got_bs, bs, rtol=1e-4, atol=1e-5)
 
 
 def test_forget_loss_goes_up_and_larger_lr_moves_further(tiny, result):

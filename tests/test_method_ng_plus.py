@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,11 +78,9 @@ def test_matches_hand_written_cyclic_eval_mode_run(tiny, result):
             d = jax.tree_util.tree_map(lambda gi, pi: gi + WD * pi, g, p)
             mom = d if mom is None else jax.tree_util.tree_map(lambda mi, di: MU * mi + di, mom, d)
             p = jax.tree_util.tree_map(lambda pi, mi, lr=LR[i]: pi - lr * mi, p, mom)
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.params, i)), jax.tree_util.tree_leaves(p)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+        chex.assert_trees_all_close(_model(result.params, i), p, rtol=1e-4, atol=2e-5)
         # eval mode: running statistics untouched
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.batch_stats, i)), jax.tree_util.tree_leaves(bs0)):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(_model(result.batch_stats, i), bs0)
 
 
 def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
@@ -99,14 +98,12 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     frozen = {k: jax.tree_util.tree_map(lambda _, k=k: k != "head", v) for k, v in p0.items()}
     got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
                                                train=True, trainable=frozen))(st, jnp.int32(1))
-    for a, b in zip(jax.tree_util.tree_leaves(got.params["head"]), jax.tree_util.tree_leaves(p0["head"])):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(got.params["head"], p0["head"])
     assert float(jnp.max(jnp.abs(got.params["conv1"]["kernel"] - p0["conv1"]["kernel"]))) > 0
     xr, _ = gather(ctx, data, ir)
     xf, _ = gather(ctx, data, fb.part)
     assert fb.part.shape == (20,)
     _, bs1 = model.apply(p0, bs0, xr, train=True)
     _, bs2 = model.apply(p0, bs1, xf, train=True)
-    for a, b in zip(jax.tree_util.tree_leaves(got.batch_stats), jax.tree_util.tree_leaves(bs2)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(got.batch_stats, bs2, rtol=1e-5, atol=1e-6)
     assert isinstance(got, TrainState)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,7 +89,5 @@ def test_matches_hand_written_relabelled_sgd(tiny, result):
             d = jax.tree_util.tree_map(lambda gi, pi: gi + WD * pi, g, p)
             mom = d if mom is None else jax.tree_util.tree_map(lambda mi, di: MU * mi + di, mom, d)
             p = jax.tree_util.tree_map(lambda pi, mi, lr=LRS[i]: pi - lr * mi, p, mom)  # constant lr
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.params, i)), jax.tree_util.tree_leaves(p)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.batch_stats, i)), jax.tree_util.tree_leaves(bs)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+        chex.assert_trees_all_close(_model(result.params, i), p, rtol=1e-4, atol=2e-5)
+        chex.assert_trees_all_close(_model(result.batch_stats, i), bs, rtol=1e-4, atol=2e-5)

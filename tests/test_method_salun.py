@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,5 +130,4 @@ def test_masked_relabel_step(tiny, result):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
             off = np.asarray(mi) == 0  # masked-out entries: decay only
             np.testing.assert_allclose(np.asarray(a)[off], (np.asarray(p0) * (1 - LR[i] * WD))[off], rtol=1e-6)
-        for a, b in zip(jax.tree_util.tree_leaves(_model(result.batch_stats, i)), jax.tree_util.tree_leaves(bs_new)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        chex.assert_trees_all_close(_model(result.batch_stats, i), bs_new, rtol=1e-4, atol=1e-6)
