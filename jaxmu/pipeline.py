@@ -117,7 +117,7 @@ def train_stage(setting: Setting, stage: str) -> StageResult:
     return run_training_stage(
         setting.run_dir / stage, trainer, init, _subset_for(setting, stage), setting.data_key(),
         setting.data, checkpoint_every=setting.cfg.engine.checkpoint_every, metadata=meta,
-        progress=setting.cfg.engine.progress, label=stage,
+        progress=setting.cfg.engine.progress, label=stage, model_names=setting.cfg.seeds,
     )
 
 

@@ -54,7 +54,9 @@ def finite_rows(tree: Any) -> np.ndarray:
     bad = [np.shape(x) for x in leaves if not np.ndim(x) or np.shape(x)[0] != m]
     if bad:
         raise ValueError(f"every leaf must carry the models axis [{m}, ...]; got leaves of shape {bad[:3]}")
-    return np.asarray(_finite_rows(tree), bool)
+    from jaxmu.engine.sharding import to_host  # a multi-process stack: gather the M booleans
+
+    return np.asarray(to_host(_finite_rows(tree)), bool)
 
 
 def finite_loss_rows(*arrays: Any) -> np.ndarray:
