@@ -41,7 +41,10 @@ def test_finite_rows_flags_nan_and_inf_per_model():
     tree = {"w": jnp.ones((4, 3, 2)), "b": jnp.zeros((4, 5)), "count": jnp.arange(4, dtype=jnp.int32)}
     tree["w"] = tree["w"].at[1, 2, 0].set(jnp.nan)
     tree["b"] = tree["b"].at[3, 4].set(-jnp.inf)
-    np.testing.assert_array_equal(finite_rows(tree), [True, False, True, False])
+    np.testing.assert_array_equal(finite_rows(tree), [True, False, True, False])  # CPU: the NumPy path
+    from jaxmu.engine.finite import _finite_rows
+
+    np.testing.assert_array_equal(np.asarray(_finite_rows(tree)), [True, False, True, False])  # the jitted path
     np.testing.assert_array_equal(finite_rows({"w": jnp.ones((2, 3))}), [True, True])
     np.testing.assert_array_equal(finite_loss_rows(np.ones((3, 4)), np.r_[[[1.0, np.inf]] * 2, [[1.0, 2.0]]]),
                                   [False, False, True])

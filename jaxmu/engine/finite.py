@@ -6,9 +6,13 @@ reduction per leaf answers the question for all M models at once:
 
     ok_m = AND over leaves l of  all_j isfinite(l[m, j])          (l reshaped to [M, -1])
 
-``finite_rows`` runs that reduction as one jitted program on the device and returns a host
-``[M]`` bool array (M booleans cross to the host, not the tree). ``finite_loss_rows`` is the
-host-side NumPy twin for per-example arrays already on the host. A diverged model costs only
+``finite_rows`` runs that reduction as one jitted program on an accelerator and returns a host
+``[M]`` bool array (M booleans cross to the host, not the tree). On the CPU backend, where a
+JAX array already lives in host memory, it reduces with NumPy instead: no program to compile.
+Measured on the 2-core CPU box (fresh compile cache): a 4-model ResNet-18 stack (44.8 M floats)
+takes 8.0 s to compile plus 0.15 s per call jitted, against 0.04-0.06 s per call in NumPy; a
+10-model digits CNN 1.7 s + 0.25 ms jitted against 0.2-0.6 ms in NumPy.
+``finite_loss_rows`` is the NumPy version for per-example arrays already on the host. A diverged model costs only
 itself: callers compute metrics on the finite rows, fill NaN for the others and say how many
 (``DivergedError`` is what a training stage raises instead of checkpointing NaNs as finished).
 """
@@ -54,17 +58,30 @@ def finite_rows(tree: Any) -> np.ndarray:
     bad = [np.shape(x) for x in leaves if not np.ndim(x) or np.shape(x)[0] != m]
     if bad:
         raise ValueError(f"every leaf must carry the models axis [{m}, ...]; got leaves of shape {bad[:3]}")
+    if all(_on_host(x) for x in leaves):
+        return finite_loss_rows(*(x for x in leaves if np.issubdtype(np.asarray(x).dtype, np.inexact)),
+                                num_models=m)
     from jaxmu.engine.sharding import to_host  # a multi-process stack: gather the M booleans
 
     return np.asarray(to_host(_finite_rows(tree)), bool)
 
 
-def finite_loss_rows(*arrays: Any) -> np.ndarray:
-    """``[M]`` bool: True where row m of every ``[M, ...]`` host array is finite (NumPy)."""
-    if not arrays:
+def _on_host(x: Any) -> bool:
+    """A NumPy array, or a JAX array wholly in this process's CPU memory (NumPy reads it in place)."""
+    if not isinstance(x, jax.Array):
+        return True
+    return x.is_fully_addressable and all(d.platform == "cpu" for d in x.devices())
+
+
+def finite_loss_rows(*arrays: Any, num_models: int | None = None) -> np.ndarray:
+    """``[M]`` bool: True where row m of every ``[M, ...]`` host array is finite (NumPy).
+
+    ``num_models`` gives M when ``arrays`` may be empty (then every row is finite).
+    """
+    if not arrays and num_models is None:
         raise ValueError("finite_loss_rows needs at least one [M, ...] array")
     rows = [np.asarray(a) for a in arrays]
-    m = rows[0].shape[0]
+    m = rows[0].shape[0] if rows else num_models
     if any(r.ndim == 0 or r.shape[0] != m for r in rows):
         raise ValueError(f"model axes differ: {[r.shape for r in rows]}; pass one row per model in each array")
     ok = np.ones(m, bool)
