@@ -313,3 +313,37 @@ def test_diverged_training_stage_is_one_error_line_exit_2(repo_root, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: training stage 'original' diverged: seeds 0, 1 ")
     assert not list(tmp_path.rglob("final"))
+
+
+def test_ulira_population_leaves_a_diverged_unlearned_model_out():
+    """The attack pipeline's population statistics with one NaN φ row: scored without it, counted."""
+    from jaxmu.attack import attack_rows
+    from jaxmu.attacks.pipeline import _population
+    from jaxmu.attacks.ulira import FORGOTTEN, NEVER_SEEN, RETAINED
+
+    m, n = 8, 24
+    roles = np.full((m, n), NEVER_SEEN)
+    for j in range(n):  # every example is forgotten by 2 models, retained by 2, never seen by the rest
+        a = 2 * (j % 4)
+        roles[[a, a + 1], j] = FORGOTTEN
+        roles[[(a + 2) % m, (a + 3) % m], j] = RETAINED
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(m, n, 1)) + (roles == FORGOTTEN)[..., None]
+    phi_r = rng.normal(size=(m, n, 1))
+    folds = np.arange(m)  # leave one model out
+    cfg = SimpleNamespace(fixed_variance="on", mode="online")
+    bad = phi.copy()
+    bad[0] = np.nan
+    pop = _population("finetune", bad, roles, phi_r, folds, cfg, (0.9, 0.5, 0.8))
+    assert pop.n_diverged == 1 and pop.hayes.n_diverged == 1 and pop.deepunlearn.n_diverged == 1
+    assert 0 not in pop.hayes.model_index and np.isfinite(pop.hayes.scores).all()
+    forgot_by_0 = roles[0] == FORGOTTEN
+    assert pop.eps.shape == (int((~forgot_by_0).sum()),)  # ε over the examples model 0 did not forget
+    clean = _population("finetune", phi, roles, phi_r, folds, cfg, (0.9, 0.5, 0.8))
+    np.testing.assert_array_equal(pop.eps, clean.eps[~forgot_by_0])
+    assert clean.n_diverged == 0 and pop.n_models_eps == clean.n_models_eps == 2
+    rows = attack_rows(SimpleNamespace(populations=[pop, clean]))
+    assert rows[0][0] == "finetune (1 of 8 diverged)" and rows[2][0] == "finetune"
+    gone = _population("finetune", np.full_like(phi, np.nan), roles, phi_r, folds, cfg, (np.nan,) * 3)
+    assert gone.hayes is None and gone.n_diverged == m
+    assert attack_rows(SimpleNamespace(populations=[gone]))[0][:2] == ["finetune (8 of 8 diverged)", "none scored"]

@@ -191,7 +191,8 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
     for name, (p, b) in candidates.items():
         phi = phi_stack(ev, p, b, sp.pool, setting.data, cfg.queries)
         ok = finite_rows((p, b)) & np.isfinite(phi).all(axis=(1, 2))  # diverged models: left out
-        phi = np.where(ok[:, None, None], phi, np.nan)
+        if not ok.all():
+            phi = np.where(ok[:, None, None], phi, np.nan).astype(phi.dtype)
         pool_logits = ev.logits(p, b, sp.pool, setting.data)
         correct = (np.asarray(jnp.argmax(pool_logits, -1)) == y_pool)[ok]
         test_acc = _mean(np.asarray(accuracy(ev.logits(p, b, test_idx, setting.data), y_test))[ok])
