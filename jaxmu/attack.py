@@ -8,11 +8,18 @@ Unlearn formulations, accuracy / AUC / TPR at 1 % and 0.1 % FPR, and the NeurIPS
 beside the same attack on the original stack (no unlearning) and on an independent retrained
 stack (perfect unlearning). Per-example scores go to ``ulira_<method>.npz`` and the ROC curves
 to ``ulira_<method>_roc.png`` in the attack directory.
+
+Diverged unlearned shadow models (parameters or φ not finite) are left out of their
+population's scores and counted in its row (``finetune (1 of 8 diverged)``); the command then
+ends with one ``warning:`` line and exit code 3. Bad input (a diverged shadow training stage
+included) prints one ``error:`` line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -21,11 +28,19 @@ from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, f
 
 
 def attack_rows(report) -> list[list[object]]:
+    """One row per (population, formulation); a population with diverged models says how many
+    were left out in its name cell, e.g. ``finetune (1 of 8 diverged)``."""
     rows = []
     for pop in report.populations:
+        name = pop.name
+        if pop.n_diverged:
+            name = f"{pop.name} ({pop.n_diverged} of {pop.phi.shape[0]} diverged)"
+        if pop.hayes is None:
+            rows.append([name, "none scored", *([math.nan] * 4), 0])
+            continue
         for res in (pop.hayes, pop.deepunlearn):
             s = res.summary
-            rows.append([pop.name, res.formulation, s["accuracy"], s["auc"], s["tpr_at_1pct"], s["tpr_at_0.1pct"],
+            rows.append([name, res.formulation, s["accuracy"], s["auc"], s["tpr_at_1pct"], s["tpr_at_0.1pct"],
                          int(s["n_pos"] + s["n_neg"])])
     return rows
 
@@ -37,7 +52,7 @@ def save_outputs(report, method_name: str):
         tag = pop.name.split(" ")[0]
         arrays[f"{tag}_phi"] = pop.phi
         arrays[f"{tag}_eps"] = pop.eps
-        for res in (pop.hayes, pop.deepunlearn):
+        for res in (r for r in (pop.hayes, pop.deepunlearn) if r is not None):
             for field in ("scores", "labels", "model_index", "example_index"):
                 arrays[f"{tag}_{res.formulation}_{field}"] = getattr(res, field)
     npz = out / f"ulira_{method_name}.npz"
@@ -51,7 +66,7 @@ def save_outputs(report, method_name: str):
     from jaxmu.attacks.roc import roc_curve
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    for pop in report.populations:
+    for pop in (p for p in report.populations if p.hayes is not None):
         fpr, tpr, _ = roc_curve(pop.hayes.scores, pop.hayes.labels)
         ax.plot(fpr, tpr, label=f"{pop.name} (AUC {pop.hayes.summary['auc']:.3f})")
     ax.plot([1e-4, 1], [1e-4, 1], "k:", lw=0.8)
@@ -91,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                        [[k, v["models"], v["compile_s"], v["run_s"]] for k, v in report.timings.items()]))
     npz, png = save_outputs(report, method.name)
     print(f"per-example scores: {npz}\nROC curves: {png}")
+    diverged = [f"{p.name}: {p.n_diverged} of {p.phi.shape[0]}" for p in report.populations if p.n_diverged]
+    if diverged:
+        from jaxmu.unlearn import EXIT_DIVERGED
+
+        print(f"warning: models diverged ({'; '.join(diverged)}): left out of their population's scores "
+              f"(exit code {EXIT_DIVERGED})", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
 
 

@@ -18,11 +18,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxmu.checkpoint import CheckpointError
     from jaxmu.config import ConfigError
     from jaxmu.data import DataError
+    from jaxmu.engine.finite import DivergedError
     from jaxmu.stages import RunDirError
 
     from jaxmu.models import ModelError
 
-    errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError, ModelError]
+    errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError, ModelError,
+                                        DivergedError]
     try:
         from jaxmu.methods import MethodError
 

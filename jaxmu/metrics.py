@@ -25,6 +25,7 @@ __all__ = [
     "hpo_objectives",
     "indiscernibility",
     "objective_score",
+    "on_finite_rows",
     "per_example_ce",
     "retdev",
     "retention",
@@ -208,8 +209,10 @@ def run_time_efficiency(t_retrain: Any, t_method: Any) -> np.ndarray:
 class Summary:
     """Mean and standard deviation over seeds (protocol.md §5, §6.7).
 
-    Iterates as ``(mean, std)`` so ``mean, std = summarize(x)`` works. ``single_seed`` flags
-    a one-seed summary (std reported as 0.0; such numbers must be flagged in tables).
+    Iterates as ``(mean, std)`` so ``mean, std = summarize(x)`` works. ``n`` counts the seeds
+    the summary is over; ``n_excluded`` the seeds left out because their value is NaN (a
+    diverged model, ``jaxmu.engine.finite``). ``single_seed`` flags a one-seed summary (std
+    reported as 0.0; such numbers must be flagged in tables).
     """
 
     mean: Any
@@ -217,30 +220,65 @@ class Summary:
     n: int
     ddof: int
     single_seed: bool
+    n_excluded: int = 0
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.mean, self.std))
+
+    def count_note(self) -> str:
+        """``""``, ``"1 seed"``, or ``"2 of 3; 1 diverged"`` when seeds were left out."""
+        if self.n_excluded:
+            return f"{self.n} of {self.n + self.n_excluded}; {self.n_excluded} diverged"
+        return "1 seed" if self.single_seed else ""
 
 
 def summarize(values: Any) -> Summary:
     """Mean ± std over the leading (seed) axis (protocol.md §5: means over the 10 seeds).
 
+    Seeds whose value is NaN (diverged models; for trailing axes, a seed with any NaN) are
+    left out and counted in ``n_excluded``: with S the finite seeds, n = |S|,
+
+        mean = (1/n) Σ_{s∈S} v_s,   std = sqrt(Σ_{s∈S} (v_s − mean)² / (n − ddof)).
+
     std uses ddof = 1 (the sample standard deviation, as pandas' ``DataFrame.std`` used in
-    reporting) when there are ≥ 2 seeds, and ddof = 0 (std = 0.0) for a single seed, which is
-    flagged with ``single_seed=True``. Trailing axes are kept (``[M, ...] -> [...]``).
+    reporting) when n ≥ 2, and ddof = 0 (std = 0.0) for a single seed, which is flagged with
+    ``single_seed=True``. If every seed diverged, mean and std are NaN and n = 0. Trailing axes
+    are kept (``[M, ...] -> [...]``); inf still raises (it is not a divergence marker).
     """
-    v = _as_float("values", values)
+    v = np.asarray(values, dtype=np.float64)
     if v.ndim == 0:
         v = v[None]
-    n = v.shape[0]
-    if n == 0:
+    if v.shape[0] == 0:
         raise ValueError("summarize needs at least one seed; got an empty array")
+    if np.isinf(v).any():
+        raise ValueError("values contains inf; pass finite values (NaN marks a diverged seed)")
+    keep = ~np.isnan(v.reshape(v.shape[0], -1)).any(axis=1)
+    v, excluded = v[keep], int((~keep).sum())
+    n = v.shape[0]
     ddof = 1 if n > 1 else 0
-    mean = v.mean(axis=0)
-    std = v.std(axis=0, ddof=ddof)
+    if n == 0:
+        mean = std = np.full(v.shape[1:], np.nan)
+    else:
+        mean = v.mean(axis=0)
+        std = v.std(axis=0, ddof=ddof)
     if mean.ndim == 0:
         mean, std = float(mean), float(std)
-    return Summary(mean=mean, std=std, n=n, ddof=ddof, single_seed=n == 1)
+    return Summary(mean=mean, std=std, n=n, ddof=ddof, single_seed=n == 1, n_excluded=excluded)
+
+
+def on_finite_rows(fn: Any, ok: Any, *arrays: Any) -> np.ndarray:
+    """``fn(*arrays)`` evaluated on the rows m with ``ok[m]``; NaN on the other (diverged) rows.
+
+    out_m = fn(a_m, b_m, …) if ok_m else NaN, for elementwise per-seed metrics (indiscernibility,
+    retention, RetDev) whose own input checks reject NaN. The finite rows see exactly the values
+    they would see without the diverged ones, so their results are unchanged bit for bit.
+    """
+    ok = np.asarray(ok, bool)
+    rows = [np.asarray(a, np.float64) for a in arrays]
+    out = np.full(ok.shape + rows[0].shape[1:], np.nan)
+    if ok.any():
+        out[ok] = fn(*(r[ok] for r in rows))
+    return out
 
 
 # --------------------------------------------------------------------------- §7.1, §7.2

@@ -118,7 +118,7 @@ def train_stage(setting: Setting, stage: str) -> StageResult:
     return run_training_stage(
         setting.run_dir / stage, trainer, init, _subset_for(setting, stage), setting.data_key(),
         setting.data, checkpoint_every=setting.cfg.engine.checkpoint_every, metadata=meta,
-        progress=setting.cfg.engine.progress, label=stage,
+        progress=setting.cfg.engine.progress, label=stage, model_names=setting.cfg.seeds,
     )
 
 
@@ -136,28 +136,50 @@ METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_m
 
 
 def stack_metrics(setting: Setting, state: TrainState | tuple) -> dict[str, np.ndarray]:
-    """Every per-seed metric of protocol §6 for a stack: ``{name: [models]}``.
+    """Every per-seed metric of protocol §6 for a stack: ``{name: [models]}`` plus ``diverged``.
 
     Accuracies on D_r, D_f, D_v, D_t; population MIA of D_f against D_v ("val MIA") and D_t
     ("test MIA") with the reference procedure (§6.2); indiscernibility of the test MIA (the
-    paper tables' convention, §6.3).
+    paper tables' convention, §6.3). A model whose parameters or losses are not finite is
+    ``diverged`` (bool ``[models]``) and gets NaN for every metric (``split_metrics``).
+    """
+    from jaxmu.engine.finite import finite_rows
+
+    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainState) else state
+    return split_metrics(evaluate_state(setting, (params, bs)), finite_rows((params, bs)))
+
+
+def split_metrics(ev: dict[str, dict[str, np.ndarray]], params_ok: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics of ``stack_metrics`` from an evaluation (``evaluate_splits``) of the four splits.
+
+    ok_m = params_ok_m ∧ (every per-example loss of model m on D_r, D_f, D_v, D_t is finite).
+    Metrics are computed on the ok rows exactly as for a stack without the others (the
+    population MIA reseeds per model) and are NaN on the rest; ``diverged`` = ¬ok.
     """
     from jaxmu.attacks.population_mia import model_mias_stacked
-    from jaxmu.metrics import indiscernibility
+    from jaxmu.engine.finite import finite_loss_rows
+    from jaxmu.metrics import indiscernibility, on_finite_rows
 
-    ev = evaluate_state(setting, state)
-    val_mia, test_mia = model_mias_stacked(ev["forget"]["loss"], ev["val"]["loss"], ev["test"]["loss"])
-    out = {f"{n}_acc": np.asarray(ev[n]["accuracy"], np.float64) for n in SPLIT_NAMES}
-    out.update(val_mia=val_mia, test_mia=test_mia, indiscernibility=indiscernibility(test_mia))
+    ok = np.asarray(params_ok, bool) & finite_loss_rows(*(ev[n]["loss"] for n in SPLIT_NAMES))
+    nan_unless_ok = lambda a: np.where(ok, np.asarray(a, np.float64), np.nan)  # noqa: E731
+    val_mia, test_mia = model_mias_stacked(*(np.where(ok[:, None], ev[n]["loss"], np.nan)
+                                             for n in ("forget", "val", "test")))
+    out = {f"{n}_acc": nan_unless_ok(ev[n]["accuracy"]) for n in SPLIT_NAMES}
+    out.update(val_mia=val_mia, test_mia=test_mia, indiscernibility=on_finite_rows(indiscernibility, ok, test_mia),
+               diverged=~ok)
     return out
 
 
 def with_retention(metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add RetDev = |RA/RA_R - 1| + |FA/FA_R - 1| + |TA/TA_R - 1| against the same seed's R (§6.4)."""
-    from jaxmu.metrics import retdev
+    """Add RetDev = |RA/RA_R - 1| + |FA/FA_R - 1| + |TA/TA_R - 1| against the same seed's R (§6.4).
 
-    return {**metrics, "retdev": retdev(metrics["retain_acc"], metrics["forget_acc"], metrics["test_acc"],
-                                         retrain["retain_acc"], retrain["forget_acc"], retrain["test_acc"])}
+    NaN for a seed where either model diverged (its accuracies are NaN).
+    """
+    from jaxmu.metrics import on_finite_rows, retdev
+
+    keys = ("retain_acc", "forget_acc", "test_acc")
+    ok = np.all([~np.isnan(np.asarray(d[k], np.float64)) for d in (metrics, retrain) for k in keys], axis=0)
+    return {**metrics, "retdev": on_finite_rows(retdev, ok, *(metrics[k] for k in keys), *(retrain[k] for k in keys))}
 
 
 # --------------------------------------------------------------------------- unlearning

@@ -1,7 +1,9 @@
 """Sweep outputs: ``results.csv``, ``results.json``, ``report.md`` and plots (protocol §6.7).
 
 Every table shows the retrained reference beside each method, mean ± std over seeds (single
-seed flagged), Val and Test MIA both, and the resolved configuration hash.
+seed flagged), Val and Test MIA both, and the resolved configuration hash. A diverged seed
+(``status`` ``diverged`` in ``results.csv``, NaN metrics) is left out of every mean and std,
+and the table says how many: ``0.8123 ± 0.0100 (2 of 3; 1 diverged)``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from jaxmu.metrics import summarize
 
 CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
                "retdev")
-CSV_COLUMNS = ("method", "seed", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
+CSV_COLUMNS = ("method", "seed", "status", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -47,7 +49,17 @@ def _plain(x):
 
 def _fmt(values) -> str:
     s = summarize(np.asarray(values, np.float64))
-    return f"{s.mean:.4f} ± {s.std:.4f}" + (" (1 seed)" if s.single_seed else "")
+    note = s.count_note()
+    return f"{s.mean:.4f} ± {s.std:.4f}" + (f" ({note})" if note else "")
+
+
+def seed_status(metrics: dict[str, Any]) -> list[str]:
+    """``ok``/``diverged`` per seed: ``metrics["diverged"]`` if recorded, else a NaN metric marks it."""
+    if "diverged" in metrics:
+        d = np.asarray(metrics["diverged"], bool)
+    else:
+        d = np.isnan(np.stack([np.asarray(metrics[k], np.float64) for k in CSV_METRICS if k in metrics])).any(axis=0)
+    return ["diverged" if x else "ok" for x in d]
 
 
 def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
@@ -62,12 +74,15 @@ def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
 def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, float]) -> str:
     """Methods ranked by the mean of their ranks on RetDev (lower is better) and Indisc (higher).
 
+    Means are over each method's finite seeds; a method whose every seed diverged (NaN mean)
+    ranks last on both.
+
     The reference does not ship its ranking code; these are the two headline metrics of the
     v2 tables (protocol §6.3–6.4), so jaxmu ranks on both with equal weight and reports RTE.
     """
     names = list(per_method)
-    retdev = np.array([np.mean(per_method[n]["retdev"]) for n in names])
-    indisc = np.array([np.mean(per_method[n]["indiscernibility"]) for n in names])
+    retdev = np.array([summarize(per_method[n]["retdev"]).mean for n in names])  # over finite seeds
+    indisc = np.array([summarize(per_method[n]["indiscernibility"]).mean for n in names])
     rank = (np.argsort(np.argsort(retdev)) + np.argsort(np.argsort(-indisc))) / 2 + 1
     order = np.argsort(rank, kind="stable")
     lines = ["| rank | method | mean rank | RetDev | Indisc (test MIA) | RTE |", "|---|---|---|---|---|---|"]
@@ -86,15 +101,14 @@ def plot_gaps(path: Path, method: str, metrics: dict[str, np.ndarray], retrain: 
     import matplotlib.pyplot as plt
 
     keys = ["retain_acc", "forget_acc", "val_acc", "test_acc"]
-    gaps = [np.asarray(metrics[k]) - np.asarray(retrain[k]) for k in keys]
+    gaps = [summarize(np.asarray(metrics[k], np.float64) - np.asarray(retrain[k], np.float64)) for k in keys]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    axes[0].bar(range(4), [g.mean() for g in gaps], yerr=[g.std(ddof=1) if len(g) > 1 else 0 for g in gaps],
-                capsize=4)
+    axes[0].bar(range(4), [g.mean for g in gaps], yerr=[g.std for g in gaps], capsize=4)
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_xticks(range(4), ["RA", "FA", "VA", "TA"])
     axes[0].set_title(f"{method}: accuracy - retrain (mean ± std over seeds)")
-    ind = [np.asarray(metrics["indiscernibility"]), np.asarray(retrain["indiscernibility"])]
-    axes[1].bar([0, 1], [v.mean() for v in ind], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in ind], capsize=4)
+    ind = [summarize(metrics["indiscernibility"]), summarize(retrain["indiscernibility"])]
+    axes[1].bar([0, 1], [v.mean for v in ind], yerr=[v.std for v in ind], capsize=4)
     axes[1].set_xticks([0, 1], [method, "retrain"])
     axes[1].set_ylim(0, 1.05)
     axes[1].set_title("indiscernibility (test MIA)")

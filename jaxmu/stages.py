@@ -11,6 +11,12 @@ config (data, model, train, seeds). It holds ``config.json`` and one folder per 
 Resume precedence: a finished ``final`` is loaded and the stage skipped; else the latest
 ``epoch_*`` checkpoint is restored and training continues from its epoch; else from scratch.
 A checkpoint that is corrupt or belongs to another config raises ``CheckpointError``.
+
+Divergence: after every chunk of epochs (before its checkpoint) the stack is checked per model
+(``jaxmu.engine.finite.finite_rows``, one device reduction over parameters and BatchNorm
+statistics). A model that is no longer finite stops the stage with ``DivergedError`` naming its
+seeds; nothing is written for the diverged epochs (no ``final/``), and the last good
+``epoch_*`` checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
+from jaxmu.engine.finite import DivergedError, diverged_names, finite_rows
 from jaxmu.engine.sharding import place
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
@@ -131,11 +138,13 @@ def run_training_stage(
     progress: bool = True,
     label: str = "",
     on_checkpoint: Callable[[int], None] | None = None,
+    model_names: Sequence[Any] | None = None,
 ) -> StageResult:
     """Train ``init_state`` to ``trainer.num_epochs`` epochs, resumably, under ``stage_dir``.
 
     ``on_checkpoint(epoch)`` is called after each resumable checkpoint is on disk (tests use it
-    to interrupt a run at a known point).
+    to interrupt a run at a known point). ``model_names`` (the seeds) name the models of the
+    stack in a ``DivergedError``; row indices are used without them.
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +152,7 @@ def run_training_stage(
     template = jax.eval_shape(lambda s: s, init_state)
     if (final / "meta.json").exists():
         state, meta = load_tree(final, template)
+        _check_finite(state, label, model_names, f"its checkpoint {final} holds them: delete it")
         return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs)
 
     state, prior_run_s, resumed = place(init_state), 0.0, 0  # the layout the program keeps
@@ -163,6 +173,10 @@ def run_training_stage(
         state = exe(state, subset, data_key, jnp.int32(stop), data)
         jax.block_until_ready(state)
         run_s += time.perf_counter() - t0
+        last_good = _epoch_dirs(stage_dir)
+        _check_finite(state, label, model_names,
+                      (f"epoch {stop}" if stop == epoch + 1 else f"epochs {epoch + 1}-{stop}") + "; nothing of it was saved"
+                      + (f", the last good checkpoint {last_good[-1].name} is kept" if last_good else ""))
         epoch = stop
         if bar is not None:
             bar.update(stop - bar.n)
@@ -179,6 +193,16 @@ def run_training_stage(
                              "done": True, "environment": environment()})
     _drop_epochs(stage_dir)
     return StageResult(state, compile_s, run_s, False, resumed)
+
+
+def _check_finite(state: TrainState, label: str, names: Sequence[Any] | None, where: str) -> None:
+    """Raise ``DivergedError`` naming the models whose parameters or BatchNorm statistics are not finite."""
+    ok = finite_rows((state.params, state.batch_stats))
+    if not ok.all():
+        who = "seeds" if names is not None else "models"
+        raise DivergedError(
+            f"training stage {label or 'train'!r} diverged: {who} {diverged_names(ok, names)} have parameters "
+            f"that are not finite ({where}); lower train.learning_rate (or check the data)")
 
 
 def _drop_epochs(stage_dir: Path, keep: Path | None = None) -> None:

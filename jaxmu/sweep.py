@@ -9,6 +9,12 @@ batches, SQLite storage in the run directory), unlearns every seed with the best
 (accuracies, Val/Test MIA, indiscernibility, RetDev, RTE) and writes ``results.csv``,
 ``results.json``, ``report.md`` and plots. Killed at any point, the same command resumes; a
 finished sweep rerun only prints the report.
+
+A seed whose final unlearned model diverged (parameters or losses not finite) costs only
+itself: its ``results.csv`` row has ``status`` ``diverged`` and NaN metrics, the report's means
+leave it out and say how many (``(2 of 3; 1 diverged)``), the other seeds are saved exactly as
+without it, and the sweep ends with one ``warning:`` line naming the seeds and exit code 3
+(``jaxmu.unlearn.EXIT_DIVERGED``). A diverged training stage stops the sweep (exit 2).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +31,7 @@ import numpy as np
 from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import write_text_atomic
 from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, run_cli
+from jaxmu.metrics import summarize
 
 
 def _pow2(n: int) -> int:
@@ -33,6 +41,7 @@ def _pow2(n: int) -> int:
 def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
                  worker: str = "main") -> dict[str, Any] | None:
     """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``."""
+    from jaxmu import report as R
     from jaxmu.pipeline import stack_metrics, unlearn_stage, with_retention
     from jaxmu.tuning import TrialEvaluator, select_best, tune
 
@@ -87,7 +96,8 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
                        "objectives": list(best.objectives), "score": best.score},
         "trials": [{"seed": t.seed, "number": t.number, "params": t.params, "objectives": list(t.objectives)}
                    for t in trials],
-        "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},
+        "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},  # NaN for diverged seeds
+        "status": R.seed_status(metrics),
         "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
         "checkpoint": str(res.path),
@@ -98,14 +108,17 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
 
 def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict, refs: dict,
                   ulira: dict | None = None) -> Path:
+    """``results.csv`` (one row per method and seed, ``status`` ok/diverged), ``results.json``,
+    ``report.md`` (means over the finite seeds, diverged ones counted) and the plots."""
     from jaxmu import report as R
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in results:
         m = r["metrics"]
+        status = r.get("status") or R.seed_status(m)
         for i, seed in enumerate(setting.cfg.seeds):
-            row = {"method": r["method"], "seed": seed, **{k: m[k][i] for k in R.CSV_METRICS},
+            row = {"method": r["method"], "seed": seed, "status": status[i], **{k: m[k][i] for k in R.CSV_METRICS},
                    "unlearn_s": r["unlearn_s"], "compile_s": r["compile_s"], "rte": r["rte"]}
             row.update({f"hp_{k}": v for k, v in r["hparams"].items()})
             rows.append(row)
@@ -181,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"worker {args.worker}: no trials of {m.name} left to run")
             continue
         results.append(r)
-        print(f"{m.name}: {results[-1]['call']}  RetDev {np.mean(results[-1]['metrics']['retdev']):.4f}  "
-              f"Indisc {np.mean(results[-1]['metrics']['indiscernibility']):.4f}  RTE {results[-1]['rte']:.1f}x")
+        rm = results[-1]["metrics"]
+        print(f"{m.name}: {results[-1]['call']}  RetDev {summarize(rm['retdev']).mean:.4f}  "
+              f"Indisc {summarize(rm['indiscernibility']).mean:.4f}  RTE {results[-1]['rte']:.1f}x")
     if not results:
         return 0
     ulira = None
@@ -201,7 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira)
     print(path.read_text())
     print(f"outputs: {path.parent}")
-    return 0
+    from jaxmu.report import seed_status
+    from jaxmu.unlearn import EXIT_DIVERGED, diverged_warning
+
+    warnings = [diverged_warning(r["call"], cfg.seeds, [s == "diverged" for s in r.get("status") or
+                                                        seed_status(r["metrics"])]) for r in results]
+    for w in filter(None, warnings):
+        print(w, file=sys.stderr)
+    return EXIT_DIVERGED if any(warnings) else 0
 
 
 if __name__ == "__main__":

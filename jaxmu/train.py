@@ -18,16 +18,27 @@ from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, f
 
 
 def metric_rows(seeds, results: dict[str, dict[str, np.ndarray]], columns) -> list[list[object]]:
-    """Per-seed rows and a mean ± std row per stack (std over seeds, ddof=1; one seed is flagged)."""
+    """Per-seed rows ``[stack, seed, status, *metrics]`` and a mean ± std row per stack.
+
+    ``status`` is ``ok`` or ``diverged`` (``metrics["diverged"]``, else a NaN in the row); a
+    diverged seed's metrics are NaN and left out of the mean ± std (std over the finite seeds,
+    ddof=1), whose label says so: ``mean±std (2 of 3; 1 diverged)``. One seed is flagged.
+    """
     from jaxmu.metrics import summarize
 
     rows: list[list[object]] = []
     for stack, metrics in results.items():
         cols = [np.asarray(metrics[c], np.float64) for c in columns]
+        diverged = np.asarray(metrics.get("diverged", np.isnan(np.stack(cols)).any(axis=0)), bool)
         for i, seed in enumerate(seeds):
-            rows.append([stack, seed] + [float(a[i]) for a in cols])
+            rows.append([stack, seed, "diverged" if diverged[i] else "ok"] + [float(a[i]) for a in cols])
+        sums = [summarize(a) for a in cols]
+        excluded = max(s.n_excluded for s in sums)
+        note = sums[[s.n_excluded for s in sums].index(excluded)].count_note()
         label = "mean±std" if len(seeds) > 1 else "single seed"
-        rows.append([stack, label] + [f"{summarize(a).mean:.4f}±{summarize(a).std:.4f}" for a in cols])
+        if excluded:
+            label = f"{label} ({note})"
+        rows.append([stack, label, ""] + [f"{s.mean:.4f}±{s.std:.4f}" for s in sums])
     return rows
 
 
@@ -55,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = reference_stacks(setting)
     results = {name: stack_metrics(setting, r.state) for name, r in stages.items()}
     print("\n".join(stage_lines(stages, len(cfg.seeds))))
-    print(format_table(["stack", "seed", *METRICS], metric_rows(cfg.seeds, results, METRICS)))
+    print(format_table(["stack", "seed", "status", *METRICS], metric_rows(cfg.seeds, results, METRICS)))
     return 0
 
 

@@ -7,14 +7,39 @@ Loads (or trains, through the engine's stages) the original and retrained stacks
 seeds in one vmapped program, checkpoints the unlearned stack, and prints per-seed and
 mean ± std retain/forget/val/test accuracy beside the retrained stack, with the method's run
 time (compile time apart) and its run-time efficiency RTE = t_retrain / t_method.
+
+A seed whose unlearned model diverged (parameters or losses not finite, e.g. a learning rate of
+1e30) costs only itself: its row says ``diverged``, its metrics are NaN and left out of the
+means (``mean±std (2 of 3; 1 diverged)``), the other seeds are reported exactly as without it,
+and the command ends with one ``warning:`` line naming the diverged seeds on stderr.
+
+Exit codes: 0 all models finite; 2 bad input (one ``error:`` line, e.g. a diverged *training*
+stage); 3 (``EXIT_DIVERGED``) the run finished but some unlearned models diverged.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, format_table, run_cli
+
+EXIT_DIVERGED = 3  # the run finished, but some models diverged (their metrics are NaN)
+
+
+def diverged_warning(what: str, seeds: Sequence[object], diverged) -> str | None:
+    """One ``warning:`` line naming the diverged seeds of ``what``, or None when none diverged."""
+    import numpy as np
+
+    from jaxmu.engine.finite import diverged_names
+
+    d = np.asarray(diverged, bool)
+    if not d.any():
+        return None
+    return (f"warning: {what}: {int(d.sum())} of {d.size} models diverged (seeds {diverged_names(~d, seeds)}): "
+            f"parameters or losses not finite; their metrics are NaN and left out of the means "
+            f"(exit code {EXIT_DIVERGED})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,13 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retrain": with_retention(retrain, retrain),
     }
     columns = (*METRICS, "retdev")
-    print(format_table(["stack", "seed", *columns], metric_rows(cfg.seeds, results, columns)))
+    print(format_table(["stack", "seed", "status", *columns], metric_rows(cfg.seeds, results, columns)))
     t_r = refs["retrain"].run_s
     rte = t_r / res.run_s if res.run_s > 0 else float("inf")
     how = "loaded from checkpoint" if res.skipped else "ran"
     print(f"{method.call_string()} {how}: run {res.run_s:.3f} s for {len(cfg.seeds)} models "
           f"(compile {res.compile_s:.2f} s apart); retrain {t_r:.3f} s; RTE {rte:.1f}x")
     print(f"checkpoint: {res.path}")
+    warning = diverged_warning(method.call_string(), cfg.seeds, results[method.name]["diverged"])
+    if warning:
+        print(warning, file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
 
 

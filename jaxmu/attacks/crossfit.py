@@ -66,10 +66,12 @@ def leave_one_out_folds(n_models: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CrossFitScores:
-    """Out-of-sample scores [M, N] (NaN where not evaluated or where a fit was empty).
+    """Out-of-sample scores [M, N] (NaN where not evaluated, where a fit was empty, or for a
+    diverged model).
 
     Per scored fold (``fold_ids``): member counts of the fits, ``in_count``/``out_count``
-    [F, N] (``in_count`` is None offline), and the σ rule each fit used.
+    [F, N] (``in_count`` is None offline), and the σ rule each fit used. ``diverged`` [M] marks
+    the models whose φ is not finite: they are left out of every fit and never scored.
     """
 
     scores: np.ndarray
@@ -78,6 +80,7 @@ class CrossFitScores:
     out_count: np.ndarray
     fixed_variance_in: np.ndarray | None
     fixed_variance_out: np.ndarray
+    diverged: np.ndarray | None = None
 
 
 def _mask(name: str, x: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -106,6 +109,10 @@ def cross_fitted_scores(
     restricted to models with fold ≠ k, then score the models of fold k (online: IN/OUT
     likelihood ratio; offline: two-sided OUT-only score). See ``lira.py`` for the formulas.
 
+    A model whose φ has a NaN or inf anywhere (a diverged model) costs only itself: it is
+    removed from ``in_mask``, ``out_mask`` and ``eval_mask`` (so it joins no fit and gets no
+    score) and flagged in ``diverged``; with no such model the result is unchanged.
+
     Args:
       phi: ``[M, N, A]`` (or ``[M, N]``) statistics of all models (targets and shadows).
       in_mask, out_mask: boolean ``[M, N]`` population memberships (``in_mask`` unused offline,
@@ -128,6 +135,12 @@ def cross_fitted_scores(
     inm = _mask("in_mask", in_mask, shape) if mode == "online" else None
     outm = _mask("out_mask", out_mask, shape)
     ev = _mask("eval_mask", eval_mask, shape)
+    finite = np.isfinite(p).all(axis=(1, 2))
+    if not finite.all():  # diverged models: in no fit, never scored; their φ is zeroed (masked out)
+        keep = finite[:, None]
+        p = np.where(keep[..., None], p, 0.0)
+        inm = inm & keep if inm is not None else None
+        outm, ev = outm & keep, ev & keep
     if isinstance(folds, str):
         if folds != "loo":
             raise ValueError(f"folds must be an int array [M] or 'loo', got {folds!r}")
@@ -167,4 +180,5 @@ def cross_fitted_scores(
         out_count=np.array(out_counts).reshape(-1, n),
         fixed_variance_in=np.array(fv_in, dtype=bool) if mode == "online" else None,
         fixed_variance_out=np.array(fv_out, dtype=bool),
+        diverged=~finite,
     )

@@ -10,6 +10,11 @@ candidate "unlearned" populations against the retrained shadows:
 * the second retrain population (perfect unlearning: the attack should be near chance),
 
 with both U-LiRA formulations (Hayes et al.; Deep Unlearn) and the NeurIPS-2023 ε score.
+
+A diverged candidate model (parameters or φ not finite, e.g. an unlearned shadow after a
+learning rate of 1e30) is excluded from its population's scores, ε and accuracies and counted
+in ``Population.n_diverged``; the other models are scored as usual. A diverged shadow *training*
+stage stops the attack with ``DivergedError`` (``run_training_stage``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -30,6 +36,7 @@ from jaxmu.attacks.shadow import ShadowSplits, forgotten_populations, make_shado
 from jaxmu.attacks.ulira import FORGOTTEN, RETAINED, ulira_deepunlearn, ulira_hayes
 from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.metrics import accuracy
+from jaxmu.engine.finite import finite_rows
 from jaxmu.engine.trainer import Trainer
 from jaxmu.methods import SplitData
 from jaxmu.methods._driver import UNLEARN_SEED, unlearn_stack
@@ -44,8 +51,8 @@ class Population:
     """One candidate 'unlearned' population and what the attacks say about it."""
 
     name: str
-    phi: np.ndarray  # [M, N, A]
-    hayes: object
+    phi: np.ndarray  # [M, N, A] (NaN rows: diverged models)
+    hayes: object  # ULiraResult; None when fewer than 2 models are finite
     deepunlearn: object
     eps: np.ndarray
     forget_score: float
@@ -53,6 +60,7 @@ class Population:
     retain_acc: float
     forget_acc: float
     test_acc: float
+    n_diverged: int = 0  # models left out: parameters or φ not finite
 
 
 @dataclasses.dataclass
@@ -120,13 +128,30 @@ def unlearned_stack(setting: Setting, sp: ShadowSplits, base: Path, method, orig
 
 
 def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, float]) -> Population:
+    """Both U-LiRA formulations and the ε score of one candidate population.
+
+    Rows of ``phi`` that are not finite (diverged models) are excluded by the statistics
+    (``cross_fitted_scores``) and dropped before the ε populations are formed; ε is computed on
+    the examples forgotten by the usual number of models both with and without them. With
+    fewer than two finite models there is nothing to score (``hayes``/``deepunlearn`` None).
+    """
+    ok = np.isfinite(phi).all(axis=(1, 2))
+    if ok.sum() < 2:
+        return Population(name, phi, None, None, np.full(0, np.nan), math.nan, 0, *accs, n_diverged=int((~ok).sum()))
     fixed = _FIXED[cfg.fixed_variance]
     hayes = ulira_hayes(phi, roles, phi_r, roles, folds, folds, mode=cfg.mode, fixed_variance=fixed)
     du = ulira_deepunlearn(phi, roles, folds, rng=np.random.RandomState(0), mode=cfg.mode, fixed_variance=fixed)
-    pu, _ = forgotten_populations(phi[..., 0], roles)
-    pr, _ = forgotten_populations(phi_r[..., 0], roles)
-    eps = per_example_epsilon(pu, pr)
-    return Population(name, phi, hayes, du, eps, forget_score(eps, pu.shape[0]), pu.shape[0], *accs)
+    pu, cu = forgotten_populations(phi[ok][..., 0], roles[ok])
+    pr, cr = forgotten_populations(phi_r[..., 0], roles)
+    common = np.intersect1d(cu, cr)  # all columns when no model diverged
+    eps = per_example_epsilon(pu[:, np.searchsorted(cu, common)], pr[:, np.searchsorted(cr, common)])
+    return Population(name, phi, hayes, du, eps, forget_score(eps, pu.shape[0]), pu.shape[0], *accs,
+                      n_diverged=int((~ok).sum()))
+
+
+def _mean(x: np.ndarray) -> float:
+    """Mean of the finite models' values; NaN when every model diverged."""
+    return float(np.mean(x)) if np.size(x) else math.nan
 
 
 def run_ulira(setting: Setting, method) -> ULiraReport | None:
@@ -165,10 +190,13 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
     measured = {}
     for name, (p, b) in candidates.items():
         phi = phi_stack(ev, p, b, sp.pool, setting.data, cfg.queries)
+        ok = finite_rows((p, b)) & np.isfinite(phi).all(axis=(1, 2))  # diverged models: left out
+        if not ok.all():
+            phi = np.where(ok[:, None, None], phi, np.nan).astype(phi.dtype)
         pool_logits = ev.logits(p, b, sp.pool, setting.data)
-        correct = np.asarray(jnp.argmax(pool_logits, -1)) == y_pool
-        test_acc = float(np.mean(accuracy(ev.logits(p, b, test_idx, setting.data), y_test)))
-        accs = (float(correct[roles == RETAINED].mean()), float(correct[roles == FORGOTTEN].mean()), test_acc)
+        correct = (np.asarray(jnp.argmax(pool_logits, -1)) == y_pool)[ok]
+        test_acc = _mean(np.asarray(accuracy(ev.logits(p, b, test_idx, setting.data), y_test))[ok])
+        accs = (_mean(correct[roles[ok] == RETAINED]), _mean(correct[roles[ok] == FORGOTTEN]), test_acc)
         measured[name] = (phi, accs)
     if jax.process_index() != 0:
         return None  # the statistics are host work without collectives: process 0 computes them

@@ -110,16 +110,27 @@ def model_mias_stacked(
     """``model_mias`` for a model stack: ``[M, n_f]``, ``[M, n_v]``, ``[M, n_t]`` -> ``[M]``, ``[M]``.
 
     A host loop (scikit-learn); every model gets its own ``RandomState(seed)``, exactly as
-    every reference evaluation reseeds the global generator.
+    every reference evaluation reseeds the global generator, so a model's MIA does not depend
+    on the other rows. A diverged model (a row with a NaN or inf loss in any of the three
+    arrays) gets NaN for both MIAs; the finite rows are computed exactly as without it.
     """
-    f = _losses("forget_losses", forget_losses, ndim=2)
-    v = _losses("val_losses", val_losses, ndim=2)
-    t = _losses("test_losses", test_losses, ndim=2)
+    f = _rows("forget_losses", forget_losses)
+    v = _rows("val_losses", val_losses)
+    t = _rows("test_losses", test_losses)
     if not f.shape[0] == v.shape[0] == t.shape[0]:
         raise ValueError(
             f"model axes differ: forget {f.shape[0]}, val {v.shape[0]}, test {t.shape[0]}; "
             "pass one row per model in each array"
         )
-    out = np.array([model_mias(f[i], v[i], t[i], seed=seed) for i in range(f.shape[0])])
-    out = out.reshape(f.shape[0], 2)
+    out = np.full((f.shape[0], 2), np.nan)
+    for i in range(f.shape[0]):
+        if np.isfinite(f[i]).all() and np.isfinite(v[i]).all() and np.isfinite(t[i]).all():
+            out[i] = model_mias(f[i], v[i], t[i], seed=seed)
     return out[:, 0], out[:, 1]
+
+
+def _rows(name: str, x: Any) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+    return a

@@ -17,7 +17,9 @@ Scores come from ``cross_fitted_scores`` (no in-sample scoring, §8.3 item 8): `
 each model's hold-out fold (``holdout_folds`` over splits, mapped to models by split), so
 models of one split pair are never scored with fits they contributed to. The default σ rule is
 ``"auto"`` (fixed variance below 64 members per example, §8.3 item 6). Scores are higher for
-"unlearned" (positive). These numbers are not comparable with the benchmark's own variant
+"unlearned" (positive). A model whose φ is not finite (a diverged unlearned or retrained
+model) is excluded from every fit and pair and counted in ``n_diverged``, not a crash. These
+numbers are not comparable with the benchmark's own variant
 (§8.1), which uses 0/1 correctness and in-sample fits.
 """
 
@@ -44,7 +46,9 @@ class ULiraResult:
     ``scores``/``labels`` (1 = unlearned-and-forgotten, the positive class) and the pair's
     ``model_index`` (row of the stacked targets: for Hayes, U rows 0..M_u−1 then R rows
     M_u..M_u+M_r−1; use it as bootstrap groups) and ``example_index``. Pairs whose fit was
-    empty (no IN or OUT member outside the fold) are dropped and counted in ``n_unscored``.
+    empty (no IN or OUT member outside the fold) are dropped and counted in ``n_unscored``;
+    models with non-finite φ (diverged) are left out of the fits and pairs, counted in
+    ``n_diverged``.
     """
 
     scores: np.ndarray  # [P]
@@ -56,6 +60,7 @@ class ULiraResult:
     mode: str
     n_unscored: int
     fits: CrossFitScores
+    n_diverged: int = 0
 
 
 def _roles(name: str, role: Any, phi: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +94,8 @@ def _result(
     mode: str,
 ) -> ULiraResult:
     """Collect the scored pairs of ``eval_mask``; ``label_map`` [M, N] is True for positives."""
+    if fits.diverged is not None:
+        eval_mask = eval_mask & ~fits.diverged[:, None]
     rows, cols = np.nonzero(eval_mask)
     s = fits.scores[rows, cols]
     ok = ~np.isnan(s)
@@ -103,6 +110,7 @@ def _result(
         mode=mode,
         n_unscored=int((~ok).sum()),
         fits=fits,
+        n_diverged=int(fits.diverged.sum()) if fits.diverged is not None else 0,
     )
 
 
@@ -173,7 +181,8 @@ def ulira_deepunlearn(
         raise TypeError("rng must be a np.random.RandomState or np.random.Generator")
     pu, ru = _roles("role_u", role_u, phi_u)
     fu = _folds("folds_u", folds_u, pu.shape[0])
-    pos, neg = ru == FORGOTTEN, ru == NEVER_SEEN
+    finite = np.isfinite(pu).all(axis=(1, 2))[:, None]  # a diverged model joins no pair
+    pos, neg = (ru == FORGOTTEN) & finite, (ru == NEVER_SEEN) & finite
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("need both forgotten and never-seen (model, example) pairs")
