@@ -9,8 +9,9 @@ import numpy as np
 
 import jaxmu.methods as M
 from jaxmu.methods import fcs
-from jaxmu.methods._loops import forward, gather
-from jaxmu.methods.finetune import TrainState
+from jaxmu.engine.losses import forward
+from jaxmu.engine.passes import gather
+from jaxmu.engine.state import TrainState
 
 
 def _one(tree, i=0):

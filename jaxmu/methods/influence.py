@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather, run_pass
 from jaxmu.methods._base import BS, U01, MethodSpec, SplitData, StaticContext
-from jaxmu.methods._loops import cross_entropy, forward, gather, run_pass
 
 
 def flat_grad(ctx: StaticContext, params, batch_stats, x, y):

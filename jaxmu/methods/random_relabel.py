@@ -12,7 +12,7 @@ train mode:
 
 No schedule: the reference configures a cosine scheduler but never steps it.
 
-Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods._relabel``:
+Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods.relabel``:
   ``relabel="sequence"`` (faithful): one label sequence drawn once; in each epoch the k-th forget
   example reached by that epoch's permutation gets its k-th label. ``"independent"`` (clean):
   fresh draw per (epoch, example). Both may draw the true label (probability 1/C).
@@ -26,20 +26,20 @@ from __future__ import annotations
 
 import jax
 
-from jaxmu.methods import _relabel
+from jaxmu.engine.passes import run_epochs
+from jaxmu.engine.state import TrainState
+from jaxmu.methods import relabel
 from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_space
-from jaxmu.methods._loops import run_epochs
-from jaxmu.methods.finetune import init
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
-    _relabel.check_relabel(mode)
-    state = init(params, batch_stats, hp)
+    relabel.check_relabel(mode)
+    state = TrainState.create(params, batch_stats, hp)
     train_key = jax.random.fold_in(key, 1)  # epochs; the label sequence comes from ``key``
 
     def epoch(st, e, k):
-        return _relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode)
+        return relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode)
 
     state = run_epochs(state, E, train_key, epoch)
     return state.params, state.batch_stats
