@@ -29,7 +29,7 @@ from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
 from jaxmu.engine.sharding import place
 from jaxmu.config import Config
-from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
+from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 
 
 class RunDirError(ValueError):
@@ -82,7 +82,7 @@ def run_dir_for(out: str | Path, cfg: Config) -> Path:
 class StageResult:
     """A finished training stage: the stacked state and its timings (seconds)."""
 
-    state: TrainState
+    state: TrainProgress
     compile_s: float
     run_s: float
     skipped: bool
@@ -96,7 +96,7 @@ def _epoch_dirs(stage_dir: Path) -> list[Path]:
 def run_training_stage(
     stage_dir: Path,
     trainer: Trainer,
-    init_state: TrainState,
+    init_state: TrainProgress,
     subset,
     data_key,
     data: DeviceData,
