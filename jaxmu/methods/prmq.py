@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from jaxmu.engine.losses import cross_entropy_per_example
 from jaxmu.engine.passes import class_counts, partial_pass, pass_batches, run_epochs, run_pass
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
@@ -96,7 +96,7 @@ def entropy(logits) -> jax.Array:
 
 def prmq_loss(s_logits, t_logits, y, weights) -> jax.Array:
     """Weighted CE (PyTorch ``weight=``: sum w CE / sum w) + MSE between student/teacher entropies."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(s_logits.astype(jnp.float32), y)
+    ce = cross_entropy_per_example(s_logits, y)
     w = weights[y]
     return jnp.sum(w * ce) / jnp.sum(w) + jnp.mean(jnp.square(entropy(s_logits) - entropy(t_logits)))
 
