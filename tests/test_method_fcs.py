@@ -103,7 +103,7 @@ def test_phase_structure(tiny, monkeypatch):
 
     monkeypatch.setattr(fcs, "stage1_update", fake_stage1)
     monkeypatch.setattr(fcs, "forget_update", fake_forget)
-    monkeypatch.setattr(fcs, "ce_update", fake_ce)
+    monkeypatch.setattr(fcs, "ce_step", fake_ce)
     hp, static = _hp(epochs=2, batch_size=16)
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
     out, _ = fcs.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=static)
