@@ -19,7 +19,7 @@ from jaxmu.config import Config
 from jaxmu.data import Dataset, Splits, load_dataset, splits_for
 from jaxmu.engine.evaluate import Evaluator, evaluate_splits
 from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
-from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
+from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 from jaxmu.models import Model, build_model
 from jaxmu.stages import StageResult, run_dir_for, run_training_stage
 
@@ -126,16 +126,16 @@ def reference_stacks(setting: Setting) -> dict[str, StageResult]:
     return {stage: train_stage(setting, stage) for stage in REFERENCE_STAGES}
 
 
-def evaluate_state(setting: Setting, state: TrainState | tuple) -> dict[str, dict[str, np.ndarray]]:
+def evaluate_state(setting: Setting, state: TrainProgress | tuple) -> dict[str, dict[str, np.ndarray]]:
     """Accuracy and per-example losses of every model of a stack on the four splits."""
-    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainState) else state
+    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
     return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data)
 
 
 METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility")
 
 
-def stack_metrics(setting: Setting, state: TrainState | tuple) -> dict[str, np.ndarray]:
+def stack_metrics(setting: Setting, state: TrainProgress | tuple) -> dict[str, np.ndarray]:
     """Every per-seed metric of protocol §6 for a stack: ``{name: [models]}`` plus ``diverged``.
 
     Accuracies on D_r, D_f, D_v, D_t; population MIA of D_f against D_v ("val MIA") and D_t
@@ -145,7 +145,7 @@ def stack_metrics(setting: Setting, state: TrainState | tuple) -> dict[str, np.n
     """
     from jaxmu.engine.finite import finite_rows
 
-    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainState) else state
+    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
     return split_metrics(evaluate_state(setting, (params, bs)), finite_rows((params, bs)))
 
 

@@ -36,7 +36,7 @@ from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
 from jaxmu.engine.finite import DivergedError, diverged_names, finite_rows
 from jaxmu.engine.sharding import place
 from jaxmu.config import Config
-from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
+from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 
 
 class RunDirError(ValueError):
@@ -114,7 +114,7 @@ def run_dir_for(out: str | Path, cfg: Config) -> Path:
 class StageResult:
     """A finished training stage: the stacked state and its timings (seconds)."""
 
-    state: TrainState
+    state: TrainProgress
     compile_s: float
     run_s: float
     skipped: bool
@@ -128,7 +128,7 @@ def _epoch_dirs(stage_dir: Path) -> list[Path]:
 def run_training_stage(
     stage_dir: Path,
     trainer: Trainer,
-    init_state: TrainState,
+    init_state: TrainProgress,
     subset,
     data_key,
     data: DeviceData,
@@ -195,7 +195,7 @@ def run_training_stage(
     return StageResult(state, compile_s, run_s, False, resumed)
 
 
-def _check_finite(state: TrainState, label: str, names: Sequence[Any] | None, where: str) -> None:
+def _check_finite(state: TrainProgress, label: str, names: Sequence[Any] | None, where: str) -> None:
     """Raise ``DivergedError`` naming the models whose parameters or BatchNorm statistics are not finite."""
     ok = finite_rows((state.params, state.batch_stats))
     if not ok.all():

@@ -13,7 +13,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import bad_teacher
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import gather
+from jaxmu.engine.passes import gather
 
 T = np.array([1.0, 2.5], np.float32)
 LR = np.array([1e-3, 1e-2], np.float32)

@@ -10,9 +10,10 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import cf_k
-from jaxmu.methods._blocks import trainable_mask
+from jaxmu.methods.layouts import trainable_mask
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import cross_entropy, forward, gather
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather
 from jaxmu.models import build_model
 from jaxmu.models.names import tree_paths
 

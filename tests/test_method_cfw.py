@@ -9,8 +9,8 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import cfw
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods.finetune import TrainState, ce_update
-from jaxmu.methods._scrubkgl import sgd_state
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import ce_step as ce_update
 
 
 def _one(tree, i=0):
@@ -43,10 +43,10 @@ def test_weights_scale_whole_batch_loss(tiny):
     idx = tiny.data.retain[:32]
     mean_w = float(jnp.mean(weights[tiny.data.labels[idx]]))
     hp = {"learning_rate": jnp.float32(0.05), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0)}
-    st = TrainState(params, bs, sgd_state(params, hp))
+    st = TrainState.create(params, bs, hp)
     a = cfw.update(tiny.ctx, tiny.data, st, idx, jax.random.PRNGKey(0), weights)
     hp2 = dict(hp, learning_rate=jnp.float32(0.05 * mean_w))
-    b = ce_update(tiny.ctx, tiny.data, TrainState(params, bs, sgd_state(params, hp2)), idx, jax.random.PRNGKey(0))
+    b = ce_update(tiny.ctx, tiny.data, TrainState.create(params, bs, hp2), idx, jax.random.PRNGKey(0))
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a.params, b.params)
     assert not np.allclose(a.params["head"]["kernel"], params["head"]["kernel"])
 

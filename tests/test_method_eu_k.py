@@ -12,7 +12,7 @@ import numpy as np
 
 import jaxmu.methods as M
 from jaxmu.methods import eu_k
-from jaxmu.methods._blocks import reinit_groups
+from jaxmu.methods.reinit import reinit_groups
 from jaxmu.methods.cf_k import fk_finetune
 
 STATIC = {"epochs": 1, "batch_size": 120, "num_blocks": 1, "bn_mode": "eval", "attention_biases": "frozen",

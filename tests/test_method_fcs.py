@@ -9,8 +9,9 @@ import numpy as np
 
 import jaxmu.methods as M
 from jaxmu.methods import fcs
-from jaxmu.methods._loops import forward, gather
-from jaxmu.methods.finetune import TrainState
+from jaxmu.engine.losses import forward
+from jaxmu.engine.passes import gather
+from jaxmu.engine.state import TrainState
 
 
 def _one(tree, i=0):
@@ -102,7 +103,7 @@ def test_phase_structure(tiny, monkeypatch):
 
     monkeypatch.setattr(fcs, "stage1_update", fake_stage1)
     monkeypatch.setattr(fcs, "forget_update", fake_forget)
-    monkeypatch.setattr(fcs, "ce_update", fake_ce)
+    monkeypatch.setattr(fcs, "ce_step", fake_ce)
     hp, static = _hp(epochs=2, batch_size=16)
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
     out, _ = fcs.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=static)

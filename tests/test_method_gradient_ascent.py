@@ -11,7 +11,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import gather
+from jaxmu.engine.passes import gather
 
 LRS = np.array([0.01, 0.05], np.float32)
 WD, MU = 5e-4, 0.9

@@ -9,7 +9,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import influence
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import gather
+from jaxmu.engine.passes import gather
 
 
 def _np_woodfisher(v, H, N):

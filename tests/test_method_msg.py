@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmu.methods as M
-from jaxmu.methods import finetune, msg
+from jaxmu.engine.state import TrainState
+from jaxmu.methods import msg
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import cross_entropy, forward, gather
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather
 
 
 def _one(tree, i):
@@ -88,7 +90,7 @@ def test_masked_update_scales_before_decay(tiny):
     hp = {"learning_rate": jnp.float32(0.1), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.01)}
     idx = tiny.data.retain[:50]
     key = jax.random.PRNGKey(0)
-    st = msg.masked_update(tiny.ctx, tiny.data, finetune.init(params, bs, hp), mult, idx, key)
+    st = msg.masked_update(tiny.ctx, tiny.data, TrainState.create(params, bs, hp), mult, idx, key)
     x, y = gather(tiny.ctx, tiny.data, idx)
     g = jax.grad(lambda p: cross_entropy(forward(tiny.ctx, p, bs, x, train=True, key=key)[0], y))(params)
     w, gw = params["conv2"]["kernel"], g["conv2"]["kernel"]

@@ -12,8 +12,8 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import ng_plus
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import gather, order
-from jaxmu.methods.finetune import TrainState
+from jaxmu.engine.passes import gather, order
+from jaxmu.engine.state import TrainState
 
 B = 40  # retain 240 -> 6 full batches; forget 60 -> one full (40) + one partial (20) batch, cycled
 ALPHA = np.array([0.95, 0.5], np.float32)

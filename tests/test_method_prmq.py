@@ -9,7 +9,7 @@ import numpy as np
 
 import jaxmu.methods as M
 from jaxmu.methods import prmq
-from jaxmu.methods.finetune import TrainState
+from jaxmu.engine.state import TrainState
 
 
 def _synthetic():

@@ -10,9 +10,9 @@ import optax
 import pytest
 
 import jaxmu.methods as M
-from jaxmu.methods import _relabel
+from jaxmu.methods import relabel as _relabel
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import gather
+from jaxmu.engine.passes import gather
 
 LRS = np.array([0.1, 0.02], np.float32)
 WD, MU = 5e-4, 0.9

@@ -13,8 +13,8 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.engine.optim import torch_sgd
 from jaxmu.methods import rni
-from jaxmu.methods._blocks import masked_ce_update
-from jaxmu.methods.finetune import TrainState
+from jaxmu.engine.steps import masked_ce_step as masked_ce_update
+from jaxmu.engine.state import TrainState
 from jaxmu.models import build_model
 
 

@@ -12,9 +12,10 @@ import optax
 import pytest
 
 import jaxmu.methods as M
-from jaxmu.methods import _relabel, salun
+from jaxmu.methods import relabel as _relabel
+from jaxmu.methods import salun
 from jaxmu.methods._driver import unlearn_stack, unlearning_key
-from jaxmu.methods._loops import gather, order
+from jaxmu.engine.passes import gather, order
 
 TAU = np.array([1.0, 0.37], np.float32)
 LR = np.array([0.05, 0.1], np.float32)

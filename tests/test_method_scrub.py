@@ -9,9 +9,9 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import SplitData, scrub
-from jaxmu.methods._loops import forward, gather, kl_div
-from jaxmu.methods._scrubkgl import sgd_state
-from jaxmu.methods.finetune import TrainState
+from jaxmu.engine.losses import forward, kl_div
+from jaxmu.engine.passes import gather
+from jaxmu.engine.state import TrainState
 
 
 def _one(tree, i=0):
@@ -41,7 +41,7 @@ def _bump(st, col, amount):
     p = dict(st.params)
     p["head"] = dict(p["head"])
     p["head"]["bias"] = p["head"]["bias"].at[col].add(amount)
-    return st._replace(params=p)
+    return st.replace(params=p)
 
 
 def _run(tiny, **kw):
@@ -117,7 +117,7 @@ def test_pass_signs(tiny):
         s, _ = forward(tiny.ctx, p, bs, x, train=True)
         return float(kl_div(t, s, 2.0, "batchmean_t2"))
 
-    st = TrainState(noisy, bs, sgd_state(noisy, hp))
+    st = TrainState.create(noisy, bs, hp)
     up = scrub.max_update(tiny.ctx, tiny.data, (params, bs), st, idx, jax.random.PRNGKey(0), hp["temperature"])
     down = scrub.min_update(tiny.ctx, tiny.data, (params, bs), st, idx, jax.random.PRNGKey(0), hp)
     assert dt(up.params) > dt(noisy) > dt(down.params)

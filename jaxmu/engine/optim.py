@@ -44,9 +44,10 @@ def torch_sgd(learning_rate=0.1, momentum=0.9, weight_decay=0.0) -> optax.Gradie
     )
 
 
-def torch_adam(learning_rate=1e-3, weight_decay=0.0) -> optax.GradientTransformation:
-    """PyTorch Adam (coupled L2) with injected ``learning_rate`` and ``weight_decay``."""
-    return optax.inject_hyperparams(_adam_chain)(learning_rate=learning_rate, weight_decay=weight_decay)
+def torch_adam(learning_rate=1e-3, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
+    """PyTorch Adam (coupled L2) with injected ``learning_rate``, ``weight_decay`` (and betas, eps)."""
+    return optax.inject_hyperparams(_adam_chain)(learning_rate=learning_rate, weight_decay=weight_decay,
+                                                 b1=b1, b2=b2, eps=eps)
 
 
 def set_hyperparam(opt_state, name: str, value) -> optax.OptState:

@@ -17,6 +17,17 @@ With ``shared_data`` (faithful mode) one data key and one subset serve every mod
 ``in_axes=None``): identical order and augmentation for all seeds, only the initialisation
 differs. Otherwise both carry a models axis.
 
+One engine (issue #11): the model state is ``jaxmu.engine.state.TrainState`` (the same as the
+methods'), the loss ``jaxmu.engine.losses.cross_entropy`` and the update
+``TrainState.apply_gradients``. The epoch body stays here rather than ``engine.passes.run_pass``
+because its key convention differs (batch ``b`` gets ``fold_in(ekey, b)`` with the permutation
+also drawn from ``ekey``, where a method pass uses ``fold_in(key, 0)`` / ``fold_in(key, b + 1)``),
+the epoch counter lives in the carry (``while_loop`` with a dynamic stop, for resumable chunks),
+and it augments; moving it would change every trained model and checkpoint. ``TrainProgress``
+carries the schedule's state next to the ``TrainState``; its leaves flatten in the order
+``params, batch_stats, opt_state, base_lr, epoch`` (the checkpoint layout of ``checkpoint.FORMAT``
+2, unchanged).
+
 The epoch loop runs inside jit (``lax.fori_loop`` with dynamic bounds, so resuming at any
 epoch reuses the same executable); callers run it in chunks of epochs to checkpoint between.
 """
@@ -30,31 +41,36 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
-from jax.flatten_util import ravel_pytree
 
 from jaxmu.data.augment import preprocess
 from jaxmu.engine.execution import map_models
-from jaxmu.engine.optim import apply_updates, cosine_factor, set_hyperparam, torch_sgd
+from jaxmu.engine.losses import cross_entropy
+from jaxmu.engine.optim import cosine_factor
+from jaxmu.engine.state import TrainState
 from jaxmu.models.base import Model
 from jaxmu.types import Array, PRNGKey
 
 
-class TrainState(NamedTuple):
-    """State of one model (or, stacked, of M models: every leaf gets a models axis).
+class TrainProgress(NamedTuple):
+    """A model in training (or, stacked, M models: every leaf gets a models axis).
 
     Attributes:
-      params, batch_stats: model variables.
-      opt_state: ``torch_sgd`` state (hyperparameters inside, as arrays).
+      state: the ``TrainState`` (params, batch_stats, ``torch_sgd`` state; hyperparameters inside).
       base_lr: the epoch-0 learning rate the cosine schedule scales.
       epoch: number of finished epochs (int32).
     """
 
-    params: Any
-    batch_stats: Any
-    opt_state: Any
+    state: TrainState
     base_lr: Array
     epoch: Array
+
+    @property
+    def params(self):
+        return self.state.params
+
+    @property
+    def batch_stats(self):
+        return self.state.batch_stats
 
 
 class DeviceData(NamedTuple):
@@ -62,11 +78,6 @@ class DeviceData(NamedTuple):
 
     images: Array
     labels: Array
-
-
-def cross_entropy(logits: Array, labels: Array) -> Array:
-    """Per-example softmax cross-entropy ``[batch]``."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,16 +111,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ init
 
-    def init(self, init_keys: PRNGKey, learning_rate, momentum, weight_decay) -> TrainState:
+    def init(self, init_keys: PRNGKey, learning_rate, momentum, weight_decay) -> TrainProgress:
         """Stacked initial state: one model per key; hyperparameters broadcast to ``[M]``."""
         m = init_keys.shape[0]
         hp = [jnp.broadcast_to(jnp.asarray(v, jnp.float32), (m,)) for v in (learning_rate, momentum, weight_decay)]
         return jax.jit(jax.vmap(self._init_one))(init_keys, *hp)
 
-    def _init_one(self, key, lr, mu, wd) -> TrainState:
+    def _init_one(self, key, lr, mu, wd) -> TrainProgress:
         params, batch_stats = self.model.init(key)
-        opt_state = torch_sgd(lr, mu, wd).init(ravel_pytree(params)[0] if self.flat_update else params)
-        return TrainState(params, batch_stats, opt_state, lr, jnp.zeros((), jnp.int32))
+        hp = {"learning_rate": lr, "momentum": mu, "weight_decay": wd}
+        state = TrainState.create(params, batch_stats, hp, flat=self.flat_update)
+        return TrainProgress(state, lr, jnp.zeros((), jnp.int32))
 
     # ------------------------------------------------------------------ one model
 
@@ -120,28 +132,20 @@ class Trainer:
 
         def loss_fn(params):
             logits, new_bs = self.model.apply(params, state.batch_stats, x, train=True, key=dropout_key)
-            return jnp.mean(cross_entropy(logits, y)), new_bs
+            return cross_entropy(logits, y), new_bs
 
         (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        tx = torch_sgd()
-        if self.flat_update:
-            flat, unravel = ravel_pytree(state.params)
-            updates, opt_state = tx.update(ravel_pytree(grads)[0], state.opt_state, flat)
-            params = unravel(flat + updates)
-        else:
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = apply_updates(state.params, updates)
-        return state._replace(params=params, batch_stats=new_bs, opt_state=opt_state), loss
+        return state.apply_gradients(grads, batch_stats=new_bs), loss
 
-    def _epoch(self, state: TrainState, subset: Array, data_key: PRNGKey, data: DeviceData) -> TrainState:
+    def _epoch(self, prog: TrainProgress, subset: Array, data_key: PRNGKey, data: DeviceData) -> TrainProgress:
         n = subset.shape[0]
         bsz = self.batch_size
         n_full, rem = divmod(n, bsz)
-        epoch = state.epoch
+        epoch = prog.epoch
         ekey = jax.random.fold_in(data_key, epoch)
         order = subset[jax.random.permutation(ekey, n)]
-        lr = state.base_lr * cosine_factor(epoch, self.num_epochs)
-        state = state._replace(opt_state=set_hyperparam(state.opt_state, "learning_rate", lr))
+        lr = prog.base_lr * cosine_factor(epoch, self.num_epochs)
+        state = prog.state.with_lr(lr)
         step_keys = jax.vmap(lambda b: jax.random.fold_in(ekey, b))(jnp.arange(n_full + (rem > 0)))
         if n_full:
             batches = order[: n_full * bsz].reshape(n_full, bsz)
@@ -153,18 +157,18 @@ class Trainer:
             state, _ = jax.lax.scan(body, state, (batches, step_keys[:n_full]))
         if rem:
             state, _ = self._step(state, order[n_full * bsz :], step_keys[n_full], data)
-        return state._replace(epoch=epoch + 1)
+        return prog._replace(state=state, epoch=epoch + 1)
 
-    def _run_one(self, state, subset, data_key, stop, data):
+    def _run_one(self, prog, subset, data_key, stop, data):
         return jax.lax.while_loop(
-            lambda st: st.epoch < stop, lambda st: self._epoch(st, subset, data_key, data), state
+            lambda p: p.epoch < stop, lambda p: self._epoch(p, subset, data_key, data), prog
         )
 
     # ------------------------------------------------------------------ stacks
 
     @functools.cached_property
     def run_epochs(self):
-        """Jitted ``(state, subset, data_key, stop, data) -> state``: train until epoch ``stop``.
+        """Jitted ``(progress, subset, data_key, stop, data) -> progress``: train until epoch ``stop``.
 
         ``subset``/``data_key`` are shared (``[n]``, one key) when ``shared_data`` and
         per-model (``[M, n]``, ``[M]`` keys) otherwise. ``stop`` is a traced scalar, so every
@@ -183,7 +187,7 @@ class Trainer:
         engine uses it to chunk a vmapped stack that would not fit (``execution.auto_chunk``).
         """
         key = jax.random.PRNGKey(0)
-        state = jax.eval_shape(lambda k: self._init_one(k, 0.1, 0.9, 0.0), key)
+        state = jax.eval_shape(lambda k: self._init_one(k, 0.1, 0.9, 0.0).state, key)
         idx = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32)
         compiled = jax.jit(lambda st, i, k, d: self._step(st, i, k, d)[0]).lower(state, idx, key, data).compile()
         mem = compiled.memory_analysis()

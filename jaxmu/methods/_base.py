@@ -3,7 +3,7 @@
 A method is written the optax way (design.md §1): its module defines small pure functions —
 an ``init`` that builds the method's state from the original model (teachers, masks, anchors,
 re-initialised weights, optimizer states) and an ``update`` for one step on a batch — and a
-*driver* ``run`` that strings its phases and epochs together with ``jaxmu.methods._loops``.
+*driver* ``run`` that strings its phases and epochs together with ``jaxmu.engine.passes``.
 ``run`` unlearns ONE model::
 
     run(ctx: StaticContext, data: SplitData, params, batch_stats, hp: dict, key) -> (params, batch_stats)

@@ -7,7 +7,7 @@ using an Incompetent Teacher", arXiv 2205.08096).
 Teachers: competent t_g = theta_0 (eval mode, theta_0's running statistics); incompetent t_b = a
 freshly initialised, never-trained network in eval mode (initial running stats mean 0, var 1).
 Student s = theta_0 in train mode. Data: D_r ∪ D_f with origin flag u (1 = forget), shuffled,
-batch B, unaugmented (the combined stream of ``_relabel``). Per batch, with T = ``kl_temperature``:
+batch B, unaugmented (the combined stream of ``relabel``). Per batch, with T = ``kl_temperature``:
 
     q_i = softmax(t_b(x_i)/T) if u_i = 1 else softmax(t_g(x_i)/T),   p_i = softmax(s(x_i)/T)
     "mean" (faithful):         L = (1 / (B C)) sum_i sum_c q_ic (log q_ic - log p_ic)
@@ -40,8 +40,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.optim import torch_adam
-from jaxmu.methods import _relabel
+from jaxmu.engine.losses import forward, kl_div
+from jaxmu.engine.passes import gather, run_epochs
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import loss_step
+from jaxmu.methods import relabel
 from jaxmu.methods._base import (
     D_TEMP,
     TEMP,
@@ -53,7 +56,6 @@ from jaxmu.methods._base import (
     generic_domains,
     generic_space,
 )
-from jaxmu.methods._loops import forward, gather, kl_div, optimizer_step, run_epochs
 from jaxmu.models.base import Model
 
 TEACHERS = ("resnet18", "same_arch")
@@ -65,12 +67,6 @@ class Teacher(NamedTuple):
 
     params: Any
     batch_stats: Any
-
-
-class BTState(NamedTuple):
-    params: Any
-    batch_stats: Any
-    opt_state: Any
 
 
 @functools.cache
@@ -93,12 +89,11 @@ def init(ctx: StaticContext, params, batch_stats, hp, key, *, kind: str):
     bad_model = incompetent_model(ctx, kind)
     bad = Teacher(*bad_model.init(key))
     good = Teacher(params, batch_stats)
-    tx = torch_adam(hp["learning_rate"], hp["weight_decay"])
-    return BTState(params, batch_stats, tx.init(params)), good, bad_model, bad
+    return TrainState.create(params, batch_stats, hp, optimizer="adam"), good, bad_model, bad
 
 
-def update(ctx: StaticContext, data: SplitData, state: BTState, good: Teacher, bad_model: Model, bad: Teacher,
-           examples, pos, hp, key, *, reduction: str) -> BTState:
+def update(ctx: StaticContext, data: SplitData, state: TrainState, good: Teacher, bad_model: Model, bad: Teacher,
+           examples, pos, hp, key, *, reduction: str) -> TrainState:
     """One Adam step on the bad-teaching KL for the combined-stream positions ``pos``."""
     x, _ = gather(ctx, data, examples[pos])
     u = pos < data.forget.shape[0]
@@ -110,9 +105,7 @@ def update(ctx: StaticContext, data: SplitData, state: BTState, good: Teacher, b
         logits, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
         return kl_div(t, logits, hp["kl_temperature"], reduction), bs
 
-    grads, bs = jax.grad(loss_fn, has_aux=True)(state.params)
-    params, opt = optimizer_step(torch_adam(), state.params, state.opt_state, grads)
-    return BTState(params, bs, opt)
+    return loss_step(state, loss_fn)
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
@@ -120,13 +113,13 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
     reduction = static["kl_reduction"]
     state, good, bad_model, bad = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
                                        kind=static["incompetent_teacher"])
-    examples, _ = _relabel.combined(data)
+    examples, _ = relabel.combined(data)
 
     def epoch(st, e, k):
-        perm = _relabel.epoch_order(examples.shape[0], k)
+        perm = relabel.epoch_order(examples.shape[0], k)
         step = lambda s, pos, kk: update(ctx, data, s, good, bad_model, bad, examples, pos, hp, kk,
                                          reduction=reduction)
-        return _relabel.run_positions(st, perm, B, k, step)
+        return relabel.run_positions(st, perm, B, k, step)
 
     state = run_epochs(state, E, jax.random.fold_in(key, 1), epoch)
     return state.params, state.batch_stats

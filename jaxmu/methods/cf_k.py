@@ -5,7 +5,7 @@ fk_finetune, run_train_epoch, l2_penalty`` (adapted from meghdadk/SCRUB
 ``small_scale_unlearning.ipynb``; CF-k as a baseline of SCRUB, Kurmanji et al., arXiv
 2302.09880, after Goel et al., arXiv 2201.06640).
 
-Trainable set T = leaves of the last k blocks + the classifier (``jaxmu.methods._blocks``: stem
+Trainable set T = leaves of the last k blocks + the classifier (``jaxmu.methods.layouts``: stem
 and TinyViT ``norm_head`` never). For epochs e = 0..E-1, one pass over D_r (shuffled,
 unaugmented, batch B), **eval mode** (BatchNorm running statistics used, never updated):
 
@@ -15,7 +15,7 @@ unaugmented, batch B), **eval mode** (BatchNorm running statistics used, never u
 
 with lambda = ``sgda_weight_decay`` and r = ``sgda_decay_rate`` (0-based step decay of §2.5;
 E = 10: epochs 0-5 lr, 6-8 lr*r, 9 lr*r^2). Frozen leaves get no gradient, decay or momentum
-(``optimizer_step(trainable=...)``) and are wrapped in ``stop_gradient`` (no back-propagation
+(``TrainState.apply_gradients(trainable=...)``) and are wrapped in ``stop_gradient`` (no back-propagation
 into the frozen prefix). BatchNorm statistics are returned unchanged.
 
 Static: ``epochs`` (E), ``batch_size`` (B), ``num_blocks`` (k), flags ``bn_mode`` and
@@ -31,7 +31,7 @@ Quirk flags (faithful defaults, ``methods.md`` §5 #19 and the TinyViT note):
 * ``attention_biases="frozen"``: on TinyViT, the reference's eval-mode attention uses a cached
   bias table, so attention biases receive no gradient; ``"trainable"`` differentiates them.
 
-Architectures: all four (block mapping in ``_blocks``; cnn/mlp mappings are jaxmu's choice, the
+Architectures: all four (block mapping in ``layouts``; cnn/mlp mappings are jaxmu's choice, the
 reference only supports ResNet-18 and TinyViT). k beyond the number of blocks selects all blocks.
 """
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import jax
 
-from jaxmu.engine.optim import step_decay_factor, torch_sgd
 from jaxmu.methods._base import (
     BS,
     D_BATCH,
@@ -58,48 +57,11 @@ from jaxmu.methods._base import (
     nonneg,
     unit,
 )
-from jaxmu.methods._blocks import ATTENTION_BIAS_MODES, masked_ce_update, trainable_mask
-from jaxmu.methods._loops import run_epochs, run_pass
-from jaxmu.methods.finetune import TrainState, with_lr
-
-BN_MODES = ("eval", "train")
-
-
-def init(params, batch_stats, hp) -> TrainState:
-    """Plain PyTorch SGD (momentum 0, weight decay 0) at the base learning rate."""
-    return TrainState(params, batch_stats, torch_sgd(hp["learning_rate"], 0.0, 0.0).init(params))
-
-
-def epoch_lr(hp, e, E):
-    """lr_e = learning_rate * sgda_decay_rate ** m(e), 0-based step decay (methods.md §2.5)."""
-    return hp["learning_rate"] * step_decay_factor(e, E, hp["sgda_decay_rate"], one_based=False)
-
-
-def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, *, mask, anchor, hp,
-           bn_mode: str = "eval", augment: str = "none") -> TrainState:
-    """One step: CE + (lambda/2) sum_T ||P - anchor||^2, SGD on the trainable leaves only."""
-    return masked_ce_update(ctx, data, state, idx, key, train=bn_mode == "train", trainable=mask,
-                            static_trainable=True, anchor=anchor, l2_weight=hp["sgda_weight_decay"],
-                            augment=augment)
-
-
-def fk_finetune(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static, mask,
-                augment: str = "none"):
-    """The shared CF-k / EU-k loop (reference ``fk_finetune``); the anchor is ``params``."""
-    E, B = static["epochs"], static["batch_size"]
-    bn_mode = static["bn_mode"]
-    anchor = params
-    state = init(params, batch_stats, hp)
-
-    def step(s, idx, k):
-        return update(ctx, data, s, idx, k, mask=mask, anchor=anchor, hp=hp, bn_mode=bn_mode, augment=augment)
-
-    def epoch(st, e, k):
-        st = with_lr(st, epoch_lr(hp, e, E))
-        return run_pass(st, data.retain, B, k, step)
-
-    state = run_epochs(state, E, key, epoch)
-    return state.params, state.batch_stats
+from jaxmu.methods.layouts import ATTENTION_BIAS_MODES, trainable_mask
+from jaxmu.methods.recipes import BN_MODES, fk_finetune  # noqa: F401  (BN_MODES: the bn_mode domain)
+from jaxmu.methods.recipes import fk_epoch_lr as epoch_lr  # noqa: F401
+from jaxmu.methods.recipes import fk_init as init  # noqa: F401
+from jaxmu.methods.recipes import fk_update as update  # noqa: F401
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):

@@ -44,7 +44,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.optim import cosine_factor
+from jaxmu.engine.passes import class_counts, gather, run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import (
     U01,
     MethodError,
@@ -56,10 +60,8 @@ from jaxmu.methods._base import (
     generic_space,
     nonneg,
 )
-from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
-from jaxmu.methods._scrubkgl import class_counts, leaf_dict, loss_step, replace_leaves, sgd_state
-from jaxmu.methods.finetune import TrainState, with_lr
 from jaxmu.models.names import conv_kernel_paths
+from jaxmu.models.trees import leaf_dict, replace_leaves
 
 SCOPES = ("top_level_conv", "all_convs")
 _STEM_CONV = {"resnet18": ("conv1", "kernel"), "cnn": ("conv1", "kernel")}
@@ -110,15 +112,15 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
     paths = confuser_paths(ctx.arch, params, static["confuser_scope"])
     weights = class_weights(data, ctx.num_classes)
     params = confuser(params, paths, hp["start_confuser_std"], jax.random.fold_in(key, 0))
-    state = TrainState(params, batch_stats, sgd_state(params, hp))
+    state = TrainState.create(params, batch_stats, hp)
     final_noise_key = jax.random.fold_in(key, 1)
 
     def epoch(st, e, k):
-        st = with_lr(st, hp["learning_rate"] * cosine_factor(e, E))
+        st = st.with_lr(hp["learning_rate"] * cosine_factor(e, E))
         st = run_pass(st, data.retain, B, k, lambda s, idx, kk: update(ctx, data, s, idx, kk, weights))
         confused = confuser(st.params, paths, hp["final_confuser_std"], final_noise_key)
         params = jax.tree_util.tree_map(lambda a, b: jnp.where(e == E - 2, a, b), confused, st.params)
-        return st._replace(params=params)
+        return st.replace(params=params)
 
     state = run_epochs(state, E, jax.random.fold_in(key, 2), epoch)
     return state.params, state.batch_stats

@@ -8,7 +8,7 @@ Update rule:
    ``W[o, i, h, w] -> W[o, i, w, h]`` in PyTorch layout, i.e. ``swapaxes(0, 1)`` of a jaxmu HWIO
    kernel ``[kh, kw, I, O]``; 1x1 kernels are unchanged; normalisation layers, linear layers
    and biases keep their values;
-2. fine-tune on D_r exactly as FT (``jaxmu.methods.finetune.run``): shuffled, unaugmented,
+2. fine-tune on D_r exactly as FT (``jaxmu.methods.recipes.cosine_finetune``): shuffled, unaugmented,
    batch B, train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu, wd) created after the swap,
    cosine per epoch (T = E, eta_min 0): ``lr_e = lr (1 + cos(pi e / E)) / 2``;
 3. the result is evaluated in eval mode.
@@ -25,9 +25,17 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxmu.methods import finetune
-from jaxmu.methods._base import MethodError, MethodSpec, SplitData, StaticContext, generic_domains, generic_space
-from jaxmu.methods._ct_ff_iu_msg import is_conv_kernel, map_with_path, require_convs
+from jaxmu.methods._base import (
+    MethodError,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+)
+from jaxmu.methods.layouts import require_convs
+from jaxmu.methods.recipes import cosine_finetune
+from jaxmu.models.trees import is_conv_kernel, map_with_path
 
 
 def transpose_kernels(params):
@@ -45,7 +53,7 @@ def transpose_kernels(params):
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     require_convs(ctx, params, "ct", "transposes convolution kernels")
-    return finetune.run(ctx, data, transpose_kernels(params), batch_stats, hp, key, static=static)
+    return cosine_finetune(ctx, data, transpose_kernels(params), batch_stats, hp, key, static=static)
 
 
 SPEC = MethodSpec(

@@ -4,7 +4,7 @@ Reference: ``munl/unlearning/exact_unlearning_k.py`` (+ ``scrub_utils.py: fk_fin
 ``munl/models/__init__.py: init_weights``); EU-k as in Goel et al., arXiv 2201.06640, used as a
 baseline by SCRUB (arXiv 2302.09880).
 
-1. Re-initialise the last k blocks and the classifier (``_blocks.reinit_groups``): conv kernels
+1. Re-initialise the last k blocks and the classifier (``reinit.reinit_groups``): conv kernels
    U(+-sqrt(6 / fan_out)) (kaiming-uniform, fan_out, ReLU gain; fan_out = O*kh*kw), conv biases
    0; BatchNorm scale 1, shift 0, **running mean/variance kept**; linear kernels
    U(+-sqrt(6 / (fan_in + fan_out))) (xavier-uniform), biases 0; LayerNorm parameters and TinyViT
@@ -34,12 +34,13 @@ from __future__ import annotations
 import jax
 
 from jaxmu.methods._base import D_BOOL, MethodSpec, SplitData, StaticContext
-from jaxmu.methods._blocks import reinit_groups, selected_groups, trainable_mask
 from jaxmu.methods.cf_k import DEFAULTS as CF_DEFAULTS
 from jaxmu.methods.cf_k import DOMAINS as CF_DOMAINS
 from jaxmu.methods.cf_k import SEARCH as CF_SEARCH
 from jaxmu.methods.cf_k import STATIC as CF_STATIC
-from jaxmu.methods.cf_k import fk_finetune
+from jaxmu.methods.layouts import selected_groups, trainable_mask
+from jaxmu.methods.recipes import fk_finetune
+from jaxmu.methods.reinit import reinit_groups
 
 
 def init(ctx: StaticContext, params, batch_stats, key, *, static):

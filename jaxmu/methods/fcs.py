@@ -38,7 +38,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxmu.engine.losses import forward
 from jaxmu.engine.optim import set_hyperparam
+from jaxmu.engine.passes import gather, order, pass_batches, run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import ce_step, loss_step
 from jaxmu.methods._base import (
     D_LR,
     D_MOM,
@@ -55,9 +59,6 @@ from jaxmu.methods._base import (
     generic_space,
     nonneg,
 )
-from jaxmu.methods._loops import forward, gather, order, pass_batches, run_epochs, run_pass
-from jaxmu.methods._scrubkgl import loss_step, sgd_state
-from jaxmu.methods.finetune import TrainState, ce_update
 
 
 class FCSState(NamedTuple):
@@ -70,10 +71,11 @@ class FCSState(NamedTuple):
 
 
 def init(params, batch_stats, hp, batch_size: int) -> FCSState:
-    opt3 = sgd_state(params, hp, "retain_")
-    opt3 = set_hyperparam(opt3, "learning_rate", hp["retain_learning_rate"] * (batch_size / 64.0))
-    return FCSState(params, batch_stats, sgd_state(params, hp), sgd_state(params, hp, "forget_"), opt3,
-                    jnp.zeros((), jnp.int32))
+    def opt(prefix):
+        return TrainState.create(params, batch_stats, hp, prefix=prefix).opt_state
+
+    opt3 = set_hyperparam(opt("retain_"), "learning_rate", hp["retain_learning_rate"] * (batch_size / 64.0))
+    return FCSState(params, batch_stats, opt(""), opt("forget_"), opt3, jnp.zeros((), jnp.int32))
 
 
 def kl_to_uniform(logits) -> jax.Array:
@@ -151,7 +153,7 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
     st = run_pass(st, data.forget, B, jax.random.fold_in(key, 0), lambda s, idx, k: stage1_update(ctx, data, s, idx, k))
 
     def retain_step(s: FCSState, idx, k) -> FCSState:
-        t = ce_update(ctx, data, TrainState(s.params, s.batch_stats, s.opt3), idx, k)
+        t = ce_step(ctx, data, TrainState(s.params, s.batch_stats, s.opt3), idx, k)
         return s._replace(params=t.params, batch_stats=t.batch_stats, opt3=t.opt_state)
 
     def epoch(s, e, k):

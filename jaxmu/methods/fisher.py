@@ -38,9 +38,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmu.engine.losses import forward
+from jaxmu.engine.passes import gather, pass_batches, run_pass
 from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, nonneg
-from jaxmu.methods._ct_ff_iu_msg import class_shaped_flags, map_with_index, torch_in_axis
-from jaxmu.methods._loops import forward, gather, pass_batches, run_pass
+from jaxmu.methods.layouts import class_shaped_flags
+from jaxmu.models.trees import map_with_index, torch_in_axis
 
 _CLASS_CHUNK = 10  # classes whose gradients are materialised at once
 

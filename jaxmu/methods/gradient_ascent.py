@@ -17,19 +17,20 @@ tinyvit_11m: train mode, so TinyViT drop-path is active with per-step keys).
 
 from __future__ import annotations
 
+from jaxmu.engine.passes import run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import ce_step
 from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
-from jaxmu.methods._loops import run_epochs, run_pass
-from jaxmu.methods.finetune import TrainState, ce_update, init
 
 
 def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key) -> TrainState:
     """One SGD step on ``-CE`` of the forget batch ``idx`` (train mode)."""
-    return ce_update(ctx, data, state, idx, key, sign=-1.0, train=True)
+    return ce_step(ctx, data, state, idx, key, sign=-1.0, train=True)
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B = static["epochs"], static["batch_size"]
-    state = init(params, batch_stats, hp)
+    state = TrainState.create(params, batch_stats, hp)
 
     def epoch(st, e, k):
         return run_pass(st, data.forget, B, k, lambda s, idx, kk: update(ctx, data, s, idx, kk))

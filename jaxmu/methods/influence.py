@@ -40,8 +40,18 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, at_least, nonneg
-from jaxmu.methods._loops import cross_entropy, forward, gather, run_pass
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather, run_pass
+from jaxmu.methods._base import (
+    BS,
+    D_BATCH,
+    U01,
+    MethodSpec,
+    SplitData,
+    StaticContext,
+    at_least,
+    nonneg,
+)
 
 
 def flat_grad(ctx: StaticContext, params, batch_stats, x, y):

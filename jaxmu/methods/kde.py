@@ -38,7 +38,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmu.engine.losses import cross_entropy, kl_div
 from jaxmu.engine.optim import cosine_factor
+from jaxmu.engine.passes import run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import distill_step
 from jaxmu.methods._base import (
     D_EPOCHS,
     D_LR,
@@ -57,9 +61,7 @@ from jaxmu.methods._base import (
     generic_domains,
     generic_space,
 )
-from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_epochs, run_pass
-from jaxmu.methods._scrubkgl import loss_step, sgd_state, teacher_logits, torch_default_reinit
-from jaxmu.methods.finetune import TrainState, with_lr
+from jaxmu.methods.reinit import torch_default_reinit
 from jaxmu.models.names import head_paths
 
 _STEM = {"resnet18": (("conv1",),), "cnn": (("conv1",),), "mlp": (("fc1",),), "tinyvit_11m": ()}
@@ -76,7 +78,7 @@ def init(ctx: StaticContext, params, batch_stats, hp, key):
     """(teacher, student state): teacher = theta_0; student with stem/head reset, fresh SGD."""
     teacher = (params, batch_stats)
     student = torch_default_reinit(params, reset_paths(ctx.arch), key)
-    return teacher, TrainState(student, batch_stats, sgd_state(student, hp))
+    return teacher, TrainState.create(student, batch_stats, hp)
 
 
 def soft_ce(t_logits, s_logits, temperature) -> jax.Array:
@@ -86,26 +88,12 @@ def soft_ce(t_logits, s_logits, temperature) -> jax.Array:
 
 
 def warmup_update(ctx, data, teacher, state: TrainState, idx, key, temperature) -> TrainState:
-    x, _ = gather(ctx, data, idx)
-    t = teacher_logits(ctx, *teacher, x)
-
-    def loss_fn(p):
-        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        return kl_div(t, s, temperature, "batchmean"), bs
-
-    return loss_step(state, loss_fn)
+    return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: kl_div(t, s, temperature, "batchmean"))
 
 
 def retain_update(ctx, data, teacher, state: TrainState, idx, key, temperature) -> TrainState:
-    x, y = gather(ctx, data, idx)
-    t = teacher_logits(ctx, *teacher, x)
-
-    def loss_fn(p):
-        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        loss = soft_ce(t, s, temperature) + cross_entropy(s, y) + kl_div(t, s, temperature, "batchmean")
-        return loss, bs
-
-    return loss_step(state, loss_fn)
+    return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: (
+        soft_ce(t, s, temperature) + cross_entropy(s, y) + kl_div(t, s, temperature, "batchmean")))
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
@@ -118,10 +106,10 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
                         shuffle=False)
 
     state = run_epochs(state, Ew, jax.random.fold_in(key, 1), warm_epoch)
-    state = TrainState(state.params, state.batch_stats, sgd_state(state.params, hp, "retain_"))
+    state = TrainState.create(state.params, state.batch_stats, hp, prefix="retain_")
 
     def retain_epoch(st, e, k):
-        st = with_lr(st, hp["retain_learning_rate"] * cosine_factor(e, Er))
+        st = st.with_lr(hp["retain_learning_rate"] * cosine_factor(e, Er))
         return run_pass(st, data.retain, B, k, lambda s, idx, kk: retain_update(ctx, data, teacher, s, idx, kk, T))
 
     state = run_epochs(state, Er, jax.random.fold_in(key, 2), retain_epoch)

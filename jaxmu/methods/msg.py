@@ -23,7 +23,7 @@ a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, ar
    nor masked (multiplier 1).
 3. Fine-tune on D_r (shuffled, batch B), train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu,
    wd); the multiplier scales the raw gradient before coupled decay and momentum
-   (``optimizer_step(grad_scale=...)``). Per-epoch linear up/down learning rate
+   (``TrainState.apply_gradients(grad_scale=...)``). Per-epoch linear up/down learning rate
    (``LinearAnnealingLR``): a = floor((E+1)/2), T = E+1, s = e+1 (e 0-based)::
 
        lr_e = lr s / a  if s <= a  else  lr (T - s) / (T - a)      (E = 5: lr [1/3, 2/3, 1, 2/3, 1/3])
@@ -45,7 +45,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmu.methods import finetune
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather, run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import (
     U01,
     MethodError,
@@ -57,15 +60,8 @@ from jaxmu.methods._base import (
     generic_space,
     unit,
 )
-from jaxmu.methods._ct_ff_iu_msg import conv_kernel_indices, require_convs, unflatten_like
-from jaxmu.methods._loops import (
-    cross_entropy,
-    forward,
-    gather,
-    optimizer_step,
-    run_epochs,
-    run_pass,
-)
+from jaxmu.methods.layouts import require_convs
+from jaxmu.models.trees import conv_kernel_indices, unflatten_like
 
 R_BATCH = 64  # the reference's fixed batch size of the R' gradient pass
 LOW_MULT = 0.1  # gradient multiplier of the kept (not re-initialised) conv entries
@@ -163,7 +159,7 @@ def lr_factor(e, E: int):
     return jnp.where(s <= a, s / a, (T - s) / max(T - a, 1))
 
 
-def masked_update(ctx: StaticContext, data: SplitData, state: finetune.TrainState, mult, idx, key):
+def masked_update(ctx: StaticContext, data: SplitData, state: TrainState, mult, idx, key):
     """One SGD step on CE (train mode) with the gradient multiplier before decay/momentum."""
     x, y = gather(ctx, data, idx)
 
@@ -171,9 +167,7 @@ def masked_update(ctx: StaticContext, data: SplitData, state: finetune.TrainStat
         logits, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
         return cross_entropy(logits, y), bs
 
-    grads, bs = jax.grad(loss, has_aux=True)(state.params)
-    params, opt = optimizer_step(finetune.torch_sgd(), state.params, state.opt_state, grads, grad_scale=mult)
-    return finetune.TrainState(params, bs, opt)
+    return loss_step(state, loss, grad_scale=mult)
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
@@ -183,10 +177,10 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
                                train_bn=static["grad_pass_bn"] == "train")
     masks = select(params, G, hp["init_rate"], static["mask_scope"])
     params, mult = reinit(params, masks, jax.random.fold_in(key, 1))
-    state = finetune.init(params, batch_stats, hp)
+    state = TrainState.create(params, batch_stats, hp)
 
     def epoch(st, e, k):
-        st = finetune.with_lr(st, hp["learning_rate"] * lr_factor(e, E))
+        st = st.with_lr(hp["learning_rate"] * lr_factor(e, E))
         return run_pass(st, data.retain, B, k, lambda s, idx, kk: masked_update(ctx, data, s, mult, idx, kk))
 
     state = run_epochs(state, E, jax.random.fold_in(key, 2), epoch)

@@ -39,8 +39,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.optim import torch_sgd
-from jaxmu.methods import _relabel
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather, order, run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import loss_step
+from jaxmu.methods import layouts
 from jaxmu.methods._base import (
     U01,
     MethodSpec,
@@ -52,16 +55,6 @@ from jaxmu.methods._base import (
     nonneg,
     unit,
 )
-from jaxmu.methods._loops import (
-    cross_entropy,
-    forward,
-    gather,
-    optimizer_step,
-    order,
-    run_epochs,
-    run_pass,
-)
-from jaxmu.methods.finetune import TrainState, init
 
 BN_MODES = ("eval", "train")
 
@@ -122,18 +115,16 @@ def update(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: Fo
         ce_f, bs = forget_ce(ctx, data, fb, j, p, bs, train=train, key=jax.random.fold_in(key, 1))
         return alpha * (ce_r + 0.5 * lam * sq) - (1.0 - alpha) * ce_f, bs
 
-    grads, bs = jax.grad(loss_fn, has_aux=True)(state.params)
-    params, opt = optimizer_step(torch_sgd(), state.params, state.opt_state, grads, trainable=trainable)
-    return TrainState(params, bs, opt)
+    return loss_step(state, loss_fn, trainable=trainable)
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, bn_mode = static["epochs"], static["batch_size"], static["bn_mode"]
     train = bn_mode == "train"
     attn = static["eval_attention_biases"]
-    trainable = None if train else _relabel.eval_grad_tree(ctx, params, attn)
+    trainable = None if train else layouts.eval_grad_tree(ctx, params, attn)
     theta0 = params
-    state = init(params, batch_stats, hp)
+    state = TrainState.create(params, batch_stats, hp)
 
     def epoch(st, e, k):
         fb = forget_batches(data, B, jax.random.fold_in(k, 1))
@@ -161,6 +152,6 @@ SPEC = MethodSpec(
     domains={**generic_domains(), "alpha": unit("a weight between the two losses"),
              "l2_to_init": nonneg("the weight of the L2 pull towards the original model"),
              "bn_mode": OneOf(BN_MODES, "BatchNorm mode of the training passes"),
-             "eval_attention_biases": OneOf(_relabel.ATTN_BIAS_MODES, "TinyViT attention biases in eval mode")},
+             "eval_attention_biases": OneOf(layouts.ATTENTION_BIAS_MODES, "TinyViT attention biases in eval mode")},
     doc="alpha * CE(D_r) - (1 - alpha) * CE(D_f), cyclic forget batches, eval-mode BatchNorm",
 )

@@ -39,12 +39,13 @@ Randomness: re-draw leaf ``i`` uses ``fold_in(fold_in(key, 0), i)``; training pa
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import optax
 
+from jaxmu.engine.losses import cross_entropy_per_example
+from jaxmu.engine.passes import class_counts, partial_pass, pass_batches, run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import distill_step
 from jaxmu.methods._base import (
     D_BOOL,
     EPF,
@@ -58,12 +59,8 @@ from jaxmu.methods._base import (
     nonneg,
     unit,
 )
-from jaxmu.methods._loops import forward, gather, pass_batches, run_epochs, run_pass
-from jaxmu.methods._scrubkgl import (
-    class_counts, is_weight_layer_leaf, leaf_dict, loss_step, partial_pass, pytorch_fan_in, replace_leaves,
-    sgd_state, teacher_logits,
-)
-from jaxmu.methods.finetune import TrainState
+from jaxmu.methods.reinit import redraw_zeros
+from jaxmu.models.trees import is_weight_layer_leaf, leaf_dict, replace_leaves
 
 
 def train_steps(n_retain: int, batch_size: int, epochs: float) -> int:
@@ -99,19 +96,6 @@ def global_l1_prune(params, paths, amount):
     return replace_leaves(params, new)
 
 
-def redraw_zeros(params, key):
-    """Conv/dense kernel entries equal to 0 <- U(+-sqrt(1/fan_in)); biases untouched."""
-    leaves = leaf_dict(params)
-    new = {}
-    for i, (p, w) in enumerate(leaves.items()):
-        if is_weight_layer_leaf(p, leaves) not in ("conv", "linear"):
-            continue
-        bound = math.sqrt(1.0 / pytorch_fan_in(w.shape))
-        draw = jax.random.uniform(jax.random.fold_in(key, i), w.shape, w.dtype, -bound, bound)
-        new[p] = jnp.where(w == 0, draw, w)
-    return replace_leaves(params, new)
-
-
 def fp16_roundtrip(tree):
     return jax.tree_util.tree_map(
         lambda x: x.astype(jnp.float16).astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
@@ -124,7 +108,7 @@ def entropy(logits) -> jax.Array:
 
 def prmq_loss(s_logits, t_logits, y, weights) -> jax.Array:
     """Weighted CE (PyTorch ``weight=``: sum w CE / sum w) + MSE between student/teacher entropies."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(s_logits.astype(jnp.float32), y)
+    ce = cross_entropy_per_example(s_logits, y)
     w = weights[y]
     return jnp.sum(w * ce) / jnp.sum(w) + jnp.mean(jnp.square(entropy(s_logits) - entropy(t_logits)))
 
@@ -137,18 +121,11 @@ def init(ctx: StaticContext, params, batch_stats, hp, key, *, prune_biases: bool
         raise MethodError(f"prmq: architecture {ctx.arch!r} has no conv/linear weights to prune")
     student = redraw_zeros(global_l1_prune(params, paths, hp["prune_amount"]), key)
     # The reference builds the SGD before pruning; its state is only momentum (zeros), same thing.
-    return teacher, TrainState(student, batch_stats, sgd_state(student, hp))
+    return teacher, TrainState.create(student, batch_stats, hp)
 
 
 def update(ctx, data, teacher, state: TrainState, idx, key, weights) -> TrainState:
-    x, y = gather(ctx, data, idx)
-    t = teacher_logits(ctx, *teacher, x)
-
-    def loss_fn(p):
-        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        return prmq_loss(s, t, y, weights), bs
-
-    return loss_step(state, loss_fn)
+    return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: prmq_loss(s, t, y, weights))
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):

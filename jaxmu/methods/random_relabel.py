@@ -12,7 +12,7 @@ train mode:
 
 No schedule: the reference configures a cosine scheduler but never steps it.
 
-Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods._relabel``:
+Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods.relabel``:
   ``relabel="sequence"`` (faithful): one label sequence drawn once; in each epoch the k-th forget
   example reached by that epoch's permutation gets its k-th label. ``"independent"`` (clean):
   fresh draw per (epoch, example). Both may draw the true label (probability 1/C).
@@ -26,19 +26,26 @@ from __future__ import annotations
 
 import jax
 
-from jaxmu.methods import _relabel
-from jaxmu.methods._base import MethodSpec, OneOf, SplitData, StaticContext, generic_domains, generic_space
-from jaxmu.methods._loops import run_epochs
-from jaxmu.methods.finetune import init
+from jaxmu.engine.passes import run_epochs
+from jaxmu.engine.state import TrainState
+from jaxmu.methods import relabel
+from jaxmu.methods._base import (
+    MethodSpec,
+    OneOf,
+    SplitData,
+    StaticContext,
+    generic_domains,
+    generic_space,
+)
 
 
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
-    state = init(params, batch_stats, hp)
+    state = TrainState.create(params, batch_stats, hp)
     train_key = jax.random.fold_in(key, 1)  # epochs; the label sequence comes from ``key``
 
     def epoch(st, e, k):
-        return _relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode)
+        return relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode)
 
     state = run_epochs(state, E, train_key, epoch)
     return state.params, state.batch_stats
@@ -51,6 +58,6 @@ SPEC = MethodSpec(
               "relabel": "sequence"},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size", "relabel"}),
-    domains={**generic_domains(), "relabel": OneOf(_relabel.RELABEL_MODES, "how D_f is relabelled")},
+    domains={**generic_domains(), "relabel": OneOf(relabel.RELABEL_MODES, "how D_f is relabelled")},
     doc="SGD on randomly relabelled D_f mixed with D_r (no schedule)",
 )

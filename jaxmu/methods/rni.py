@@ -64,7 +64,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.optim import torch_sgd
+from jaxmu.engine.passes import run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import masked_ce_step
 from jaxmu.methods._base import (
     BS,
     D_BATCH,
@@ -85,9 +87,8 @@ from jaxmu.methods._base import (
     nonneg,
     unit,
 )
-from jaxmu.methods._blocks import bn_modules, masked_ce_update, reset_classifier
-from jaxmu.methods._loops import run_pass
-from jaxmu.methods.finetune import TrainState
+from jaxmu.methods.layouts import bn_modules
+from jaxmu.methods.reinit import reset_classifier
 from jaxmu.models.names import reference_name, tree_paths
 
 LAYER_SELECT = 9
@@ -191,11 +192,11 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
         lr = jnp.where(fine, fine_lr(hp, ep, E, F, static["fine_lr_schedule"]), hp["learning_rate"])
         mom = jnp.where(fine, hp["fine_momentum"], hp["momentum"])
         wd = jnp.where(fine, hp["fine_weight_decay"], hp["weight_decay"])
-        state = TrainState(p, bs, torch_sgd(lr, mom, wd).init(p))  # a new optimizer every epoch
+        state = TrainState.create(p, bs, {"learning_rate": lr, "momentum": mom, "weight_decay": wd})  # new every epoch
         mask = leaf_mask_tree(p, trainable)
 
         def step(s, idx, kk):
-            return masked_ce_update(ctx, data, s, idx, kk, train=True, trainable=mask)
+            return masked_ce_step(ctx, data, s, idx, kk, train=True, trainable=mask)
 
         state = run_pass(state, data.retain, B, jax.random.fold_in(k, 2), step)
         return (state.params, state.batch_stats, seen), None

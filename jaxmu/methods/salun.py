@@ -28,7 +28,7 @@ weight decay and momentum act after masking, so masked-out weights still decay. 
 
 Quirk flags and faithful defaults:
   ``mask_accumulation="cumulative"`` (faithful, §5 #10) / ``"sum"`` (clean).
-  ``relabel="sequence"`` (faithful, §5 #9) / ``"independent"`` (clean), see ``_relabel``.
+  ``relabel="sequence"`` (faithful, §5 #9) / ``"independent"`` (clean), see ``relabel``.
   ``eval_attention_biases="frozen"`` (faithful, TinyViT only): the eval-mode mask pass gives
     attention biases zero saliency (the reference's cached eval bias table gets no gradient),
     so they enter the ranking at |A| = 0; ``"trainable"`` (clean) differentiates them.
@@ -47,7 +47,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmu.methods import _relabel
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather, run_epochs, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.methods import layouts, relabel
 from jaxmu.methods._base import (
     U01,
     MethodError,
@@ -59,8 +62,6 @@ from jaxmu.methods._base import (
     generic_space,
     unit,
 )
-from jaxmu.methods._loops import cross_entropy, forward, gather, run_epochs, run_pass
-from jaxmu.methods.finetune import init
 
 ACCUMULATION = ("cumulative", "sum")
 
@@ -106,7 +107,7 @@ def threshold_mask(A, tau):
 
 
 def make_mask(ctx, data, params, batch_stats, hp, key, *, static):
-    grad_mask = _relabel.eval_grad_tree(ctx, params, static["eval_attention_biases"])
+    grad_mask = layouts.eval_grad_tree(ctx, params, static["eval_attention_biases"])
     A = saliency(ctx, data, params, batch_stats, static["batch_size"], key,
                  accumulation=static["mask_accumulation"], grad_mask=grad_mask)
     return threshold_mask(A, hp["threshold"])
@@ -115,10 +116,10 @@ def make_mask(ctx, data, params, batch_stats, hp, key, *, static):
 def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
     E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
     mask = make_mask(ctx, data, params, batch_stats, hp, jax.random.fold_in(key, 2), static=static)
-    state = init(params, batch_stats, hp)
+    state = TrainState.create(params, batch_stats, hp)
 
     def epoch(st, e, k):
-        return _relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode,
+        return relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode,
                                       grad_scale=mask)
 
     state = run_epochs(state, E, jax.random.fold_in(key, 1), epoch)
@@ -136,7 +137,7 @@ SPEC = MethodSpec(
     dead=frozenset({"mask_learning_rate", "mask_momentum", "mask_weight_decay"}),
     domains={**generic_domains(), "threshold": unit("the fraction of parameters the saliency mask keeps"),
              "mask_accumulation": OneOf(ACCUMULATION, "how the saliency gradients are accumulated"),
-             "relabel": OneOf(_relabel.RELABEL_MODES, "how D_f is relabelled"),
-             "eval_attention_biases": OneOf(_relabel.ATTN_BIAS_MODES, "TinyViT attention biases in eval mode")},
+             "relabel": OneOf(relabel.RELABEL_MODES, "how D_f is relabelled"),
+             "eval_attention_biases": OneOf(layouts.ATTENTION_BIAS_MODES, "TinyViT attention biases in eval mode")},
     doc="saliency mask from D_f gradients, then masked random relabelling",
 )

@@ -48,7 +48,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmu.engine.losses import cross_entropy, kl_div
 from jaxmu.engine.optim import step_decay_factor
+from jaxmu.engine.passes import predict_correct, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import distill_step
 from jaxmu.methods._base import (
     BS,
     D_BATCH,
@@ -66,9 +70,6 @@ from jaxmu.methods._base import (
     generic_domains,
     nonneg,
 )
-from jaxmu.methods._loops import cross_entropy, forward, gather, kl_div, run_pass
-from jaxmu.methods._scrubkgl import loss_step, predict_correct, sgd_state, teacher_logits
-from jaxmu.methods.finetune import TrainState, with_lr
 
 LR_DECAY_RATE = 0.1
 
@@ -114,26 +115,14 @@ def select_index(err_f, err_fv_final, *, k0_keeps_final: bool = True) -> jax.Arr
 
 def max_update(ctx, data, teacher, state: TrainState, idx, key, temperature) -> TrainState:
     """Ascent on the distillation term over a forget batch (minimise -D_T)."""
-    x, _ = gather(ctx, data, idx)
-    t = teacher_logits(ctx, *teacher, x)
-
-    def loss_fn(p):
-        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        return -kl_div(t, s, temperature, "batchmean_t2"), bs
-
-    return loss_step(state, loss_fn)
+    return distill_step(ctx, data, teacher, state, idx, key,
+                        lambda t, s, y: -kl_div(t, s, temperature, "batchmean_t2"))
 
 
 def min_update(ctx, data, teacher, state: TrainState, idx, key, hp) -> TrainState:
     """gamma CE + alpha D_T over a retain batch."""
-    x, y = gather(ctx, data, idx)
-    t = teacher_logits(ctx, *teacher, x)
-
-    def loss_fn(p):
-        s, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        return hp["gamma"] * cross_entropy(s, y) + hp["alpha"] * kl_div(t, s, hp["temperature"], "batchmean_t2"), bs
-
-    return loss_step(state, loss_fn)
+    return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: (
+        hp["gamma"] * cross_entropy(s, y) + hp["alpha"] * kl_div(t, s, hp["temperature"], "batchmean_t2")))
 
 
 # --------------------------------------------------------------------------- driver
@@ -144,13 +133,13 @@ def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, st
     Br, Bf = static["retain_batch_size"], static["forget_batch_size"]
     select = static["select_checkpoint"]
     teacher = (params, batch_stats)
-    state = TrainState(params, batch_stats, sgd_state(params, hp))
+    state = TrainState.create(params, batch_stats, hp)
     fv_mask = forget_val_mask(data, ctx.num_classes)
 
     def make_epoch(with_max: bool):
         def body(st, e):
             k = jax.random.fold_in(key, e)
-            st = with_lr(st, hp["learning_rate"] * step_decay_factor(e + 1, E, LR_DECAY_RATE, one_based=True))
+            st = st.with_lr(hp["learning_rate"] * step_decay_factor(e + 1, E, LR_DECAY_RATE, one_based=True))
             errs = record_errors(ctx, data, st.params, st.batch_stats, fv_mask) if select else None
             if with_max:
                 st = run_pass(st, data.forget, Bf, jax.random.fold_in(k, 0),

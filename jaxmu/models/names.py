@@ -65,12 +65,15 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHS)}")
 
 
-def _key_str(k: Any) -> str:
+def key_str(k: Any) -> str:
     """A path entry of ``jax.tree_util`` (``DictKey``, ``GetAttrKey``, ...) or a plain string."""
     for attr in ("key", "name", "idx"):
         if hasattr(k, attr):
             return str(getattr(k, attr))
     return str(k)
+
+
+_key_str = key_str
 
 
 def tree_paths(tree: Any) -> list[Path]:

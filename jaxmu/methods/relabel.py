@@ -1,4 +1,4 @@
-"""Shared pieces of GA / SRL / NG+ / SalUn / BT: the combined D_f ∪ D_r stream and its relabelling.
+"""The combined D_f ∪ D_r stream and its random relabelling (SRL, SalUn, BT; ``methods.md`` §4.3).
 
 Combined stream (SRL, SalUn ``RandomRelabel``; BT ``DiscernibleCombinedDataset``): the
 concatenation ``concat(forget, retain)`` addressed by *positions* ``0 .. n_f + n_r - 1``; a position
@@ -19,12 +19,6 @@ Random relabelling (``methods.md`` §4.3, reference ``munl/datasets/common.py: R
   ``fold_in(fold_in(key, LABEL_PHASE), epoch)``.
 
 In both modes a drawn label may equal the true label (probability 1/C), as in the reference.
-
-Also here: the TinyViT eval-mode attention-bias quirk (``methods.md`` §5, last trap). The
-reference's eval-mode forward uses a cached bias table, so ``attention_biases`` get no gradient in
-eval-mode phases: they are frozen (no update, no decay) in NG+ and get zero saliency in SalUn's
-mask pass. ``eval_attention_biases="frozen"`` (faithful) reproduces it, ``"trainable"`` (clean)
-differentiates through them. No effect on other architectures.
 """
 
 from __future__ import annotations
@@ -35,15 +29,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.optim import torch_sgd
+from jaxmu.engine.losses import cross_entropy, forward
+from jaxmu.engine.passes import gather, run_pass
+from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import MethodError, SplitData, StaticContext
-from jaxmu.methods._loops import cross_entropy, forward, gather, optimizer_step, run_pass
-from jaxmu.methods.finetune import TrainState
-from jaxmu.models.names import tree_paths
 
 LABEL_PHASE = 0x5EED  # fold-in constant of the relabelling randomness (shared by SRL and SalUn)
 RELABEL_MODES = ("sequence", "independent")
-ATTN_BIAS_MODES = ("frozen", "trainable")
 
 
 # --------------------------------------------------------------------------- combined stream
@@ -127,31 +120,6 @@ def relabel_epoch(ctx: StaticContext, data: SplitData, state: TrainState, *, key
             logits, bs = forward(ctx, p, st.batch_stats, x, train=True, key=k)
             return cross_entropy(logits, y), bs
 
-        grads, bs = jax.grad(loss_fn, has_aux=True)(st.params)
-        params, opt = optimizer_step(torch_sgd(), st.params, st.opt_state, grads, grad_scale=grad_scale)
-        return TrainState(params, bs, opt)
+        return loss_step(st, loss_fn, grad_scale=grad_scale)
 
     return run_positions(state, perm, batch_size, key, step)
-
-
-# --------------------------------------------------------------------------- TinyViT eval-mode biases
-
-
-def check_attn_bias(mode: str) -> None:
-    if mode not in ATTN_BIAS_MODES:
-        raise MethodError(f"eval_attention_biases must be one of {ATTN_BIAS_MODES}, got {mode!r}")
-
-
-def eval_grad_tree(ctx: StaticContext, params, mode: str):
-    """Tree of Python bools: False for leaves that get no gradient in an eval-mode pass.
-
-    Only TinyViT's ``attention_biases`` under ``mode="frozen"``; ``None`` when nothing is frozen.
-    """
-    check_attn_bias(mode)
-    if ctx.arch != "tinyvit_11m" or mode == "trainable":
-        return None
-    paths = tree_paths(params)
-    flags = [p[-1] != "attention_biases" for p in paths]
-    if all(flags):
-        return None
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), flags)
