@@ -93,10 +93,10 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     fb = ng_plus.forget_batches(data, B, jax.random.PRNGKey(3))
     hp = {"learning_rate": jnp.float32(0.05), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0),
           "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
-    st = ng_plus.init(p0, bs0, hp)
+    st = TrainState.create(p0, bs0, hp)
     ir = data.retain[:B]
     frozen = {k: jax.tree_util.tree_map(lambda _, k=k: k != "head", v) for k, v in p0.items()}
-    got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
+    got = jax.jit(lambda st, j: ng_plus.ng_step(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
                                                train=True, trainable=frozen))(st, jnp.int32(1))
     chex.assert_trees_all_equal(got.params["head"], p0["head"])
     assert float(jnp.max(jnp.abs(got.params["conv1"]["kernel"] - p0["conv1"]["kernel"]))) > 0

@@ -56,7 +56,7 @@ class Unlearner:
     @functools.cached_property
     def fn(self):
         static = dict(self.static_items)
-        run = self.spec.run
+        run = self.spec.unlearn_one
 
         def one(images, labels, retain, forget, val, params, batch_stats, hp, key):
             data = SplitData(images, labels, retain, forget, val)

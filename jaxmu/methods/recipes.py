@@ -1,8 +1,9 @@
-"""Training recipes shared by several methods (each a whole loop, not one step).
+"""Training recipes shared by several methods: their init / update / plan pieces.
 
-* ``cosine_finetune`` — FT's loop (``methods.md`` §4.1), reused by CT (§4.6) after its kernel
-  transpose: E epochs over D_r (shuffled, unaugmented, train mode) of
-  ``theta <- SGD(lr_e, mu, wd).step(theta, grad CE)``, ``lr_e = lr (1 + cos(pi e / E)) / 2``.
+* ``sgd_init`` / ``ce_update`` / ``cosine_finetune_plan`` — FT (``methods.md`` §4.1), reused by
+  CT (§4.16) after its kernel transpose and, ascending, by GA (§4.2): E epochs over D_r
+  (shuffled, unaugmented, train mode) of ``theta <- SGD(lr_e, mu, wd).step(theta, grad CE)``,
+  ``lr_e = lr (1 + cos(pi e / E)) / 2``.
 * ``fk_finetune`` — the CF-k / EU-k loop (reference ``fk_finetune``, §4.4-4.5): plain SGD on the
   trainable leaves of CE + (lambda/2) sum_T ||P - anchor||^2, anchor = the starting parameters,
   0-based step decay of the learning rate per epoch.
@@ -10,26 +11,34 @@
 
 from __future__ import annotations
 
-from jaxmu.engine.optim import cosine_factor, step_decay_factor
+from jaxmu.engine.optim import step_decay_factor
 from jaxmu.engine.passes import run_epochs, run_pass
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step, masked_ce_step
 from jaxmu.methods._base import SplitData, StaticContext
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 
 BN_MODES = ("eval", "train")
 
 
-def cosine_finetune(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    """FT: SGD on CE over D_r with the per-epoch cosine rate; returns (params, batch_stats)."""
-    E, B = static["epochs"], static["batch_size"]
-    state = TrainState.create(params, batch_stats, hp)
+def sgd_init(params, batch_stats, hp, key, ctx, data) -> TrainState:
+    """A fresh PyTorch SGD(lr, mu, wd) state (momentum 0) on the model as it arrives."""
+    del key, ctx, data
+    return TrainState.create(params, batch_stats, hp)
 
-    def epoch(st, e, k):
-        st = st.with_lr(hp["learning_rate"] * cosine_factor(e, E))
-        return run_pass(st, data.retain, B, k, lambda s, idx, kk: ce_step(ctx, data, s, idx, kk))
 
-    state = run_epochs(state, E, key, epoch)
-    return state.params, state.batch_stats
+def ce_update(state: TrainState, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """One SGD step on CE of the batch (train mode; ``phase="ascend"``: on -CE, gradient ascent)."""
+    del hp
+    sign = -1.0 if phase == "ascend" else 1.0
+    return ce_step(ctx, batch.data, state, batch.indices, key, sign=sign), {}
+
+
+def cosine_finetune_plan(ctx: StaticContext) -> Plan:
+    """FT's plan: E epochs of SGD on CE over D_r (shuffled), cosine learning rate per epoch."""
+    s = ctx.static
+    return (Phase("finetune", s["epochs"], passes=(Pass("descend", "retain", s["batch_size"]),),
+                  schedule=Schedule("cosine")),)
 
 
 def fk_init(params, batch_stats, hp) -> TrainState:
