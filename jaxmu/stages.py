@@ -30,6 +30,7 @@ from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
 from jaxmu.engine.sharding import place
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainState
+from jaxmu.paths import absolute_path
 
 
 class RunDirError(ValueError):
@@ -58,9 +59,9 @@ def environment() -> dict[str, Any]:
 
 
 def run_dir_for(out: str | Path, cfg: Config) -> Path:
-    """Create (or check) the run directory of ``cfg`` under ``out``."""
+    """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it)."""
     key = cfg.hash("data", "model", "train", "seeds")
-    run = Path(out) / f"{cfg.data.name}_{cfg.model.name}_{key}"
+    run = absolute_path(out) / f"{cfg.data.name}_{cfg.model.name}_{key}"
     run.mkdir(parents=True, exist_ok=True)
     cfile = run / "config.json"
     want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
