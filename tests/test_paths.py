@@ -107,3 +107,19 @@ def test_relative_out_from_another_directory(tmp_path):
     assert run_dir.is_absolute() and run_dir.parent == (tmp_path / "runs").resolve()
     assert (run_dir / "original" / "final" / "meta.json").is_file()
     assert (run_dir / "retrain" / "final" / "meta.json").is_file()
+
+
+def test_library_callers_may_pass_relative_paths(tmp_path, monkeypatch):
+    """``run_dir_for`` and the checkpoints take a relative path from the current directory."""
+    import numpy as np
+
+    from jaxmu.checkpoint import load_tree, save_tree
+    from jaxmu.stages import run_dir_for
+
+    monkeypatch.chdir(tmp_path)
+    run = run_dir_for("runs", load_config(None))
+    assert run.is_absolute() and run.parent == Path(os.getcwd(), "runs") and run.is_dir()
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    save_tree("ckpt", tree, {"note": "relative"})
+    back, meta = load_tree("ckpt", tree)
+    assert meta["note"] == "relative" and np.array_equal(np.asarray(back["w"]), tree["w"])

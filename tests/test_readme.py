@@ -96,6 +96,8 @@ def test_readme_setup_command_verbatim(tmp_path):
     where = subprocess.run(["python", "-c", "import jaxmu; print(jaxmu.__file__)"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(clone), f"the venv imports jaxmu from {where}, not the clone"
+    version = subprocess.run([str(bin_dir / "jaxmu"), "--version"], env=env, capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("jaxmu "), version.stderr  # console script
 
     # The sweep part again from a directory outside the clone (the package is installed now):
     # relative paths follow the current directory. The finished stages are moved there and the
