@@ -94,7 +94,7 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     fb = ng_plus.forget_batches(data, B, jax.random.PRNGKey(3))
     hp = {"learning_rate": jnp.float32(0.05), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0),
           "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
-    st = ng_plus.init(p0, bs0, hp)
+    st = TrainState.create(p0, bs0, hp)
     ir = data.retain[:B]
     frozen = {k: jax.tree_util.tree_map(lambda _, k=k: k != "head", v) for k, v in p0.items()}
     got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
