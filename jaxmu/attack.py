@@ -1,6 +1,6 @@
 """``python -m jaxmu.attack``: the U-LiRA protocol for one method (protocol §8.3).
 
-    python -m jaxmu.attack --config configs/ulira_digits_cnn.yaml --method finetune --out runs
+    python -m jaxmu.attack --config ulira_digits_cnn --method finetune --out runs
 
 Trains (or reuses) the shadow originals and retrained shadows as vmapped stacks, unlearns every
 (split, forget set) pair with the method, and prints the attack table — Hayes et al. and Deep
@@ -81,7 +81,7 @@ def save_outputs(report, method_name: str):
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxmu.attack", description=__doc__.split("\n")[0])
-    add_config_args(p, default_config="configs/ulira_digits_cnn.yaml")
+    add_config_args(p, default_config="ulira_digits_cnn")
     p.add_argument("--method", default=None, help='method id or call string, e.g. "finetune(epochs=2)"')
     args = p.parse_args(argv)
     cfg = config_from_args(args)

@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxmu.engine import sharding as S
+from jaxmu.paths import absolute_path
 
 META = "meta.json"
 ARRAYS = "arrays"
@@ -105,9 +106,10 @@ def save_tree(path: str | Path, tree: Any, metadata: dict[str, Any] | None = Non
     A finished checkpoint at ``path`` is never overwritten: checkpoints are content-addressed, so
     when two workers race to write the same one, the first rename wins and the other's copy is
     dropped. In a multi-process run every process calls this (it is collective); process 0
-    writes ``meta.json`` and renames.
+    writes ``meta.json`` and renames. A relative ``path`` is taken from the current directory
+    (Orbax refuses relative paths).
     """
-    path = Path(path)
+    path = absolute_path(path)
     tmp = _tmp_dir(path)
     primary = jax.process_index() == 0
     if primary:
@@ -156,7 +158,7 @@ def load_tree(path: str | Path, template: Any) -> tuple[Any, dict[str, Any]]:
     them. Raises ``CheckpointError`` when the checkpoint is incomplete, was written by an older
     jaxmu, does not match the template's shapes (another config), or fails its checksum.
     """
-    path = Path(path)
+    path = absolute_path(path)
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} was written by an older jaxmu (format {meta.get('format', 1)}, "

@@ -51,9 +51,19 @@ def enable_compile_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "configs/digits_cnn.yaml") -> None:
-    p.add_argument("--config", default=default_config, help="YAML config (default: %(default)s)")
-    p.add_argument("--out", default="runs", help="output directory (default: %(default)s)")
+def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "digits_cnn") -> None:
+    """The arguments every stage CLI shares: config, output, overrides, seeds, multi-host.
+
+    ``--out`` is made absolute against the current directory as it is parsed (argparse applies
+    ``type`` to the default too), so the run directory every CLI prints is absolute.
+    """
+    from jaxmu.paths import absolute_path, shipped_configs
+
+    p.add_argument("--config", default=default_config, metavar="NAME|PATH",
+                   help=f"a YAML file, or a config shipped with jaxmu: {', '.join(shipped_configs())} "
+                        "(default: %(default)s)")
+    p.add_argument("--out", default="runs", type=absolute_path,
+                   help="output directory, relative to the current one (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--seeds", type=int, default=None, help="number of model seeds (0..N-1)")
@@ -80,11 +90,14 @@ def request_host_devices(n: int) -> None:
 def config_from_args(args: argparse.Namespace, *, multihost: bool = True):
     """The config of the command line; starts JAX's distributed runtime when asked to.
 
+    Paths the config names (``data.data_dir``, ``data.path``, a file-backed ``tune.storage``)
+    are made absolute against the current directory here, once (``jaxmu.paths``).
     In a multi-process run every process computes the same (global) stacks; only process 0
     prints and shows progress. ``multihost=False`` refuses a multi-process launch (the sweep
     scales out with independent workers instead).
     """
     from jaxmu.config import load_config
+    from jaxmu.paths import with_absolute_paths
 
     overrides = list(args.overrides)
     if args.seeds is not None:
@@ -95,7 +108,7 @@ def config_from_args(args: argparse.Namespace, *, multihost: bool = True):
         overrides.append(f"seeds=[{','.join(str(s) for s in range(args.seeds))}]")
     if args.quiet:
         overrides.append("engine.progress=false")
-    cfg = load_config(args.config, overrides)
+    cfg = with_absolute_paths(load_config(args.config, overrides))
     from jaxmu.distributed import init_kwargs, maybe_initialize
 
     try:

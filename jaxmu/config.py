@@ -334,20 +334,39 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _config_text(path: str | Path) -> tuple[str, str]:
+    """(name for messages, YAML text) of a config path or shipped config name; an existing file wins."""
+    from jaxmu.paths import shipped_config, shipped_configs
+
+    p = Path(path)
+    if p.is_file():
+        return str(p), p.read_text()
+    shipped = shipped_config(str(path))
+    if shipped is not None:
+        return str(path), shipped.read_text()
+    choices = f"pass a YAML path or one of the shipped configs: {', '.join(shipped_configs())}"
+    if len(p.parts) == 1:
+        raise ConfigError(f"unknown config {str(path)!r}: {choices}")
+    raise ConfigError(f"config file {str(p)!r} not found: {choices}")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    ``path`` is a YAML file or the name of a config shipped with the package
+    (``jaxmu.paths.shipped_configs()``: ``"digits_cnn"`` or ``"digits_cnn.yaml"``); an existing
+    file wins. Relative paths are taken as they are (the command-line tools make them absolute).
+    """
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found: pass an existing YAML, e.g. configs/digits_cnn.yaml")
+        p, text = _config_text(path)
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML ({first})") from None
+            raise ConfigError(f"config file {p!r} is not valid YAML ({first})") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+            raise ConfigError(f"config file {p!r} must hold a mapping of sections")
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw)
 

@@ -37,6 +37,7 @@ from jaxmu.engine.finite import DivergedError, diverged_names, finite_rows
 from jaxmu.engine.sharding import place
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
+from jaxmu.paths import absolute_path
 
 
 class RunDirError(ValueError):
@@ -86,10 +87,11 @@ def check_writable_dir(out: Path) -> None:
 
 
 def run_dir_for(out: str | Path, cfg: Config) -> Path:
-    """Create (or check) the run directory of ``cfg`` under ``out``."""
+    """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it)."""
     key = cfg.hash("data", "model", "train", "seeds")
-    run = Path(out) / f"{cfg.data.name}_{cfg.model.name}_{key}"
-    check_writable_dir(Path(out))
+    out = absolute_path(out)
+    run = out / f"{cfg.data.name}_{cfg.model.name}_{key}"
+    check_writable_dir(out)
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,6 +1,6 @@
 """``python -m jaxmu.train``: train the original and retrained stacks of a setting.
 
-    python -m jaxmu.train --config configs/digits_cnn.yaml --out runs [--set train.epochs=5]
+    python -m jaxmu.train --config digits_cnn --out runs [--set train.epochs=5]
 
 Each stack (10 seeds by default) is one compiled program, checkpointed with Orbax; a rerun
 skips finished stages and a killed run resumes from its last saved epoch. Prints per-seed and

@@ -1,6 +1,6 @@
 """``python -m jaxmu.unlearn``: unlearn every seed of the original stack with one method.
 
-    python -m jaxmu.unlearn --config configs/digits_cnn.yaml --method ng_plus \
+    python -m jaxmu.unlearn --config digits_cnn --method ng_plus \
         [--set method.alpha=0.9] --out runs
 
 Loads (or trains, through the engine's stages) the original and retrained stacks, unlearns all

@@ -200,15 +200,16 @@ class _DivergingTrainer:
             p = jax.tree_util.tree_map(lambda x: x + (e - int(st.epoch[0])), st.params)
             if e >= 3:
                 p = jax.tree_util.tree_map(lambda x: x.at[1].set(jnp.nan), p)
-            return st._replace(params=p, epoch=jnp.full_like(st.epoch, e))
+            return st._replace(state=st.state.replace(params=p), epoch=jnp.full_like(st.epoch, e))
         return exe, 0.0
 
 
 def test_training_stage_stops_on_divergence_and_keeps_the_last_good_epoch(tmp_path):
-    from jaxmu.engine.trainer import TrainState
+    from jaxmu.engine.state import TrainState
+    from jaxmu.engine.trainer import TrainProgress
     from jaxmu.stages import run_training_stage
 
-    init = TrainState({"w": jnp.zeros((3, 2))}, {}, {}, jnp.ones(3), jnp.zeros(3, jnp.int32))
+    init = TrainProgress(TrainState({"w": jnp.zeros((3, 2))}, {}, {}), jnp.ones(3), jnp.zeros(3, jnp.int32))
     with pytest.raises(DivergedError) as e:
         run_training_stage(tmp_path / "original", _DivergingTrainer(), init, np.arange(4), jax.random.PRNGKey(0),
                            None, checkpoint_every=1, metadata={}, progress=False, label="original",

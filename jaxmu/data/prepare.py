@@ -24,10 +24,15 @@ from collections.abc import Sequence
 
 from jaxmu.data.core import DataError
 from jaxmu.data.tfds_source import TFDS_SPECS
+from jaxmu.paths import absolute_path
+
+
+def _absolute(path: str) -> str:
+    return str(absolute_path(path))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``NAME [NAME ...] --data-dir DIR [--download-dir DIR]``."""
+    """Parse ``NAME [NAME ...] --data-dir DIR [--download-dir DIR]`` (dirs made absolute)."""
     p = argparse.ArgumentParser(
         prog="python -m jaxmu.data.prepare",
         description="Download and prepare tfds datasets as array_record for jaxmu.",
@@ -39,9 +44,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help=f"datasets to prepare: {', '.join(sorted(TFDS_SPECS))}",
     )
-    p.add_argument("--data-dir", required=True, help="tfds data directory to write into")
+    p.add_argument("--data-dir", required=True, type=_absolute,
+                   help="tfds data directory to write into (relative to the current one)")
     p.add_argument(
-        "--download-dir", default=None, help="where raw downloads go (default: DATA_DIR/downloads)"
+        "--download-dir", default=None, type=_absolute,
+        help="where raw downloads go (default: DATA_DIR/downloads)",
     )
     return p.parse_args(argv)
 
