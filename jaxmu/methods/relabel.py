@@ -106,31 +106,6 @@ def relabelled_batch(ctx: StaticContext, data: SplitData, examples, pos, labels_
     return x, y
 
 
-def relabel_epoch(ctx: StaticContext, data: SplitData, state: TrainState, *, key, epoch, label_key,
-                  batch_size: int, mode: str, grad_scale=None) -> TrainState:
-    """One epoch of SRL/SalUn phase 2: train-mode SGD on CE over the relabelled combined stream.
-
-    ``grad_scale`` (SalUn's 0/1 mask) multiplies the raw gradient before coupled decay/momentum.
-    ``key`` is this epoch's key (shuffle + step keys); ``label_key`` the method-level key from which
-    the label sequence (or per-epoch draws) is derived.
-    """
-    examples, _ = combined(data)
-    n_f = data.forget.shape[0]
-    perm = epoch_order(examples.shape[0], key)
-    labels_f = assigned_labels(mode, label_key, epoch, perm, n_f, ctx.num_classes)
-
-    def step(st: TrainState, pos, k):
-        x, y = relabelled_batch(ctx, data, examples, pos, labels_f)
-
-        def loss_fn(p):
-            logits, bs = forward(ctx, p, st.batch_stats, x, train=True, key=k)
-            return cross_entropy(logits, y), bs
-
-        return loss_step(st, loss_fn, grad_scale=grad_scale)
-
-    return run_positions(state, perm, batch_size, key, step)
-
-
 # --------------------------------------------------------------------------- SRL / SalUn phase 2
 
 
