@@ -28,14 +28,13 @@ state; each step of the pass relabels its positions from them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, run_pass
+from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import MethodError, SplitData, StaticContext
@@ -59,11 +58,6 @@ def combined(data: SplitData) -> tuple[jax.Array, jax.Array]:
 def epoch_order(n: int, key) -> jax.Array:
     """This epoch's permutation of positions ``0..n-1`` (from ``fold_in(key, 0)``, as ``run_pass``)."""
     return jax.random.permutation(jax.random.fold_in(key, 0), n)
-
-
-def run_positions(carry: Any, perm: jax.Array, batch_size: int, key, step: Callable) -> Any:
-    """One pass over the already-permuted positions ``perm``; ``step(carry, positions, key)``."""
-    return run_pass(carry, perm, batch_size, key, step, shuffle=False)
 
 
 # --------------------------------------------------------------------------- relabelling
