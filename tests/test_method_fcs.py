@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import fcs
@@ -74,10 +75,13 @@ def test_forget_update_lr_and_bn_order(tiny):
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a.train.batch_stats, bs2)
 
 
-def test_phase_structure(tiny, monkeypatch):
-    """n_f = 60, n_r = 240, B = 16, E = 2: stage 1 has 4 steps (3 x 16 + 12); each forget round
+@pytest.mark.parametrize("n_r, want", [(240, [60, 2 * 60, 2 * 64, 2 * 240, 4, 8, 30]),
+                                       (40, [60, 2 * 48, 2 * 40, 2 * 40, 4, 6, 6])])
+def test_phase_structure(tiny, monkeypatch, n_r, want):
+    """n_f = 60, B = 16, E = 2: stage 1 has 4 steps (3 x 16 + 12). n_r = 240: each forget round
     pairs 4 forget batches (16,16,16,12) with 4 full retain batches; each retain round has 15 steps.
-    T_tot = 4 * 2 = 8."""
+    n_r = 40 (D_r shorter than the forget round): zip stops after 3 steps, pairing forget batches
+    (16,16,16) with retain batches (16,16,8); each retain round has 3 steps. T_tot = 4 * 2 = 8."""
     seen = {}
 
     def bump(st, name, amount):
@@ -106,9 +110,10 @@ def test_phase_structure(tiny, monkeypatch):
     monkeypatch.setattr(fcs, "ce_step", fake_ce)
     hp, static = _hp(epochs=2, batch_size=16)
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    out, _ = M.METHODS["fcs"].unlearn_one(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=static)
+    data = tiny.data._replace(retain=tiny.data.retain[:n_r])
+    out, _ = M.METHODS["fcs"].unlearn_one(tiny.ctx, data, params, bs, hp, jax.random.PRNGKey(0), static=static)
     d = np.asarray(out["head"]["bias"] - params["head"]["bias"])
-    np.testing.assert_allclose(d[:7], [60, 2 * 60, 2 * 64, 2 * 240, 4, 8, 30], atol=1e-3)
+    np.testing.assert_allclose(d[:7], want, atol=1e-3)
     assert seen["total"] == 8
 
 
