@@ -76,7 +76,7 @@ def _step(spec, state, batch: Batch, hp, key, ctx, phase: str):
 def run_pass(spec, p: Pass, state, hp, epoch_key, ctx, data, epoch):
     """One pass: permutation from ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``."""
     key = fold(epoch_key, p.key)
-    idx = stream_indices(data, p.stream)
+    idx = stream_indices(data, p.stream) if p.subset is None else getattr(state, p.subset)
     n = idx.shape[0]
     n_full, rem = divmod(n, p.batch_size)
     if p.steps is not None:

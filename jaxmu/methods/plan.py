@@ -85,6 +85,9 @@ class Pass:
       key: ``fold_in`` path from the epoch key to the pass key.
       epochs: ``(lo, hi)``: the pass runs only in epochs lo <= e < hi (SCRUB's max steps).
       steps: only the first ``steps`` full batches of the pass (PRMQ's step budget).
+      subset: name of a field of the method's state holding the indices to pass over instead of
+        the whole stream: a subset of it drawn at run time (e.g. by the ``on_epoch`` hook; its
+        length is static), MSG's random R' of D_r. ``None``: the stream itself.
     """
 
     phase: str
@@ -94,6 +97,7 @@ class Pass:
     key: tuple[int, ...] = ()
     epochs: tuple[int, int] | None = None
     steps: int | None = None
+    subset: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
