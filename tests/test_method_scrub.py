@@ -48,7 +48,8 @@ def _run(tiny, **kw):
     m = M.get("scrub", **kw)
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    out, _ = scrub.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=m.static)
+    out, _ = M.METHODS["scrub"].unlearn_one(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0),
+                                           static=m.static)
     return np.asarray(out["head"]["bias"] - params["head"]["bias"], np.float64)
 
 

@@ -211,6 +211,9 @@ class StaticContext:
       num_classes: C.
       mean, std: normalisation of the test transform.
       train_augment: the train transform's augmentation (EU-k's retain stream only).
+      stream_sizes: ``(stream, n)`` pairs, the number of examples of each stream of the split
+        (static shapes), bound by the driver before ``plan`` (``size``): plans whose step counts
+        depend on a stream's size (PRMQ's step budget).
     """
 
     model: Model
@@ -219,6 +222,7 @@ class StaticContext:
     std: tuple[float, ...]
     train_augment: str = "none"
     static_items: tuple[tuple[str, Any], ...] = ()
+    stream_sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def arch(self) -> str:
@@ -231,6 +235,13 @@ class StaticContext:
 
     def with_static(self, static: Mapping[str, Any]) -> "StaticContext":
         return dataclasses.replace(self, static_items=tuple(sorted(static.items())))
+
+    def size(self, stream: str) -> int:
+        """The number of examples of ``stream`` (``retain``, ``forget``, ``val``, ``combined``)."""
+        sizes = dict(self.stream_sizes)
+        if stream not in sizes:
+            raise ValueError(f"stream size of {stream!r} not bound (the driver binds it before plan)")
+        return sizes[stream]
 
 
 class SplitData(NamedTuple):

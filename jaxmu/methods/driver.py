@@ -14,6 +14,7 @@ in order. The models axis (vmap / loop / chunks / devices) is applied around ``r
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import jax
@@ -137,8 +138,19 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
     return state
 
 
+def with_stream_sizes(ctx, data):
+    """``ctx`` with ``stream_sizes`` bound: each stream's number of examples (static shapes)."""
+    n_f, n_r = data.forget.shape[-1], data.retain.shape[-1]
+    sizes = (("retain", n_r), ("forget", n_f), ("val", data.val.shape[-1]), ("combined", n_f + n_r))
+    return dataclasses.replace(ctx, stream_sizes=sizes)
+
+
 def run_method(spec, ctx, data, params, batch_stats, hp: Mapping[str, Array], key: PRNGKey):
-    """Unlearn ONE model: ``init``, every phase of ``plan(ctx)``, ``result`` -> (params, batch_stats)."""
+    """Unlearn ONE model: ``init``, every phase of ``plan(ctx)``, ``result`` -> (params, batch_stats).
+
+    ``ctx.size(stream)`` is bound first (``with_stream_sizes``), for plans that count steps.
+    """
+    ctx = with_stream_sizes(ctx, data)
     state = spec.init(params, batch_stats, hp, key, ctx, data)
     for phase in spec.plan(ctx):
         state = run_phase(spec, phase, state, hp, key, ctx, data)

@@ -10,7 +10,8 @@ A method (``methods.md`` §6.1, design.md §1) is three pure functions over ONE 
   names the step kind of the plan — a pass over a data stream, an epoch-start hook or a one-shot
   transform — and selects the loss; ``aux`` is a dict of scalar diagnostics (may be empty).
 * ``plan(ctx) -> tuple[Phase, ...]``: the static schedule of steps, from the static
-  hyperparameters ``ctx.static`` (epochs, batch sizes, flags).
+  hyperparameters ``ctx.static`` (epochs, batch sizes, flags) and, where step counts depend on
+  them, the stream sizes ``ctx.size(stream)`` (bound by the driver; PRMQ's step budget).
 * ``result(state, hp, key, ctx, data) -> (params, batch_stats)``: the unlearned model (default:
   the ``TrainState``'s); SCRUB's checkpoint selection and PRMQ's fp16 round trip live here.
 
