@@ -63,10 +63,7 @@ def contract(request, tiny):
     # fails the test (AssertionError) at a second trace of the method (its init runs once per trace);
     # chex keys its counters by source, and methods share init functions: start from zero
     chex.clear_trace_counter()
-    if spec.run is None:
-        counted = dataclasses.replace(spec, init=chex.assert_max_traces(spec.init, n=1))
-    else:
-        counted = dataclasses.replace(spec, run=chex.assert_max_traces(spec.run, n=1))
+    counted = dataclasses.replace(spec, init=chex.assert_max_traces(spec.init, n=1))
     static = tuple(sorted(method.static.items()))
     hp = stack_hparams(_varied(method.arrays), K)
     key = unlearning_key()

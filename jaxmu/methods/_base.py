@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from jaxmu.methods import driver
 from jaxmu.methods.plan import InitFn, PlanFn, ResultFn, UpdateFn
@@ -260,9 +260,6 @@ class SplitData(NamedTuple):
     val: Array
 
 
-RunFn = Callable[..., tuple[Any, Any]]
-
-
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """A registered method: defaults, search space, static names, and its driver.
@@ -271,8 +268,6 @@ class MethodSpec:
       name: registry id (``methods.md`` §1).
       init, update, plan, result: the method (``jaxmu.methods.plan``); ``result`` defaults to
         the trained ``TrainState``'s parameters and statistics.
-      run: a method not yet written as a plan: ``run(ctx, data, params, batch_stats, hp, key, *,
-        static) -> (params, batch_stats)`` for ONE model, its own loops (being retired).
       defaults: every hyperparameter's default (the reference config's value).
       search_space: what the tuner searches (dead hyperparameters excluded).
       static: names of hyperparameters that are static (shapes / loop counts / flags).
@@ -289,11 +284,10 @@ class MethodSpec:
     defaults: Mapping[str, Any]
     search_space: Mapping[str, Dist]
     static: frozenset[str]
-    init: InitFn | None = None
-    update: UpdateFn | None = None
-    plan: PlanFn | None = None
+    init: InitFn
+    update: UpdateFn
+    plan: PlanFn
     result: ResultFn | None = None
-    run: RunFn | None = None
     dead: frozenset[str] = frozenset()
     doc: str = ""
     applies_to: tuple[str, ...] | None = None
@@ -301,9 +295,6 @@ class MethodSpec:
     domains: Mapping[str, Domain] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        planned = (self.init, self.update, self.plan)
-        if self.run is None and any(f is None for f in planned):
-            raise ValueError(f"method {self.name}: give init, update and plan")
         missing = set(self.defaults) - set(self.domains)
         extra = set(self.domains) - set(self.defaults)
         if missing or extra:
@@ -313,8 +304,6 @@ class MethodSpec:
     def unlearn_one(self, ctx: StaticContext, data: SplitData, params, batch_stats, hp: Mapping[str, Any],
                     key, *, static: Mapping[str, Any]) -> tuple[Any, Any]:
         """Unlearn ONE model (traced under jit/vmap by ``jaxmu.methods.stack``)."""
-        if self.run is not None:
-            return self.run(ctx, data, params, batch_stats, hp, key, static=static)
         return driver.run_method(self, ctx.with_static(static), data, params, batch_stats, hp, key)
 
     def check_hparams(self, hp: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxmu.engine import passes
 from jaxmu.engine.optim import cosine_factor, step_decay_factor
 from jaxmu.engine.state import TrainState
 from jaxmu.methods.plan import Batch, Pass, Phase, Schedule
@@ -75,28 +76,21 @@ def _step(spec, state, batch: Batch, hp, key, ctx, phase: str):
 
 
 def run_pass(spec, p: Pass, state, hp, epoch_key, ctx, data, epoch):
-    """One pass: permutation from ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``."""
+    """One pass of ``p`` with ``engine.passes``' loop and key convention (permutation from
+    ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``); the step index rides in the carry."""
     key = fold(epoch_key, p.key)
     idx = stream_indices(data, p.stream) if p.subset is None else getattr(state, p.subset)
-    n = idx.shape[0]
-    n_full, rem = divmod(n, p.batch_size)
-    if p.steps is not None:
-        if p.steps * p.batch_size > n:
-            raise ValueError(f"pass {p.phase!r}: {p.steps} full batches of {p.batch_size} exceed {n} examples")
-        n_full, rem = p.steps, 0
-    seq = idx[jax.random.permutation(jax.random.fold_in(key, 0), n)] if p.shuffle else idx
-    keys = jax.vmap(lambda b: jax.random.fold_in(key, b + 1))(jnp.arange(n_full + (rem > 0)))
 
-    def step(st, b, bidx, bkey):
-        return _step(spec, st, Batch(bidx, epoch, b, data), hp, bkey, ctx, p.phase)
+    def step(carry, bidx, bkey):
+        st, b = carry
+        return _step(spec, st, Batch(bidx, epoch, b, data), hp, bkey, ctx, p.phase), b + 1
 
-    if n_full:
-        batches = seq[: n_full * p.batch_size].reshape(n_full, p.batch_size)
-        state, _ = jax.lax.scan(lambda st, xs: (step(st, xs[0], xs[1], xs[2]), None), state,
-                                (jnp.arange(n_full, dtype=jnp.int32), batches, keys[:n_full]))
-    if rem:
-        state = step(state, jnp.int32(n_full), seq[n_full * p.batch_size:], keys[n_full])
-    return state
+    carry = (state, jnp.int32(0))
+    if p.steps is None:
+        carry = passes.run_pass(carry, idx, p.batch_size, key, step, shuffle=p.shuffle)
+    else:
+        carry = passes.partial_pass(carry, idx, p.batch_size, key, step, p.steps, shuffle=p.shuffle)
+    return carry[0]
 
 
 def _segments(phase: Phase) -> list[tuple[int, int, tuple[Pass, ...]]]:
@@ -118,23 +112,20 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
     zero = jnp.int32(0)
     if phase.once is not None:
         state = _step(spec, state, Batch(None, zero, zero, data), hp, pkey, ctx, phase.once)
-    for lo, hi, passes in _segments(phase):
-        if hi <= lo:
-            continue
+    for lo, hi, active in _segments(phase):
 
-        def epoch(st, e, passes=passes):
-            k = jax.random.fold_in(pkey, e)
+        def epoch(st, e, k, active=active):
             if phase.schedule is not None:
                 s = phase.schedule
                 lr = hp[s.rate] * schedule_factor(s, e, phase.epochs, hp)
                 st = with_trained(st, trained(st).with_lr(lr))
             if phase.on_epoch is not None:
                 st = _step(spec, st, Batch(None, e, zero, data), hp, k, ctx, phase.on_epoch)
-            for p in passes:
+            for p in active:
                 st = run_pass(spec, p, st, hp, k, ctx, data, e)
-            return st, None
+            return st
 
-        state, _ = jax.lax.scan(epoch, state, jnp.arange(lo, hi))
+        state = passes.run_epochs(state, hi, pkey, epoch, start=lo)
     return state
 
 
