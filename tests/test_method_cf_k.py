@@ -11,7 +11,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import cf_k
 from jaxmu.methods.layouts import trainable_mask
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
 from jaxmu.models import build_model
