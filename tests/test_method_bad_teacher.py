@@ -12,7 +12,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import bad_teacher
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather
 
 T = np.array([1.0, 2.5], np.float32)

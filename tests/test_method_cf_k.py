@@ -11,7 +11,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.methods.driver import schedule_factor
 from jaxmu.methods.layouts import trainable_mask
 from jaxmu.methods.recipes import fk_init, fk_plan, fk_step

@@ -8,7 +8,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import cfw
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step as ce_update
 

@@ -118,7 +118,7 @@ def test_phase_structure(tiny, monkeypatch, n_r, want):
 
 
 def test_end_to_end_runs(tiny):
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("fcs", epochs=1, batch_size=60)
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, unlearning_key())

@@ -8,7 +8,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import fisher
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather, pass_batches
 from jaxmu.methods import driver

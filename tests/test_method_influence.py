@@ -8,7 +8,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import influence
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather
 from jaxmu.methods import driver
 

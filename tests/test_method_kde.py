@@ -87,7 +87,7 @@ def test_phase_structure(tiny, monkeypatch):
 def test_end_to_end_zero_lr_is_reset(tiny):
     """All learning rates and decays 0: the result is theta_0 with the stem conv and head reset
     (per-model reset draws are the same: shared key), other parameters untouched."""
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("kde", epochs=1, retain_epochs=1, batch_size=60, learning_rate=0.0, weight_decay=0.0,
               retain_learning_rate=0.0, retain_weight_decay=0.0)

@@ -8,7 +8,7 @@ import numpy as np
 import jaxmu.methods as M
 from jaxmu.engine.state import TrainState
 from jaxmu.methods import driver, msg
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
 

@@ -11,7 +11,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import ng_plus
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather, order
 from jaxmu.engine.state import TrainState
 

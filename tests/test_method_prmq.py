@@ -106,7 +106,7 @@ def test_fp16_roundtrip():
 
 
 def test_end_to_end_prunes_and_quantises(tiny):
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("prmq", epochs=0.0, batch_size=120)  # 1 step
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, unlearning_key())

@@ -125,7 +125,7 @@ def test_pass_signs(tiny):
 
 
 def test_end_to_end(tiny):
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("scrub", epochs=2, msteps=1, retain_batch_size=120, forget_batch_size=60, learning_rate=0.05)
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, unlearning_key())

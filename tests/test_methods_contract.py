@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import jaxmu.methods as M
-from jaxmu.methods._driver import Unlearner, stack_hparams, unlearning_key
+from jaxmu.methods.stack import Unlearner, stack_hparams, unlearning_key
 
 K = 2
 
