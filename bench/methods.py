@@ -47,7 +47,7 @@ def main() -> None:
     args = p.parse_args()
     enable_compile_cache()
     import jaxmu.methods as M
-    from jaxmu.methods._driver import Unlearner, stack_hparams, unlearning_key
+    from jaxmu.methods.stack import Unlearner, stack_hparams, unlearning_key
     from jaxmu.pipeline import method_context, method_data, prepare, reference_stacks
 
     cfg = load_config("configs/digits_cnn.yaml", [f"seeds={args.seeds}", "engine.progress=false"])

@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--method", default=None, help='method id or call string, e.g. "finetune(epochs=2)"')
     args = p.parse_args(argv)
     cfg = config_from_args(args)
-    from jaxmu.attacks.pipeline import run_ulira
+    from jaxmu.ulira_stage import run_ulira
     from jaxmu.pipeline import method_from_config, prepare
 
     method = method_from_config(cfg, args.method)

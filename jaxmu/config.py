@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from jaxmu.paths import shipped_config, shipped_configs
+
 
 class ConfigError(ValueError):
     """A bad configuration file or override (message names the key and the fix)."""
@@ -336,7 +338,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def _config_text(path: str | Path) -> tuple[str, str]:
     """(name for messages, YAML text) of a config path or shipped config name; an existing file wins."""
-    from jaxmu.paths import shipped_config, shipped_configs
 
     p = Path(path)
     if p.is_file():

@@ -9,19 +9,27 @@ same initialisation per seed (protocol §3.3, §4), as checkpointed stages.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxmu.methods as M
+from jaxmu.attacks.population_mia import model_mias_stacked
+from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.config import Config
 from jaxmu.data import Dataset, Splits, load_dataset, splits_for
 from jaxmu.engine.evaluate import Evaluator, evaluate_splits
 from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
+from jaxmu.engine.finite import finite_loss_rows, finite_rows
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
+from jaxmu.metrics import indiscernibility, on_finite_rows, retdev
 from jaxmu.models import Model, build_model
-from jaxmu.stages import StageResult, run_dir_for, run_training_stage
+from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage
 
 SPLIT_NAMES = ("retain", "forget", "val", "test")
 REFERENCE_STAGES = ("original", "retrain")
@@ -30,7 +38,6 @@ REFERENCE_STAGES = ("original", "retrain")
 @dataclasses.dataclass
 class Setting:
     """Everything derived from a config: data, split, model, run directory, engine choices."""
-
     cfg: Config
     dataset: Dataset
     splits: Splits
@@ -143,8 +150,6 @@ def stack_metrics(setting: Setting, state: TrainProgress | tuple) -> dict[str, n
     paper tables' convention, §6.3). A model whose parameters or losses are not finite is
     ``diverged`` (bool ``[models]``) and gets NaN for every metric (``split_metrics``).
     """
-    from jaxmu.engine.finite import finite_rows
-
     params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
     return split_metrics(evaluate_state(setting, (params, bs)), finite_rows((params, bs)))
 
@@ -156,10 +161,6 @@ def split_metrics(ev: dict[str, dict[str, np.ndarray]], params_ok: np.ndarray) -
     Metrics are computed on the ok rows exactly as for a stack without the others (the
     population MIA reseeds per model) and are NaN on the rest; ``diverged`` = ¬ok.
     """
-    from jaxmu.attacks.population_mia import model_mias_stacked
-    from jaxmu.engine.finite import finite_loss_rows
-    from jaxmu.metrics import indiscernibility, on_finite_rows
-
     ok = np.asarray(params_ok, bool) & finite_loss_rows(*(ev[n]["loss"] for n in SPLIT_NAMES))
     nan_unless_ok = lambda a: np.where(ok, np.asarray(a, np.float64), np.nan)  # noqa: E731
     val_mia, test_mia = model_mias_stacked(*(np.where(ok[:, None], ev[n]["loss"], np.nan)
@@ -175,8 +176,6 @@ def with_retention(metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray
 
     NaN for a seed where either model diverged (its accuracies are NaN).
     """
-    from jaxmu.metrics import on_finite_rows, retdev
-
     keys = ("retain_acc", "forget_acc", "test_acc")
     ok = np.all([~np.isnan(np.asarray(d[k], np.float64)) for d in (metrics, retrain) for k in keys], axis=0)
     return {**metrics, "retdev": on_finite_rows(retdev, ok, *(metrics[k] for k in keys), *(retrain[k] for k in keys))}
@@ -191,8 +190,6 @@ def method_from_config(cfg: Config, method: str | None = None):
     ``cfg.method`` is ``{type: NAME, **hyperparameters}``; a ``--method`` call string's
     arguments win over the config's, which win over the defaults.
     """
-    import jaxmu.methods as M
-
     raw = dict(cfg.method)
     name = raw.pop("type", None)
     if method:
@@ -207,15 +204,11 @@ def method_from_config(cfg: Config, method: str | None = None):
 
 
 def method_context(setting: Setting):
-    import jaxmu.methods as M
-
     return M.StaticContext(setting.model, setting.dataset.num_classes, setting.dataset.mean,
                            setting.dataset.std, setting.augment)
 
 
 def method_data(setting: Setting):
-    import jaxmu.methods as M
-
     s = setting.splits
     return M.SplitData(setting.data.images, setting.data.labels, jnp.asarray(s.retain),
                        jnp.asarray(s.forget), jnp.asarray(s.val))
@@ -236,13 +229,6 @@ def unlearn_stage(setting: Setting, method, original: StageResult) -> UnlearnSta
 
     The checkpoint lives in ``run_dir/unlearn/<method>_<hash of its hyperparameters>/``.
     """
-    import hashlib
-    import json
-
-    from jaxmu.checkpoint import load_tree, save_tree
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
-    from jaxmu.stages import environment
-
     hp_blob = json.dumps({"hp": dict(method.hparams), "keys": setting.cfg.unlearn_keys}, sort_keys=True, default=str)
     key = hashlib.sha256(hp_blob.encode()).hexdigest()[:12]
     path = setting.run_dir / "unlearn" / f"{method.name}_{key}"

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ulira = None
     if args.ulira:
         from jaxmu.attack import attack_rows
-        from jaxmu.attacks.pipeline import run_ulira
+        from jaxmu.ulira_stage import run_ulira
         from jaxmu.cli import format_table
 
         tables = []

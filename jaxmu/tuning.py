@@ -30,8 +30,10 @@ import numpy as np
 import optuna
 
 from jaxmu._faults import checkpoint_reached
+from jaxmu.attacks.population_mia import population_mia
+from jaxmu.engine.evaluate import evaluate_splits
 from jaxmu.methods import Choice, Float, Int, Method, epoch_cap, resolve_space
-from jaxmu.methods._driver import Unlearner, stack_hparams, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.metrics import hpo_objectives, objective_score
 from jaxmu.pipeline import Setting, method_context, method_data
 
@@ -84,16 +86,16 @@ class TrialEvaluator:
         self.seed_row = {s: i for i, s in enumerate(setting.cfg.seeds)}
         self.compile_s = 0.0
         self.run_s = 0.0
-        self._compiled: dict[tuple, tuple[Unlearner, Any]] = {}  # static signature -> program
-
-    def _unlearner(self, static: dict) -> Unlearner:
-        return Unlearner(self.method.spec, tuple(sorted(static.items())), self.ctx,
-                         model_axis=self.setting.model_axis, chunk_size=self.setting.cfg.engine.chunk_size)
+        self._programs: dict[tuple, Any] = {}  # compiled once per static signature (unlearn_stack)
 
     def evaluate(self, trials: Sequence[tuple[int, dict[str, Any]]]) -> list[tuple[float, float, float, float]]:
-        """Objectives of ``(seed, params)`` trials, in order; grouped by static settings."""
-        import time
+        """Objectives of ``(seed, params)`` trials, in order; grouped by static settings.
 
+        Each group runs through ``unlearn_stack`` (compiled once per static signature, reused by
+        every round) with the setting's unlearning-key convention: a trial of seed ``s`` gets the
+        key the final run gives seed ``s``.
+        """
+        cfg = self.setting.cfg
         groups: dict[tuple, list[int]] = {}
         hps = []
         for i, (_, params) in enumerate(trials):
@@ -109,27 +111,19 @@ class TrialEvaluator:
                 rows = np.array([self.seed_row[trials[i][0]] for i in padded])
                 take = lambda t: jax.tree_util.tree_map(lambda x: x[rows], t)  # noqa: E731
                 arrays = {k: np.array([hps[i][1][k] for i in padded], np.float32) for k in hps[padded[0]][1]}
-                hp = stack_hparams(arrays, len(padded))
-                args = (self.data, take(self.original.params), take(self.original.batch_stats), hp, unlearning_key())
-                t0 = time.perf_counter()
-                if sig not in self._compiled:  # one compilation per static signature, reused by every round
-                    un = self._unlearner(dict(sig))
-                    self._compiled[sig] = (un, un.fn.lower(*un._args(*args)).compile())
-                un, exe = self._compiled[sig]
-                t1 = time.perf_counter()
-                params, bs = exe(*un._args(*args))
-                jax.block_until_ready(params)
-                self.compile_s += t1 - t0
-                self.run_s += time.perf_counter() - t1
-                objs = self._objectives((params, bs), rows)
+                key = unlearning_key([trials[i][0] for i in padded], per_model=cfg.unlearn_keys == "per_model")
+                res = unlearn_stack(self.method.spec, dict(sig), arrays, self.ctx, self.data,
+                                    take(self.original.params), take(self.original.batch_stats), key,
+                                    model_axis=self.setting.model_axis, chunk_size=cfg.engine.chunk_size,
+                                    programs=self._programs)
+                self.compile_s += res.compile_s
+                self.run_s += res.run_s
+                objs = self._objectives((res.params, res.batch_stats), rows)
                 for j, i in enumerate(chunk):
                     out[i] = objs[j]
         return out
 
     def _objectives(self, stack, rows: np.ndarray) -> list[tuple[float, float, float, float]]:
-        from jaxmu.attacks.population_mia import population_mia
-        from jaxmu.engine.evaluate import evaluate_splits
-
         s = self.setting
         idx = {k: v for k, v in s.split_indices().items() if k != "test"}  # D_t never used in HPO
         ev = evaluate_splits(s.evaluator(), stack[0], stack[1], idx, s.data)

@@ -16,7 +16,7 @@ from jaxmu.data import load_dataset, make_splits
 from jaxmu.engine.evaluate import Evaluator
 from jaxmu.engine.trainer import DeviceData, Trainer
 from jaxmu.methods import SplitData, StaticContext, get
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.models import build_model
 
 

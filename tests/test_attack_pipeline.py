@@ -22,7 +22,7 @@ def out_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(out_dir):
     import jaxmu.methods as M
-    from jaxmu.attacks.pipeline import run_ulira
+    from jaxmu.ulira_stage import run_ulira
     from jaxmu.pipeline import prepare
 
     setting = prepare(load_config(None, TINY), out_dir)

@@ -236,7 +236,7 @@ def test_diverged_model_leaves_the_others_bit_identical(tiny, model_axis):
     import jaxmu.methods as M
     from jaxmu.engine.evaluate import Evaluator, evaluate_splits
     from jaxmu.engine.trainer import DeviceData
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
     from jaxmu.pipeline import split_metrics, with_retention
 
     method = M.get("finetune(epochs=2)")  # two steps: the 1e30 model's parameters overflow
@@ -319,7 +319,7 @@ def test_diverged_training_stage_is_one_error_line_exit_2(repo_root, tmp_path):
 def test_ulira_population_leaves_a_diverged_unlearned_model_out():
     """The attack pipeline's population statistics with one NaN φ row: scored without it, counted."""
     from jaxmu.attack import attack_rows
-    from jaxmu.attacks.pipeline import _population
+    from jaxmu.ulira_stage import _population
     from jaxmu.attacks.ulira import FORGOTTEN, NEVER_SEEN, RETAINED
 
     m, n = 8, 24

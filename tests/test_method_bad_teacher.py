@@ -12,7 +12,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import bad_teacher
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather
 
 T = np.array([1.0, 2.5], np.float32)
@@ -102,10 +102,13 @@ def test_batchmean_t2_reduction_step(tiny):
 
     @jax.jit
     def one(p, bs):
-        st, good, bad_model, bad = bad_teacher.init(ctx, p, bs, hp, key, kind="same_arch")
-        out = {r: bad_teacher.update(ctx, data, st, good, bad_model, bad, examples, pos, hp, key, reduction=r)
+        sctx = ctx.with_static({"incompetent_teacher": "same_arch"})
+        st = bad_teacher.init(p, bs, hp, key, sctx, data)
+        bad_model = bad_teacher.incompetent_model(sctx, "same_arch")
+        out = {r: bad_teacher.bt_step(ctx, data, st.train, st.good, bad_model, st.bad, examples, pos, hp, key,
+                                      reduction=r)
                for r in ("batchmean_t2", "mean")}
-        return out, bad
+        return out, st.bad
 
     out, bad = one(p0, bs0)
     want, _ = _hand_adam(ctx, data, p0, bs0, bad, 2.0, 1e-2, 1, "batchmean_t2")

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import jaxmu.methods as M
-from jaxmu.methods import cf_k
-from jaxmu.methods.layouts import trainable_mask
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
+from jaxmu.methods.driver import schedule_factor
+from jaxmu.methods.layouts import trainable_mask
+from jaxmu.methods.recipes import fk_init, fk_plan, fk_step
 from jaxmu.models import build_model
 from jaxmu.models.names import tree_paths
 
@@ -52,13 +53,19 @@ def test_trainable_mask_tinyvit():
     assert {p[0] for p in on} == {"layers_1", "layers_2", "layers_3", "head"}  # no stem, layers_0, norm_head
 
 
-def test_step_decay_schedule_zero_based():
+def test_step_decay_schedule_zero_based(tiny):
+    (phase,) = fk_plan(tiny.ctx.with_static(M.get("cf_k").static))
+    s = phase.schedule
+
+    def epoch_lr(hp, e, E):  # what the driver sets at the start of epoch e of the plan's phase
+        return hp[s.rate] * schedule_factor(s, e, E, hp)
+
     hp = {"learning_rate": jnp.float32(0.5), "sgda_decay_rate": jnp.float32(0.1)}
-    lrs = np.array([float(cf_k.epoch_lr(hp, e, 10)) for e in range(10)])
+    lrs = np.array([float(epoch_lr(hp, e, 10)) for e in range(10)])
     np.testing.assert_allclose(lrs, [0.5] * 6 + [0.05] * 3 + [0.005], rtol=1e-6)
     # r = 0 keeps the initial lr while m = 0
     hp0 = {"learning_rate": jnp.float32(0.5), "sgda_decay_rate": jnp.float32(0.0)}
-    assert float(cf_k.epoch_lr(hp0, 5, 10)) == 0.5 and float(cf_k.epoch_lr(hp0, 6, 10)) == 0.0
+    assert float(epoch_lr(hp0, 5, 10)) == 0.5 and float(epoch_lr(hp0, 6, 10)) == 0.0
 
 
 def test_one_update_matches_formula(tiny):
@@ -70,9 +77,9 @@ def test_one_update_matches_formula(tiny):
     hp = {"learning_rate": jnp.float32(0.3), "sgda_decay_rate": jnp.float32(0.1),
           "sgda_weight_decay": jnp.float32(0.7)}
     idx = tiny.data.retain[:50]
-    state = cf_k.init(params, bs, hp)
-    new = jax.jit(lambda s: cf_k.update(tiny.ctx, tiny.data, s, idx, jax.random.PRNGKey(1), mask=mask,
-                                        anchor=anchor, hp=hp))(state)
+    state = fk_init(params, bs, hp).train
+    new = jax.jit(lambda s: fk_step(tiny.ctx, tiny.data, s, idx, jax.random.PRNGKey(1), mask=mask,
+                                    anchor=anchor, hp=hp))(state)
     x, y = gather(tiny.ctx, tiny.data, idx)
     g = jax.grad(lambda p: cross_entropy(forward(tiny.ctx, p, bs, x, train=False)[0], y))(params)
     for path, m, p, gg, a, q in zip(tree_paths(params), *(jax.tree_util.tree_leaves(t) for t in

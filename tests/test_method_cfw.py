@@ -8,7 +8,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import cfw
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step as ce_update
 
@@ -44,7 +44,7 @@ def test_weights_scale_whole_batch_loss(tiny):
     mean_w = float(jnp.mean(weights[tiny.data.labels[idx]]))
     hp = {"learning_rate": jnp.float32(0.05), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0)}
     st = TrainState.create(params, bs, hp)
-    a = cfw.update(tiny.ctx, tiny.data, st, idx, jax.random.PRNGKey(0), weights)
+    a = cfw.weighted_step(tiny.ctx, tiny.data, st, idx, jax.random.PRNGKey(0), weights)
     hp2 = dict(hp, learning_rate=jnp.float32(0.05 * mean_w))
     b = ce_update(tiny.ctx, tiny.data, TrainState.create(params, bs, hp2), idx, jax.random.PRNGKey(0))
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), a.params, b.params)

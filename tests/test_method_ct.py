@@ -7,7 +7,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import ct
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
 
 def _synthetic():

@@ -11,12 +11,33 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmu.methods as M
+from jaxmu.engine.optim import step_decay_factor
+from jaxmu.engine.passes import run_epochs, run_pass
 from jaxmu.methods import eu_k
+from jaxmu.methods.recipes import fk_init, fk_step
 from jaxmu.methods.reinit import reinit_groups
-from jaxmu.methods.cf_k import fk_finetune
 
 STATIC = {"epochs": 1, "batch_size": 120, "num_blocks": 1, "bn_mode": "eval", "attention_biases": "frozen",
           "reset_bn_stats": False}
+
+
+def fk_finetune(ctx, data, params, batch_stats, hp, key, *, static, mask, augment="none"):
+    """The reference loop ``fk_finetune`` written out (not through the driver): anchor = ``params``,
+    epoch e on ``fold_in(key, e)`` at lr * r^m(e), one shuffled pass over D_r."""
+    anchor = params
+    state = fk_init(params, batch_stats, hp).train
+
+    def step(s, idx, k):
+        return fk_step(ctx, data, s, idx, k, mask=mask, anchor=anchor, hp=hp, bn_mode=static["bn_mode"],
+                       augment=augment)
+
+    def epoch(st, e, k):
+        st = st.with_lr(hp["learning_rate"] * step_decay_factor(e, static["epochs"], hp["sgda_decay_rate"],
+                                                                one_based=False))
+        return run_pass(st, data.retain, static["batch_size"], k, step)
+
+    state = run_epochs(state, static["epochs"], key, epoch)
+    return state.params, state.batch_stats
 
 
 def _one(tree):
@@ -32,7 +53,7 @@ def _uniform_like(x, bound):
 
 def test_reinit_cnn_bounds_and_untouched(tiny):
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    new, new_bs, mask = eu_k.init(tiny.ctx, params, bs, jax.random.PRNGKey(3), static=STATIC)
+    new, new_bs, mask = eu_k.reinit_last_k(tiny.ctx, params, bs, jax.random.PRNGKey(3), static=STATIC)
     assert {g for g in mask if all(jax.tree_util.tree_leaves(mask[g]))} == {"conv2", "bn2", "head"}
     assert not any(jax.tree_util.tree_leaves({g: mask[g] for g in ("conv1", "bn1")}))
     kc = new["conv2"]["kernel"]  # HWIO [3, 3, 16, 32]: fan_out = 32 * 9
@@ -46,7 +67,7 @@ def test_reinit_cnn_bounds_and_untouched(tiny):
         chex.assert_trees_all_equal(params[g], new[g])
     for a, b in zip(jax.tree_util.tree_leaves(bs), jax.tree_util.tree_leaves(new_bs)):
         np.testing.assert_array_equal(a, b)  # running statistics not reset (faithful)
-    _, reset_bs, _ = eu_k.init(tiny.ctx, params, bs, jax.random.PRNGKey(3), static={**STATIC, "reset_bn_stats": True})
+    _, reset_bs, _ = eu_k.reinit_last_k(tiny.ctx, params, bs, jax.random.PRNGKey(3), static={**STATIC, "reset_bn_stats": True})
     np.testing.assert_array_equal(reset_bs["bn2"]["mean"], 0)
     np.testing.assert_array_equal(reset_bs["bn2"]["var"], 1)
     np.testing.assert_array_equal(reset_bs["bn1"]["mean"], bs["bn1"]["mean"])
@@ -83,10 +104,11 @@ def test_run_is_reinit_then_cfk_on_augmented_retain(tiny):
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
     key = jax.random.PRNGKey(123)
-    out = jax.jit(lambda p, b: eu_k.run(tiny.ctx, tiny.data, p, b, hp, key, static=m.static))(params, bs)
+    out = jax.jit(lambda p, b: M.METHODS["eu_k"].unlearn_one(tiny.ctx, tiny.data, p, b, hp, key,
+                                                             static=m.static))(params, bs)
 
     def manual(augment):
-        p0, b0, mask = eu_k.init(tiny.ctx, params, bs, jax.random.fold_in(key, 0), static=m.static)
+        p0, b0, mask = eu_k.reinit_last_k(tiny.ctx, params, bs, jax.random.fold_in(key, 0), static=m.static)
         return fk_finetune(tiny.ctx, tiny.data, p0, b0, hp, jax.random.fold_in(key, 1), static=m.static,
                            mask=mask, augment=augment)
 
@@ -101,7 +123,7 @@ def test_run_is_reinit_then_cfk_on_augmented_retain(tiny):
         np.testing.assert_array_equal(a, b)  # eval mode: running statistics untouched
     # two steps per epoch: the second step's L2 pull is towards the re-initialised weights, so the
     # trained head stays close to the re-initialised head, far from the original one
-    p0 = eu_k.init(tiny.ctx, params, bs, jax.random.fold_in(key, 0), static=m.static)[0]
+    p0 = eu_k.reinit_last_k(tiny.ctx, params, bs, jax.random.fold_in(key, 0), static=m.static)[0]
     d_re = np.abs(np.asarray(out[0]["head"]["kernel"]) - np.asarray(p0["head"]["kernel"])).max()
     d_orig = np.abs(np.asarray(out[0]["head"]["kernel"]) - np.asarray(params["head"]["kernel"])).max()
     assert d_re < 0.1 * d_orig

@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import fcs
@@ -43,11 +44,11 @@ def test_per_step_cosine():
     assert float(fcs.cosine_lr(jnp.int32(1), 4, 1e-3, 1e-2)) > 1e-3   # eta_min > lr: rises
 
 
-def test_init_three_optimizers_retain_lr_scaled():
+def test_init_three_optimizers_retain_lr_scaled(tiny):
     params = {"w": jnp.ones(3)}
-    hp, _ = _hp()
-    st = fcs.init(params, {}, hp, 256)
-    np.testing.assert_allclose(st.opt1.hyperparams["learning_rate"], 5e-3, rtol=1e-6)
+    hp, static = _hp()
+    st = fcs.init(params, {}, hp, jax.random.PRNGKey(0), tiny.ctx.with_static(dict(static, batch_size=256)), tiny.data)
+    np.testing.assert_allclose(st.train.hyperparams["learning_rate"], 5e-3, rtol=1e-6)
     np.testing.assert_allclose(st.opt2.hyperparams["learning_rate"], 3e-4, rtol=1e-6)
     np.testing.assert_allclose(st.opt3.hyperparams["learning_rate"], 1e-3 * 256 / 64, rtol=1e-6)
     np.testing.assert_allclose(st.opt3.hyperparams["weight_decay"], 1e-2, rtol=1e-6)
@@ -57,35 +58,38 @@ def test_forget_update_lr_and_bn_order(tiny):
     """Step t uses lr_t (momentum buffer empty at the first step, wd 0 -> delta = -lr_t g), and the
     running statistics are updated by the forget forward and then the retain forward."""
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    hp, _ = _hp(eta_min=0.0)
-    st0 = fcs.init(params, bs, hp, 16)
+    hp, static = _hp(eta_min=0.0)
+    st0 = fcs.init(params, bs, hp, jax.random.PRNGKey(0), tiny.ctx.with_static(dict(static, batch_size=16)), tiny.data)
     idx_f, idx_r, key = tiny.data.forget[:16], tiny.data.retain[:16], jax.random.PRNGKey(0)
     upd = jax.jit(lambda s: fcs.forget_update(tiny.ctx, tiny.data, s, idx_f, idx_r, key, hp, 8))
     a = upd(st0)
     b = upd(st0._replace(step2=jnp.int32(4)))   # lr_4 = lr / 2 with T_tot = 8, eta_min = 0
-    da = a.params["head"]["kernel"] - params["head"]["kernel"]
-    db = b.params["head"]["kernel"] - params["head"]["kernel"]
+    da = a.train.params["head"]["kernel"] - params["head"]["kernel"]
+    db = b.train.params["head"]["kernel"] - params["head"]["kernel"]
     np.testing.assert_allclose(db, 0.5 * da, rtol=0, atol=2e-3 * float(jnp.abs(da).max()))
     assert int(a.step2) == 1 and float(jnp.abs(da).max()) > 0
     x_f, _ = gather(tiny.ctx, tiny.data, idx_f)
     x_r, _ = gather(tiny.ctx, tiny.data, idx_r)
     _, bs1 = forward(tiny.ctx, params, bs, x_f, train=True)
     _, bs2 = forward(tiny.ctx, params, bs1, x_r, train=True)
-    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a.batch_stats, bs2)
+    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a.train.batch_stats, bs2)
 
 
-def test_phase_structure(tiny, monkeypatch):
-    """n_f = 60, n_r = 240, B = 16, E = 2: stage 1 has 4 steps (3 x 16 + 12); each forget round
+@pytest.mark.parametrize("n_r, want", [(240, [60, 2 * 60, 2 * 64, 2 * 240, 4, 8, 30]),
+                                       (40, [60, 2 * 48, 2 * 40, 2 * 40, 4, 6, 6])])
+def test_phase_structure(tiny, monkeypatch, n_r, want):
+    """n_f = 60, B = 16, E = 2: stage 1 has 4 steps (3 x 16 + 12). n_r = 240: each forget round
     pairs 4 forget batches (16,16,16,12) with 4 full retain batches; each retain round has 15 steps.
-    T_tot = 4 * 2 = 8."""
+    n_r = 40 (D_r shorter than the forget round): zip stops after 3 steps, pairing forget batches
+    (16,16,16) with retain batches (16,16,8); each retain round has 3 steps. T_tot = 4 * 2 = 8."""
     seen = {}
 
     def bump(st, name, amount):
-        p = dict(st.params)
+        p = dict(st.train.params)
         p["head"] = dict(p["head"])
         col = {"s1": 0, "ff": 1, "fr": 2, "r": 3, "n1": 4, "n2": 5, "n3": 6}[name]
         p["head"]["bias"] = p["head"]["bias"].at[col].add(amount)
-        return st._replace(params=p)
+        return st._replace(train=st.train.replace(params=p))
 
     def fake_stage1(ctx, data, st, idx, key):
         return bump(bump(st, "s1", idx.shape[0]), "n1", 1.0)
@@ -106,14 +110,15 @@ def test_phase_structure(tiny, monkeypatch):
     monkeypatch.setattr(fcs, "ce_step", fake_ce)
     hp, static = _hp(epochs=2, batch_size=16)
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    out, _ = fcs.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=static)
+    data = tiny.data._replace(retain=tiny.data.retain[:n_r])
+    out, _ = M.METHODS["fcs"].unlearn_one(tiny.ctx, data, params, bs, hp, jax.random.PRNGKey(0), static=static)
     d = np.asarray(out["head"]["bias"] - params["head"]["bias"])
-    np.testing.assert_allclose(d[:7], [60, 2 * 60, 2 * 64, 2 * 240, 4, 8, 30], atol=1e-3)
+    np.testing.assert_allclose(d[:7], want, atol=1e-3)
     assert seen["total"] == 8
 
 
 def test_end_to_end_runs(tiny):
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("fcs", epochs=1, batch_size=60)
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, unlearning_key())

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmu.methods as M
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather
 
 LRS = np.array([0.01, 0.05], np.float32)

@@ -8,8 +8,9 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import influence
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather
+from jaxmu.methods import driver
 
 
 def _np_woodfisher(v, H, N):
@@ -67,7 +68,14 @@ def per_sample(tiny):
 
 def test_grad_sum_is_sum_of_per_sample(tiny, per_sample):
     params, bs = _one(tiny.params, 0), _one(tiny.batch_stats, 0)
-    G_f = jax.jit(lambda: influence.grad_sum(tiny.ctx, tiny.data, params, bs, tiny.data.forget, 25))()
+    ctx = tiny.ctx.with_static({"batch_size": 25, "N": 1000})
+    gradients = influence.plan(ctx)[0]  # the passes over D_f and D_r, through the driver
+
+    def run():
+        state = influence.init(params, bs, {}, None, ctx, tiny.data)
+        return driver.run_phase(influence.SPEC, gradients, state, {}, jax.random.PRNGKey(0), ctx, tiny.data).G_f
+
+    G_f = jax.jit(run)()
     ref = per_sample[0].sum(0)
     np.testing.assert_allclose(G_f, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
 

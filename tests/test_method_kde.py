@@ -72,7 +72,7 @@ def test_phase_structure(tiny, monkeypatch):
     monkeypatch.setattr(kde, "retain_update", fake_retain)
     m = M.get("kde", epochs=2, retain_epochs=3, batch_size=16, retain_momentum=0.5)
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
-    out, _ = kde.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=m.static)
+    out, _ = M.METHODS["kde"].unlearn_one(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=m.static)
     d = np.asarray(out["head"]["bias"] - reset["head"]["bias"], np.float64)
     firsts = [val[16 * b] for b in range(4)] * 2
     np.testing.assert_allclose(d[0], sum((i + 1) * f for i, f in enumerate(firsts)), rtol=1e-6)
@@ -87,7 +87,7 @@ def test_phase_structure(tiny, monkeypatch):
 def test_end_to_end_zero_lr_is_reset(tiny):
     """All learning rates and decays 0: the result is theta_0 with the stem conv and head reset
     (per-model reset draws are the same: shared key), other parameters untouched."""
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("kde", epochs=1, retain_epochs=1, batch_size=60, learning_rate=0.0, weight_decay=0.0,
               retain_learning_rate=0.0, retain_weight_decay=0.0)

@@ -7,8 +7,8 @@ import numpy as np
 
 import jaxmu.methods as M
 from jaxmu.engine.state import TrainState
-from jaxmu.methods import msg
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods import driver, msg
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
 
@@ -107,8 +107,16 @@ def test_driver_zero_lr_reinitialises_exactly_the_small_gradient_entries(tiny):
     arrays = {**m.arrays, "init_rate": rhos}
     key = unlearning_key()
     r = unlearn_stack(m.spec, m.static, arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, key)
-    gp = jax.jit(lambda p, b, tb: msg.grad_pass(tiny.ctx, tiny.data, p, b, jax.random.fold_in(key, 0), 100,
-                                                train_bn=tb), static_argnums=2)
+    hp = {k: jnp.float32(v) for k, v in arrays.items() if k != "init_rate"}
+
+    def grad_pass(p, b, train_bn):
+        """Step 1 alone: MSG's gradient phase through the driver -> (G, running statistics)."""
+        ctx = tiny.ctx.with_static({**m.static, "grad_pass_bn": "train" if train_bn else "eval"})
+        state = msg.init(p, b, hp, key, ctx, tiny.data)
+        state = driver.run_phase(msg.SPEC, msg.plan(ctx)[0], state, hp, key, ctx, tiny.data)
+        return state.G, state.train.batch_stats
+
+    gp = jax.jit(grad_pass, static_argnums=2)
     for i, rho in enumerate(rhos):
         p0, b0 = _one(tiny.params, i), _one(tiny.batch_stats, i)
         G, bs_after = gp(p0, b0, True)

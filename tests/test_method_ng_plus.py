@@ -11,7 +11,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import ng_plus
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather, order
 from jaxmu.engine.state import TrainState
 
@@ -96,7 +96,7 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     st = TrainState.create(p0, bs0, hp)
     ir = data.retain[:B]
     frozen = {k: jax.tree_util.tree_map(lambda _, k=k: k != "head", v) for k, v in p0.items()}
-    got = jax.jit(lambda st, j: ng_plus.update(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
+    got = jax.jit(lambda st, j: ng_plus.ng_step(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
                                                train=True, trainable=frozen))(st, jnp.int32(1))
     chex.assert_trees_all_equal(got.params["head"], p0["head"])
     assert float(jnp.max(jnp.abs(got.params["conv1"]["kernel"] - p0["conv1"]["kernel"]))) > 0

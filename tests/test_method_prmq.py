@@ -88,11 +88,12 @@ def test_step_count_crosses_pass_boundaries(tiny, monkeypatch):
                      "bias": state.params["head"]["bias"] + idx.shape[0]}
         return TrainState(p, state.batch_stats, state.opt_state)
 
-    monkeypatch.setattr(prmq, "update", fake_update)
+    monkeypatch.setattr(prmq, "prmq_step", fake_update)
     m = M.get("prmq", fp16_roundtrip=False, prune_amount=0.0)
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
     params, bs = jax.tree_util.tree_map(lambda x: x[0], (tiny.params, tiny.batch_stats))
-    out, _ = prmq.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=m.static)
+    out, _ = M.METHODS["prmq"].unlearn_one(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0),
+                                          static=m.static)
     np.testing.assert_allclose(out["head"]["kernel"] - params["head"]["kernel"], 13.0, atol=1e-4)
     np.testing.assert_allclose(out["head"]["bias"] - params["head"]["bias"], 3 * 240 + 64, atol=1e-3)
 
@@ -105,7 +106,7 @@ def test_fp16_roundtrip():
 
 
 def test_end_to_end_prunes_and_quantises(tiny):
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("prmq", epochs=0.0, batch_size=120)  # 1 step
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, unlearning_key())

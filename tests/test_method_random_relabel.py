@@ -11,7 +11,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import relabel as _relabel
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather
 
 LRS = np.array([0.1, 0.02], np.float32)

@@ -12,9 +12,9 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.engine.optim import torch_sgd
-from jaxmu.methods import rni
-from jaxmu.engine.steps import masked_ce_step as masked_ce_update
 from jaxmu.engine.state import TrainState
+from jaxmu.engine.steps import masked_ce_step as masked_ce_update
+from jaxmu.methods import rni
 from jaxmu.models import build_model
 
 
@@ -127,7 +127,8 @@ def test_end_to_end_head_reset_noise_and_bn(tiny):
     """E=2, F=1, R=0: one partial epoch (all 4 cnn keys selected and noised) + one fine epoch."""
     m = M.get("rni", epochs=2, fine_epochs=1, reset_epochs=0, batch_size=240, learning_rate=1e-5)
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    f = jax.jit(lambda hp: rni.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(123), static=m.static))
+    f = jax.jit(lambda hp: M.METHODS["rni"].unlearn_one(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(123),
+                                                        static=m.static))
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
     p_noise, bs_out = f(hp)
     p_quiet, _ = f({**hp, "origin_noise": jnp.float32(0.0)})

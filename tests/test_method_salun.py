@@ -14,7 +14,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import relabel as _relabel
 from jaxmu.methods import salun
-from jaxmu.methods._driver import unlearn_stack, unlearning_key
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.passes import gather, order
 
 TAU = np.array([1.0, 0.37], np.float32)

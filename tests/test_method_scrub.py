@@ -48,7 +48,8 @@ def _run(tiny, **kw):
     m = M.get("scrub", **kw)
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    out, _ = scrub.run(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0), static=m.static)
+    out, _ = M.METHODS["scrub"].unlearn_one(tiny.ctx, tiny.data, params, bs, hp, jax.random.PRNGKey(0),
+                                           static=m.static)
     return np.asarray(out["head"]["bias"] - params["head"]["bias"], np.float64)
 
 
@@ -124,7 +125,7 @@ def test_pass_signs(tiny):
 
 
 def test_end_to_end(tiny):
-    from jaxmu.methods._driver import unlearn_stack, unlearning_key
+    from jaxmu.methods.stack import unlearn_stack, unlearning_key
 
     m = M.get("scrub", epochs=2, msteps=1, retain_batch_size=120, forget_batch_size=60, learning_rate=0.05)
     r = unlearn_stack(m.spec, m.static, m.arrays, tiny.ctx, tiny.data, tiny.params, tiny.batch_stats, unlearning_key())

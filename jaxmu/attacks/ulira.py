@@ -202,3 +202,17 @@ def ulira_deepunlearn(
         offline_method=offline_method,
     )
     return _result(fits, eval_mask, pos, "deepunlearn", mode)
+
+
+def forgotten_populations(phi: np.ndarray, roles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example φ over the models that forgot it: ``[n_per_example, n_examples]`` and the columns.
+
+    Keeps the examples forgotten by the most common number of models (S/2 for a partition),
+    so the populations are rectangular for the NeurIPS ε score.
+    """
+    forgot = roles == FORGOTTEN
+    counts = forgot.sum(0)
+    target = np.bincount(counts[counts > 0]).argmax() if (counts > 0).any() else 0
+    cols = np.flatnonzero(counts == target)
+    mat = np.stack([phi[forgot[:, c], c] for c in cols], axis=1) if len(cols) else np.zeros((0, 0))
+    return mat, cols

@@ -58,8 +58,8 @@ def run_pass(carry: Any, idx: Array, batch_size: int, key: PRNGKey, step: StepFn
     return carry
 
 
-def partial_pass(carry, idx, batch_size: int, key, step, num_steps: int):
-    """The first ``num_steps`` (static, < ceil(n/B)) full batches of a shuffle drawn from ``key``.
+def partial_pass(carry, idx, batch_size: int, key, step, num_steps: int, *, shuffle: bool = True):
+    """The first ``num_steps`` (static) full batches of a pass over ``idx`` (a step budget).
 
     Same conventions as ``run_pass``: permutation from ``fold_in(key, 0)``, batch ``b`` gets
     ``fold_in(key, b + 1)`` (PRMQ's step budget crossing pass boundaries).
@@ -68,8 +68,8 @@ def partial_pass(carry, idx, batch_size: int, key, step, num_steps: int):
         return carry
     n = idx.shape[0]
     if num_steps * batch_size > n:
-        raise ValueError("partial_pass: only full batches may be taken")
-    seq = order(idx, jax.random.fold_in(key, 0), True)
+        raise ValueError(f"partial_pass: {num_steps} full batches of {batch_size} exceed {n} examples")
+    seq = order(idx, jax.random.fold_in(key, 0), shuffle)
     batches = seq[: num_steps * batch_size].reshape(num_steps, batch_size)
     keys = jax.vmap(lambda b: jax.random.fold_in(key, b + 1))(jnp.arange(num_steps))
     carry, _ = jax.lax.scan(lambda c, xs: (step(c, xs[0], xs[1]), None), carry, (batches, keys))
@@ -81,15 +81,16 @@ def pass_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def run_epochs(carry: Any, num_epochs: int, key: PRNGKey, epoch_fn: Callable[[Any, Array, PRNGKey], Any]) -> Any:
-    """``num_epochs`` (static) calls of ``epoch_fn(carry, epoch, fold_in(key, epoch))`` in a scan."""
-    if num_epochs <= 0:
+def run_epochs(carry: Any, stop: int, key: PRNGKey, epoch_fn: Callable[[Any, Array, PRNGKey], Any], *,
+               start: int = 0) -> Any:
+    """Epochs ``start .. stop - 1`` (static) as one ``lax.scan``: ``epoch_fn(carry, e, fold_in(key, e))``."""
+    if stop <= start:
         return carry
 
     def body(c, e):
         return epoch_fn(c, e, jax.random.fold_in(key, e)), None
 
-    carry, _ = jax.lax.scan(body, carry, jnp.arange(num_epochs))
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(start, stop))
     return carry
 
 

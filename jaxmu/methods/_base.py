@@ -1,27 +1,29 @@
-"""The method contract: hyperparameters as data, a per-model pure ``run``, a registry entry.
+"""The method contract: hyperparameters as data, ``init`` / ``update`` / ``plan``, a registry entry.
 
-A method is written the optax way (design.md §1): its module defines small pure functions —
-an ``init`` that builds the method's state from the original model (teachers, masks, anchors,
-re-initialised weights, optimizer states) and an ``update`` for one step on a batch — and a
-*driver* ``run`` that strings its phases and epochs together with ``jaxmu.engine.passes``.
-``run`` unlearns ONE model::
+A method is written the optax way (design.md §1, ``jaxmu.methods.plan``): pure ``init`` and
+``update`` functions over ONE model, a static ``plan`` of phases and passes, and optionally a
+``result``; the one driver (``jaxmu.methods.driver``) runs every method's plan, and
+``jaxmu.methods.stack`` maps it over the models axis. ``MethodSpec.unlearn_one`` is the per-model
+entry point::
 
-    run(ctx: StaticContext, data: SplitData, params, batch_stats, hp: dict, key) -> (params, batch_stats)
+    spec.unlearn_one(ctx: StaticContext, data: SplitData, params, batch_stats, hp: dict, key,
+                     *, static) -> (params, batch_stats)
 
 ``hp`` holds every *array* hyperparameter (learning rates, alpha, temperatures, thresholds,
-noise scales, rates) as float32 scalars; the driver in ``jaxmu.methods.unlearn`` vmaps ``run``
-over the models axis, so they may differ per model (one compiled program runs a batch of
-tuning trials). *Static* hyperparameters (epochs, batch sizes, k, quirk flags) change shapes or
-loop counts; they are bound before tracing (``static`` in the spec below) and partition a
-sweep into compile groups.
+noise scales, rates) as float32 scalars; they may differ per model (one compiled program runs a
+batch of tuning trials). *Static* hyperparameters (epochs, batch sizes, k, quirk flags) change
+shapes or loop counts; they are bound before tracing (``ctx.static``) and partition a sweep into
+compile groups.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
+from jaxmu.methods import driver
+from jaxmu.methods.plan import InitFn, PlanFn, ResultFn, UpdateFn
 from jaxmu.models.base import Model
 from jaxmu.types import Array
 
@@ -209,6 +211,9 @@ class StaticContext:
       num_classes: C.
       mean, std: normalisation of the test transform.
       train_augment: the train transform's augmentation (EU-k's retain stream only).
+      stream_sizes: ``(stream, n)`` pairs, the number of examples of each stream of the split
+        (static shapes), bound by the driver before ``plan`` (``size``): plans whose step counts
+        depend on a stream's size (PRMQ's step budget).
     """
 
     model: Model
@@ -216,10 +221,27 @@ class StaticContext:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     train_augment: str = "none"
+    static_items: tuple[tuple[str, Any], ...] = ()
+    stream_sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def arch(self) -> str:
         return self.model.name
+
+    @property
+    def static(self) -> dict[str, Any]:
+        """The method's static hyperparameters (epochs, batch sizes, flags), bound by the driver."""
+        return dict(self.static_items)
+
+    def with_static(self, static: Mapping[str, Any]) -> "StaticContext":
+        return dataclasses.replace(self, static_items=tuple(sorted(static.items())))
+
+    def size(self, stream: str) -> int:
+        """The number of examples of ``stream`` (``retain``, ``forget``, ``val``, ``combined``)."""
+        sizes = dict(self.stream_sizes)
+        if stream not in sizes:
+            raise ValueError(f"stream size of {stream!r} not bound (the driver binds it before plan)")
+        return sizes[stream]
 
 
 class SplitData(NamedTuple):
@@ -238,17 +260,14 @@ class SplitData(NamedTuple):
     val: Array
 
 
-RunFn = Callable[..., tuple[Any, Any]]
-
-
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """A registered method: defaults, search space, static names, and its driver.
 
     Attributes:
       name: registry id (``methods.md`` §1).
-      run: ``run(ctx, data, params, batch_stats, hp, key, *, static) -> (params, batch_stats)``
-        for ONE model; ``static`` is a dict of the static hyperparameters.
+      init, update, plan, result: the method (``jaxmu.methods.plan``); ``result`` defaults to
+        the trained ``TrainState``'s parameters and statistics.
       defaults: every hyperparameter's default (the reference config's value).
       search_space: what the tuner searches (dead hyperparameters excluded).
       static: names of hyperparameters that are static (shapes / loop counts / flags).
@@ -262,10 +281,13 @@ class MethodSpec:
     """
 
     name: str
-    run: RunFn
     defaults: Mapping[str, Any]
     search_space: Mapping[str, Dist]
     static: frozenset[str]
+    init: InitFn
+    update: UpdateFn
+    plan: PlanFn
+    result: ResultFn | None = None
     dead: frozenset[str] = frozenset()
     doc: str = ""
     applies_to: tuple[str, ...] | None = None
@@ -278,6 +300,11 @@ class MethodSpec:
         if missing or extra:
             raise ValueError(f"method {self.name}: domains must name exactly its hyperparameters "
                              f"(missing {sorted(missing)}, unknown {sorted(extra)})")
+
+    def unlearn_one(self, ctx: StaticContext, data: SplitData, params, batch_stats, hp: Mapping[str, Any],
+                    key, *, static: Mapping[str, Any]) -> tuple[Any, Any]:
+        """Unlearn ONE model (traced under jit/vmap by ``jaxmu.methods.stack``)."""
+        return driver.run_method(self, ctx.with_static(static), data, params, batch_stats, hp, key)
 
     def check_hparams(self, hp: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``hp`` over the defaults and validate: names, types, then domains.

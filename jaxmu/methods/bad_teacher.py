@@ -26,6 +26,10 @@ The incompetent teacher's initialisation is drawn from ``fold_in(key, 0)`` — t
 randomness — so it is shared by every model of a stack in faithful mode; epochs use
 fold_in(key, 1).
 
+Structure: ``State`` holds the student and both teachers (their static model comes from
+``ctx.static``); one phase of E epochs, each a shuffled pass over the combined stream
+(``jaxmu.methods.relabel.combined``) of ``bt_step``.
+
 Defaults: lr 0.01, wd 0, E 10, T 1, B 256. Search: G + kl_temperature: TEMP. Dead: ``momentum``
 (G's momentum is ignored by Adam). T = 0 is a legal trial and gives non-finite results (not a
 crash). The reference's per-epoch checkpoint writes are not reproduced (§2.8).
@@ -41,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import forward, kl_div
-from jaxmu.engine.passes import gather, run_epochs
+from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods import relabel
@@ -56,6 +60,7 @@ from jaxmu.methods._base import (
     generic_domains,
     generic_space,
 )
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.models.base import Model
 
 TEACHERS = ("resnet18", "same_arch")
@@ -84,16 +89,8 @@ def incompetent_model(ctx: StaticContext, kind: str) -> Model:
     return _resnet18(ctx.num_classes, tuple(ctx.model.input_shape))
 
 
-def init(ctx: StaticContext, params, batch_stats, hp, key, *, kind: str):
-    """(student state, competent teacher, incompetent model, incompetent teacher)."""
-    bad_model = incompetent_model(ctx, kind)
-    bad = Teacher(*bad_model.init(key))
-    good = Teacher(params, batch_stats)
-    return TrainState.create(params, batch_stats, hp, optimizer="adam"), good, bad_model, bad
-
-
-def update(ctx: StaticContext, data: SplitData, state: TrainState, good: Teacher, bad_model: Model, bad: Teacher,
-           examples, pos, hp, key, *, reduction: str) -> TrainState:
+def bt_step(ctx: StaticContext, data: SplitData, state: TrainState, good: Teacher, bad_model: Model, bad: Teacher,
+            examples, pos, hp, key, *, reduction: str) -> TrainState:
     """One Adam step on the bad-teaching KL for the combined-stream positions ``pos``."""
     x, _ = gather(ctx, data, examples[pos])
     u = pos < data.forget.shape[0]
@@ -108,26 +105,44 @@ def update(ctx: StaticContext, data: SplitData, state: TrainState, good: Teacher
     return loss_step(state, loss_fn)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B = static["epochs"], static["batch_size"]
-    reduction = static["kl_reduction"]
-    state, good, bad_model, bad = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
-                                       kind=static["incompetent_teacher"])
-    examples, _ = relabel.combined(data)
+class State(NamedTuple):
+    """The student (Adam), the competent teacher theta_0 and the incompetent teacher."""
 
-    def epoch(st, e, k):
-        perm = relabel.epoch_order(examples.shape[0], k)
-        step = lambda s, pos, kk: update(ctx, data, s, good, bad_model, bad, examples, pos, hp, kk,
-                                         reduction=reduction)
-        return relabel.run_positions(st, perm, B, k, step)
+    train: TrainState
+    good: Teacher
+    bad: Teacher
 
-    state = run_epochs(state, E, jax.random.fold_in(key, 1), epoch)
-    return state.params, state.batch_stats
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
+    """Teachers and the student; the incompetent teacher is initialised from ``fold_in(key, 0)``."""
+    del data
+    bad_model = incompetent_model(ctx, ctx.static["incompetent_teacher"])
+    bad = Teacher(*bad_model.init(jax.random.fold_in(key, 0)))
+    good = Teacher(params, batch_stats)
+    return State(TrainState.create(params, batch_stats, hp, optimizer="adam"), good, bad)
+
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``distill``: one ``bt_step`` on the combined-stream positions ``batch.indices``."""
+    del phase
+    s = ctx.static
+    examples, _ = relabel.combined(batch.data)
+    new = bt_step(ctx, batch.data, state.train, state.good, incompetent_model(ctx, s["incompetent_teacher"]),
+                  state.bad, examples, batch.indices, hp, key, reduction=s["kl_reduction"])
+    return state._replace(train=new), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs (phase key ``fold_in(key, 1)``) of one shuffled pass over the combined stream."""
+    s = ctx.static
+    return (Phase("distill", s["epochs"], passes=(Pass("distill", "combined", s["batch_size"]),), key=(1,)),)
 
 
 SPEC = MethodSpec(
     name="bad_teacher",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "weight_decay": 0.0, "kl_temperature": 1.0,
               "incompetent_teacher": "resnet18", "kl_reduction": "mean"},
     search_space={**generic_space(), "kl_temperature": TEMP},

@@ -31,69 +31,36 @@ Quirk flags (faithful defaults, ``methods.md`` §5 #19 and the TinyViT note):
 * ``attention_biases="frozen"``: on TinyViT, the reference's eval-mode attention uses a cached
   bias table, so attention biases receive no gradient; ``"trainable"`` differentiates them.
 
+Structure: state ``recipes.Anchored`` (the ``TrainState`` and the anchor theta_0), init
+``recipes.fk_init``, update ``recipes.fk_update`` (pass phase ``"step"``: unaugmented), plan
+``recipes.fk_plan`` (one phase on ``fold_in(key, 1)``, ``Schedule("step")``); all shared with EU-k.
+
 Architectures: all four (block mapping in ``layouts``; cnn/mlp mappings are jaxmu's choice, the
 reference only supports ResNet-18 and TinyViT). k beyond the number of blocks selects all blocks.
 """
 
 from __future__ import annotations
 
-import jax
-
-from jaxmu.methods._base import (
-    BS,
-    D_BATCH,
-    D_EPOCHS,
-    D_LR,
-    EP,
-    LR,
-    NL,
-    U01,
-    WD,
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    at_least,
-    nonneg,
-    unit,
+from jaxmu.methods._base import MethodSpec
+from jaxmu.methods.recipes import (
+    FK_DEFAULTS,
+    FK_DOMAINS,
+    FK_SEARCH,
+    FK_STATIC,
+    fk_init,
+    fk_plan,
+    fk_update,
 )
-from jaxmu.methods.layouts import ATTENTION_BIAS_MODES, trainable_mask
-from jaxmu.methods.recipes import BN_MODES, fk_finetune  # noqa: F401  (BN_MODES: the bn_mode domain)
-from jaxmu.methods.recipes import fk_epoch_lr as epoch_lr  # noqa: F401
-from jaxmu.methods.recipes import fk_init as init  # noqa: F401
-from jaxmu.methods.recipes import fk_update as update  # noqa: F401
-
-
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    mask = trainable_mask(ctx.arch, params, static["num_blocks"], attention_biases=static["attention_biases"])
-    return fk_finetune(ctx, data, params, batch_stats, hp, jax.random.fold_in(key, 1), static=static, mask=mask)
-
-
-DEFAULTS = {
-    "epochs": 10, "batch_size": 256, "num_blocks": 1,
-    "learning_rate": 0.01, "sgda_decay_rate": 0.1, "sgda_weight_decay": 0.1,
-    "bn_mode": "eval", "attention_biases": "frozen",
-}
-SEARCH = {
-    "epochs": EP, "batch_size": BS, "sgda_decay_rate": U01, "sgda_weight_decay": WD,
-    "learning_rate": LR, "num_blocks": NL,
-}
-STATIC = frozenset({"epochs", "batch_size", "num_blocks", "bn_mode", "attention_biases"})
-DOMAINS = {
-    "epochs": D_EPOCHS, "batch_size": D_BATCH, "num_blocks": at_least(1, "the number of trailing blocks trained"),
-    "learning_rate": D_LR, "sgda_decay_rate": unit("the step-decay factor of the learning rate"),
-    "sgda_weight_decay": nonneg("the weight of the L2 pull towards the start"),
-    "bn_mode": OneOf(BN_MODES, "BatchNorm mode of the training passes"),
-    "attention_biases": OneOf(ATTENTION_BIAS_MODES, "TinyViT attention biases in CF-k/EU-k"),
-}
 
 SPEC = MethodSpec(
     name="cf_k",
-    run=run,
-    defaults=DEFAULTS,
-    search_space=SEARCH,
-    static=STATIC,
+    init=fk_init,
+    update=fk_update,
+    plan=fk_plan,
+    defaults=FK_DEFAULTS,
+    search_space=FK_SEARCH,
+    static=FK_STATIC,
     dead=frozenset({"sgda_learning_rate", "momentum"}),
-    domains=DOMAINS,
+    domains=FK_DOMAINS,
     doc="fine-tune only the last k blocks + classifier (eval mode, plain SGD, L2 to start, step decay)",
 )

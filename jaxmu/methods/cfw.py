@@ -28,8 +28,13 @@ Confuser scope (static flag ``confuser_scope``):
 * ``"all_convs"`` (clean): every convolution kernel of the network (incl. TinyViT's depthwise and
   1x1 convs, ResNet downsample convs); mlp still nothing.
 
+Structure (``jaxmu.methods.plan``): ``init`` applies the start confuser and keeps the class
+weights and the final confuser's key in the state; one phase of E epochs (cosine schedule) with
+one pass over D_r; the final confuser is the epoch-start hook of epoch E-1 (the same parameters
+as after epoch E-2's pass), gated on the epoch.
+
 Randomness: confuser noise from ``fold_in(key, 0)`` (start) and ``fold_in(key, 1)`` (final);
-epoch ``e`` data order from ``fold_in(fold_in(key, 2), e)``.
+epoch ``e`` data order from ``fold_in(fold_in(key, 2), e)`` (phase key ``(2,)``, pass key ``()``).
 
 Defaults: E 4, lr 7e-4, mu 0.9, wd 5e-4, B 64, sigma_start 0.6, sigma_final 0.005;
 ``class_weight`` (0.05) is dead (accepted, ignored). Search: G + start/final_confuser_std: U01.
@@ -41,12 +46,13 @@ that case. The reference's extra eval-mode pass over D_r (to read labels) change
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.optim import cosine_factor
-from jaxmu.engine.passes import class_counts, gather, run_epochs, run_pass
+from jaxmu.engine.passes import class_counts, gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import (
@@ -60,6 +66,7 @@ from jaxmu.methods._base import (
     generic_space,
     nonneg,
 )
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 from jaxmu.models.names import conv_kernel_paths
 from jaxmu.models.trees import leaf_dict, replace_leaves
 
@@ -96,7 +103,7 @@ def weighted_loss(logits, y, weights) -> jax.Array:
     return cross_entropy(logits, y) * jnp.mean(weights[y])
 
 
-def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, weights) -> TrainState:
+def weighted_step(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, weights) -> TrainState:
     """One SGD step on the class-weighted CE of batch ``idx`` (train mode)."""
     x, y = gather(ctx, data, idx)
 
@@ -107,28 +114,47 @@ def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, wei
     return loss_step(state, loss_fn)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B = static["epochs"], static["batch_size"]
-    paths = confuser_paths(ctx.arch, params, static["confuser_scope"])
+class State(NamedTuple):
+    """The model being trained, the class weights and the final confuser's key."""
+
+    train: TrainState
+    weights: jax.Array
+    final_key: jax.Array
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
+    """The start confuser (key ``fold_in(key, 0)``), then a fresh SGD state."""
+    paths = confuser_paths(ctx.arch, params, ctx.static["confuser_scope"])
     weights = class_weights(data, ctx.num_classes)
     params = confuser(params, paths, hp["start_confuser_std"], jax.random.fold_in(key, 0))
-    state = TrainState.create(params, batch_stats, hp)
-    final_noise_key = jax.random.fold_in(key, 1)
+    return State(TrainState.create(params, batch_stats, hp), weights, jax.random.fold_in(key, 1))
 
-    def epoch(st, e, k):
-        st = st.with_lr(hp["learning_rate"] * cosine_factor(e, E))
-        st = run_pass(st, data.retain, B, k, lambda s, idx, kk: update(ctx, data, s, idx, kk, weights))
-        confused = confuser(st.params, paths, hp["final_confuser_std"], final_noise_key)
-        params = jax.tree_util.tree_map(lambda a, b: jnp.where(e == E - 2, a, b), confused, st.params)
-        return st.replace(params=params)
 
-    state = run_epochs(state, E, jax.random.fold_in(key, 2), epoch)
-    return state.params, state.batch_stats
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``final_confuser`` (epoch start): the final noise at epoch E-1 only; ``step``: one weighted step."""
+    st = state.train
+    if phase == "final_confuser":
+        E = ctx.static["epochs"]
+        paths = confuser_paths(ctx.arch, st.params, ctx.static["confuser_scope"])
+        confused = confuser(st.params, paths, hp["final_confuser_std"], state.final_key)
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(batch.epoch == E - 1, a, b), confused, st.params)
+        return state._replace(train=st.replace(params=params)), {}
+    return state._replace(train=weighted_step(ctx, batch.data, st, batch.indices, key, state.weights)), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs (phase key (2,), cosine): the final confuser hook (E >= 2), one pass over D_r."""
+    s = ctx.static
+    return (Phase("finetune", s["epochs"], key=(2,), schedule=Schedule("cosine"),
+                  on_epoch="final_confuser" if s["epochs"] >= 2 else None,
+                  passes=(Pass("step", "retain", s["batch_size"]),)),)
 
 
 SPEC = MethodSpec(
     name="cfw",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 4, "batch_size": 64, "learning_rate": 7e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "start_confuser_std": 0.6, "final_confuser_std": 0.005, "confuser_scope": "top_level_conv"},
     search_space={**generic_space(), "start_confuser_std": U01, "final_confuser_std": U01},

@@ -8,7 +8,7 @@ Update rule:
    ``W[o, i, h, w] -> W[o, i, w, h]`` in PyTorch layout, i.e. ``swapaxes(0, 1)`` of a jaxmu HWIO
    kernel ``[kh, kw, I, O]``; 1x1 kernels are unchanged; normalisation layers, linear layers
    and biases keep their values;
-2. fine-tune on D_r exactly as FT (``jaxmu.methods.recipes.cosine_finetune``): shuffled, unaugmented,
+2. fine-tune on D_r exactly as FT (``jaxmu.methods.recipes.cosine_finetune_plan``): shuffled, unaugmented,
    batch B, train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu, wd) created after the swap,
    cosine per epoch (T = E, eta_min 0): ``lr_e = lr (1 + cos(pi e / E)) / 2``;
 3. the result is evaluated in eval mode.
@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxmu.engine.state import TrainState
 from jaxmu.methods._base import (
     MethodError,
     MethodSpec,
-    SplitData,
     StaticContext,
     generic_domains,
     generic_space,
 )
 from jaxmu.methods.layouts import require_convs
-from jaxmu.methods.recipes import cosine_finetune
+from jaxmu.methods.recipes import ce_update, cosine_finetune_plan, sgd_init
 from jaxmu.models.trees import is_conv_kernel, map_with_path
 
 
@@ -51,14 +51,17 @@ def transpose_kernels(params):
     return map_with_path(f, params)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> TrainState:
+    """The kernel transpose, then a fresh SGD state (its momentum buffer starts at 0 either way)."""
     require_convs(ctx, params, "ct", "transposes convolution kernels")
-    return cosine_finetune(ctx, data, transpose_kernels(params), batch_stats, hp, key, static=static)
+    return sgd_init(transpose_kernels(params), batch_stats, hp, key, ctx, data)
 
 
 SPEC = MethodSpec(
     name="ct",
-    run=run,
+    init=init,
+    update=ce_update,
+    plan=cosine_finetune_plan,
     defaults={"epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),

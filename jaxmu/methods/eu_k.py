@@ -9,7 +9,7 @@ baseline by SCRUB (arXiv 2302.09880).
    0; BatchNorm scale 1, shift 0, **running mean/variance kept**; linear kernels
    U(+-sqrt(6 / (fan_in + fan_out))) (xavier-uniform), biases 0; LayerNorm parameters and TinyViT
    attention biases untouched.
-2. Exactly CF-k's loop (``cf_k.fk_finetune``) from the re-initialised model, with the L2 anchor
+2. Exactly CF-k's loop (``recipes.fk_update`` / ``fk_plan``) from the re-initialised model, with the L2 anchor
    P_init = the **re-initialised** parameters, in **eval mode** (the new blocks are normalised
    with the old running statistics throughout), on D_r with the **train transform**
    (``ctx.train_augment``; the only augmented unlearning stream of the benchmark):
@@ -25,25 +25,34 @@ Quirk flags (faithful defaults): ``bn_mode="eval"`` and ``attention_biases="froz
 CF-k (§5 #19); ``reset_bn_stats=False`` (§5 #20) keeps the old running statistics of the
 re-initialised BatchNorms, ``True`` resets them to mean 0, variance 1.
 
+Structure: ``init`` re-initialises (step 1) and starts CF-k's state ``recipes.Anchored`` on the
+result (the anchor); update and plan are CF-k's (``recipes.fk_update``, ``recipes.fk_plan``) with
+the pass phase ``"augmented"``.
+
 Randomness: re-initialisation draws from ``fold_in(key, 0)`` (leaf i: ``fold_in(., i)``), the
-training loop (shuffles, augmentation) from ``fold_in(key, 1)``.
+training loop (shuffles, augmentation) from ``fold_in(key, 1)`` (the plan's phase key).
 """
 
 from __future__ import annotations
 
 import jax
 
-from jaxmu.methods._base import D_BOOL, MethodSpec, SplitData, StaticContext
-from jaxmu.methods.cf_k import DEFAULTS as CF_DEFAULTS
-from jaxmu.methods.cf_k import DOMAINS as CF_DOMAINS
-from jaxmu.methods.cf_k import SEARCH as CF_SEARCH
-from jaxmu.methods.cf_k import STATIC as CF_STATIC
+from jaxmu.methods._base import D_BOOL, MethodSpec, StaticContext
 from jaxmu.methods.layouts import selected_groups, trainable_mask
-from jaxmu.methods.recipes import fk_finetune
+from jaxmu.methods.recipes import (
+    FK_DEFAULTS,
+    FK_DOMAINS,
+    FK_SEARCH,
+    FK_STATIC,
+    Anchored,
+    fk_init,
+    fk_plan,
+    fk_update,
+)
 from jaxmu.methods.reinit import reinit_groups
 
 
-def init(ctx: StaticContext, params, batch_stats, key, *, static):
+def reinit_last_k(ctx: StaticContext, params, batch_stats, key, *, static):
     """Re-initialised (params, batch_stats) and the static trainable mask."""
     k = static["num_blocks"]
     groups = selected_groups(ctx.arch, params, k)
@@ -52,19 +61,26 @@ def init(ctx: StaticContext, params, batch_stats, key, *, static):
     return params, batch_stats, mask
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    params, batch_stats, mask = init(ctx, params, batch_stats, jax.random.fold_in(key, 0), static=static)
-    return fk_finetune(ctx, data, params, batch_stats, hp, jax.random.fold_in(key, 1), static=static, mask=mask,
-                       augment=ctx.train_augment)
+def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> Anchored:
+    """Step 1 on ``fold_in(key, 0)``, then CF-k's state anchored at the re-initialised parameters."""
+    params, batch_stats, _ = reinit_last_k(ctx, params, batch_stats, jax.random.fold_in(key, 0), static=ctx.static)
+    return fk_init(params, batch_stats, hp, key, ctx, data)
+
+
+def plan(ctx: StaticContext):
+    """CF-k's plan, its pass drawn through the train transform."""
+    return fk_plan(ctx, augmented=True)
 
 
 SPEC = MethodSpec(
     name="eu_k",
-    run=run,
-    defaults={**CF_DEFAULTS, "reset_bn_stats": False},
-    search_space=dict(CF_SEARCH),
-    static=CF_STATIC | {"reset_bn_stats"},
+    init=init,
+    update=fk_update,
+    plan=plan,
+    defaults={**FK_DEFAULTS, "reset_bn_stats": False},
+    search_space=dict(FK_SEARCH),
+    static=FK_STATIC | {"reset_bn_stats"},
     dead=frozenset({"sgda_learning_rate", "momentum", "training_epoch_factor"}),
-    domains={**CF_DOMAINS, "reset_bn_stats": D_BOOL},
+    domains={**FK_DOMAINS, "reset_bn_stats": D_BOOL},
     doc="re-initialise the last k blocks + classifier, retrain them on augmented D_r (eval mode)",
 )

@@ -25,6 +25,15 @@ All of these reproduce the reference (§5 row 21). Defaults: E 8, B 256, T 1.15,
 O1 5e-3/0.9/0; O2 3e-4/0.9/0; O3 1e-3 (x B/64)/0.9/1e-2. Search: retain_* and forget_*
 (lr: LR, wd: WD; momentum fixed), temperature: TEMP, eta_min: ETA, plus G (O1, B, E).
 
+Structure (``jaxmu.methods.plan``): the state holds the model with O1's state (``train``), the
+states of O2 and O3, the O2 step count and this epoch's shuffle of D_r. Phase ``stage1`` (phase
+key ``()``, one epoch: epoch key ``fold_in(key, 0)``) is a pass over D_f; phase ``stage2`` (key
+``(1,)``, E epochs) draws the paired D_r order at each epoch start, then a pass over D_f (key
+``(0,)``) whose step b takes retain batch b of that order, then a pass over D_r (key ``(2,)``).
+If D_r is shorter than the forget round (n_r < ceil(n_f/B) B, never in the benchmark splits), a
+``lax.switch`` in the forget step picks the partial retain batch or skips the steps past D_r's
+end (zip semantics kept; results then agree with the pre-plan loop to ~1e-8, not bit for bit).
+
 Randomness: stage 1 pass key ``fold_in(key, 0)``; stage-2 epoch key ``k_e = fold_in(fold_in(key, 1), e)``;
 forget round: D_f order ``fold_in(fold_in(k_e, 0), 0)``, paired D_r order ``fold_in(fold_in(k_e, 1), 0)``,
 step b key ``fold_in(fold_in(k_e, 0), b + 1)``; retain round pass key ``fold_in(k_e, 2)``.
@@ -40,7 +49,7 @@ import jax.numpy as jnp
 
 from jaxmu.engine.losses import forward
 from jaxmu.engine.optim import set_hyperparam
-from jaxmu.engine.passes import gather, order, pass_batches, run_epochs, run_pass
+from jaxmu.engine.passes import gather, order, pass_batches
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step, loss_step
 from jaxmu.methods._base import (
@@ -59,23 +68,28 @@ from jaxmu.methods._base import (
     generic_space,
     nonneg,
 )
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 
 
-class FCSState(NamedTuple):
-    params: Any
-    batch_stats: Any
-    opt1: Any
+class State(NamedTuple):
+    """The model (params, running stats, O1's state), O2 and O3's states, O2 steps, this epoch's D_r order."""
+
+    train: TrainState
     opt2: Any
     opt3: Any
     step2: jax.Array  # number of O2 steps taken (drives the per-step cosine)
+    retain_order: jax.Array
 
 
-def init(params, batch_stats, hp, batch_size: int) -> FCSState:
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
+    """Three fresh SGD states (``""``, ``forget_``, ``retain_`` hyperparameters; O3's lr x B/64)."""
+    del key
+
     def opt(prefix):
         return TrainState.create(params, batch_stats, hp, prefix=prefix).opt_state
 
-    opt3 = set_hyperparam(opt("retain_"), "learning_rate", hp["retain_learning_rate"] * (batch_size / 64.0))
-    return FCSState(params, batch_stats, opt(""), opt("forget_"), opt3, jnp.zeros((), jnp.int32))
+    opt3 = set_hyperparam(opt("retain_"), "learning_rate", hp["retain_learning_rate"] * (ctx.static["batch_size"] / 64.0))
+    return State(TrainState(params, batch_stats, opt("")), opt("forget_"), opt3, jnp.zeros((), jnp.int32), data.retain)
 
 
 def kl_to_uniform(logits) -> jax.Array:
@@ -96,77 +110,85 @@ def cosine_lr(t, total, lr, eta_min):
     return eta_min + (lr - eta_min) * 0.5 * (1.0 + jnp.cos(math.pi * t.astype(jnp.float32) / total))
 
 
-def stage1_update(ctx, data, st: FCSState, idx, key) -> FCSState:
+def stage1_update(ctx, data, st: State, idx, key) -> State:
     x, _ = gather(ctx, data, idx)
 
     def loss_fn(p):
-        z, bs = forward(ctx, p, st.batch_stats, x, train=True, key=key)
+        z, bs = forward(ctx, p, st.train.batch_stats, x, train=True, key=key)
         return kl_to_uniform(z), bs
 
-    t = loss_step(TrainState(st.params, st.batch_stats, st.opt1), loss_fn)
-    return st._replace(params=t.params, batch_stats=t.batch_stats, opt1=t.opt_state)
+    return st._replace(train=loss_step(st.train, loss_fn))
 
 
-def forget_update(ctx, data, st: FCSState, idx_f, idx_r, key, hp, total_steps: int) -> FCSState:
+def forget_update(ctx, data, st: State, idx_f, idx_r, key, hp, total_steps: int) -> State:
     """One O2 step of the forget round on (forget batch, retain batch)."""
     x_f, _ = gather(ctx, data, idx_f)
     x_r, _ = gather(ctx, data, idx_r)
     k_f, k_r = jax.random.split(key)
     lr = cosine_lr(st.step2, total_steps, hp["forget_learning_rate"], hp["eta_min"])
     opt2 = set_hyperparam(st.opt2, "learning_rate", lr)
+    params, batch_stats = st.train.params, st.train.batch_stats
 
     def loss_fn(p):
-        z_f, bs = forward(ctx, p, st.batch_stats, x_f, train=True, key=k_f)
+        z_f, bs = forward(ctx, p, batch_stats, x_f, train=True, key=k_f)
         z_r, bs = forward(ctx, p, bs, x_r, train=True, key=k_r)
         return contrastive_loss(z_f, jax.lax.stop_gradient(z_r), hp["temperature"]), bs
 
-    t = loss_step(TrainState(st.params, st.batch_stats, opt2), loss_fn)
-    return st._replace(params=t.params, batch_stats=t.batch_stats, opt2=t.opt_state, step2=st.step2 + 1)
+    t = loss_step(TrainState(params, batch_stats, opt2), loss_fn)
+    return st._replace(train=st.train.replace(params=t.params, batch_stats=t.batch_stats), opt2=t.opt_state,
+                       step2=st.step2 + 1)
 
 
-def forget_round(ctx, data, st: FCSState, B: int, key, hp, total_steps: int) -> FCSState:
-    """zip(shuffled D_f batches, shuffled D_r batches): full/full pairs in a scan, then the tail step."""
-    n_f, n_r = data.forget.shape[0], data.retain.shape[0]
-    kf, kr = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    seq_f = order(data.forget, jax.random.fold_in(kf, 0), True)
-    seq_r = order(data.retain, jax.random.fold_in(kr, 0), True)
-    steps = min(pass_batches(n_f, B), pass_batches(n_r, B))
-    both_full = min(n_f // B, n_r // B, steps)
-    step_key = lambda b: jax.random.fold_in(kf, b + 1)  # noqa: E731
-    if both_full:
-        bf = seq_f[: both_full * B].reshape(both_full, B)
-        br = seq_r[: both_full * B].reshape(both_full, B)
-        keys = jax.vmap(step_key)(jnp.arange(both_full))
-        st, _ = jax.lax.scan(
-            lambda c, xs: (forget_update(ctx, data, c, xs[0], xs[1], xs[2], hp, total_steps), None),
-            st, (bf, br, keys))
-    for b in range(both_full, steps):  # at most one step with a partial batch
-        st = forget_update(ctx, data, st, seq_f[b * B: (b + 1) * B], seq_r[b * B: (b + 1) * B], step_key(b), hp,
-                           total_steps)
-    return st
+def paired_forget_update(ctx, data, st: State, idx_f, b, key, hp, B: int, total_steps: int) -> State:
+    """Forget step ``b`` paired with batch ``b`` of this epoch's D_r order: ``zip`` of the two
+    loaders, so ``min(ceil(n_f/B), ceil(n_r/B))`` steps, either batch possibly partial."""
+    seq_r = st.retain_order
+    n_r = seq_r.shape[0]
+    n_f_batches = pass_batches(data.forget.shape[0], B)
+    if n_r >= n_f_batches * B:  # every paired retain batch is full (the usual case)
+        return forget_update(ctx, data, st, idx_f, jax.lax.dynamic_slice(seq_r, (b * B,), (B,)), key, hp, total_steps)
+    full_r, rem_r = divmod(n_r, B)
+    branches = [lambda s: s]  # past the end of D_r: zip stops
+    if full_r:
+        branches.append(lambda s: forget_update(ctx, data, s, idx_f, jax.lax.dynamic_slice(seq_r, (b * B,), (B,)),
+                                                key, hp, total_steps))
+    if rem_r:
+        branches.append(lambda s: forget_update(ctx, data, s, idx_f, seq_r[full_r * B:], key, hp, total_steps))
+    i = jnp.where(b < full_r, 1, jnp.where((b == full_r) & (rem_r > 0), len(branches) - 1, 0)) if full_r else \
+        jnp.where(b == 0, 1, 0)
+    return jax.lax.switch(i, branches, st)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B = static["epochs"], static["batch_size"]
-    total_steps = max(int(pass_batches(data.forget.shape[0], B) * E), 1)
-    st = init(params, batch_stats, hp, B)
-    st = run_pass(st, data.forget, B, jax.random.fold_in(key, 0), lambda s, idx, k: stage1_update(ctx, data, s, idx, k))
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``stage1``: O1 on KL to uniform; ``draw_retain`` (epoch start): D_r order ``fold_in(fold_in(k_e, 1),
+    0)``; ``forget``: O2 contrastive step; ``retain``: O3 CE step."""
+    B, data = ctx.static["batch_size"], batch.data
+    if phase == "stage1":
+        return stage1_update(ctx, data, state, batch.indices, key), {}
+    if phase == "draw_retain":
+        return state._replace(retain_order=order(data.retain, jax.random.fold_in(jax.random.fold_in(key, 1), 0),
+                                                 True)), {}
+    if phase == "forget":
+        total_steps = max(int(pass_batches(data.forget.shape[0], B) * ctx.static["epochs"]), 1)
+        return paired_forget_update(ctx, data, state, batch.indices, batch.step, key, hp, B, total_steps), {}
+    t = ce_step(ctx, data, TrainState(state.train.params, state.train.batch_stats, state.opt3), batch.indices, key)
+    return state._replace(train=state.train.replace(params=t.params, batch_stats=t.batch_stats), opt3=t.opt_state), {}
 
-    def retain_step(s: FCSState, idx, k) -> FCSState:
-        t = ce_step(ctx, data, TrainState(s.params, s.batch_stats, s.opt3), idx, k)
-        return s._replace(params=t.params, batch_stats=t.batch_stats, opt3=t.opt_state)
 
-    def epoch(s, e, k):
-        s = forget_round(ctx, data, s, B, k, hp, total_steps)
-        return run_pass(s, data.retain, B, jax.random.fold_in(k, 2), retain_step)
-
-    st = run_epochs(st, E, jax.random.fold_in(key, 1), epoch)
-    return st.params, st.batch_stats
+def plan(ctx: StaticContext) -> Plan:
+    """Stage 1: one pass over D_f; stage 2: E epochs of (draw D_r order, forget round, retain round)."""
+    s = ctx.static
+    B = s["batch_size"]
+    return (Phase("stage1", 1, passes=(Pass("stage1", "forget", B),)),
+            Phase("stage2", s["epochs"], key=(1,), on_epoch="draw_retain",
+                  passes=(Pass("forget", "forget", B, key=(0,)), Pass("retain", "retain", B, key=(2,)))))
 
 
 SPEC = MethodSpec(
     name="fcs",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 8, "batch_size": 256, "temperature": 1.15, "eta_min": 1e-6,
               "learning_rate": 5e-3, "momentum": 0.9, "weight_decay": 0.0,
               "forget_learning_rate": 3e-4, "forget_momentum": 0.9, "forget_weight_decay": 0.0,

@@ -6,22 +6,20 @@ Update rule, for E epochs over D_r (shuffled, unaugmented, train mode):
     lr_e = lr * (1 + cos(pi e / E)) / 2   (cosine stepped per epoch, eta_min 0)
 
 Defaults (reference ``DefaultUnlearnerConfig``): E 5, B 256, lr 0.1, mu 0.9, wd 5e-4.
-Search space: the generic set G.
+Search space: the generic set G. Plan, state and step: ``jaxmu.methods.recipes`` (shared with CT
+and GA).
 """
 
 from __future__ import annotations
 
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
-from jaxmu.methods.recipes import cosine_finetune
-
-
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    return cosine_finetune(ctx, data, params, batch_stats, hp, key, static=static)
-
+from jaxmu.methods._base import MethodSpec, generic_domains, generic_space
+from jaxmu.methods.recipes import ce_update, cosine_finetune_plan, sgd_init
 
 SPEC = MethodSpec(
     name="finetune",
-    run=run,
+    init=sgd_init,
+    update=ce_update,
+    plan=cosine_finetune_plan,
     defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),

@@ -25,6 +25,10 @@ No training; eval mode throughout (BatchNorm running statistics used and left un
    "Class-shaped" (PyTorch leading dim == C) is implemented as "the classifier's weight and
    bias" (``fc``/``head``); ``MethodError`` if any other tensor has PyTorch leading dim C.
 
+Plan: one epoch of one pass ``accumulate`` over D_r (stored order, no optimizer step) adding
+each batch's contribution into the state's S; ``result`` divides by K and perturbs (step 2)
+with the method key.
+
 Defaults: alpha 0.2, B 64. Search: batch_size BS, alpha U01. No epochs; no quirk flags
 (§5 #17: the reference's rules are what FF is, reproduced layout-mapped).
 
@@ -35,13 +39,16 @@ runs have no reference counterpart. Known discrepancy: noise draws are not PyTor
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import forward
-from jaxmu.engine.passes import gather, pass_batches, run_pass
-from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, SplitData, StaticContext, nonneg
+from jaxmu.engine.passes import gather, pass_batches
+from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, StaticContext, nonneg
 from jaxmu.methods.layouts import class_shaped_flags
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.models.trees import map_with_index, torch_in_axis
 
 _CLASS_CHUNK = 10  # classes whose gradients are materialised at once
@@ -79,19 +86,6 @@ def batch_contribution(ctx: StaticContext, params, batch_stats, x):
     return acc
 
 
-def accumulate(ctx: StaticContext, data: SplitData, params, batch_stats, batch_size: int):
-    """S over D_r in stored order (partial last batch kept), divided by the number of batches."""
-
-    def step(S, idx, _key):
-        x, _ = gather(ctx, data, idx)
-        return jax.tree_util.tree_map(jnp.add, S, batch_contribution(ctx, params, batch_stats, x))
-
-    zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    S = run_pass(zeros, data.retain, batch_size, jax.random.PRNGKey(0), step, shuffle=False)
-    k = pass_batches(data.retain.shape[0], batch_size)
-    return jax.tree_util.tree_map(lambda s: s / k, S)
-
-
 def noise_variance(arch: str, num_classes: int, params0, S, alpha):
     """Per-tensor noise variance v of step 2 (a tree like ``params0``)."""
     cls = class_shaped_flags(arch, params0, num_classes)
@@ -121,15 +115,44 @@ def perturb(arch: str, num_classes: int, params0, S, alpha, key):
     return map_with_index(f, params0, var)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+class State(NamedTuple):
+    """The model (fixed: eval mode, no optimizer) and the running sum S of batch contributions."""
+
+    params: Any
+    batch_stats: Any
+    S: Any
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> State:
     class_shaped_flags(ctx.arch, params, ctx.num_classes)  # fail before tracing the pass
-    S = accumulate(ctx, data, params, batch_stats, static["batch_size"])
-    return perturb(ctx.arch, ctx.num_classes, params, S, hp["alpha"], key), batch_stats
+    return State(params, batch_stats, jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``accumulate``: add this D_r batch's contribution to S (no optimizer step)."""
+    x, _ = gather(ctx, batch.data, batch.indices)
+    contrib = batch_contribution(ctx, state.params, state.batch_stats, x)
+    return state._replace(S=jax.tree_util.tree_map(jnp.add, state.S, contrib)), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """One pass over D_r in stored order (the pass keys are unused: no randomness)."""
+    return (Phase("fisher", 1, passes=(Pass("accumulate", "retain", ctx.static["batch_size"], shuffle=False),)),)
+
+
+def result(state: State, hp, key, ctx: StaticContext, data):
+    """S divided by the number of batches, then the perturbation with the method key."""
+    k = pass_batches(data.retain.shape[0], ctx.static["batch_size"])
+    S = jax.tree_util.tree_map(lambda s: s / k, state.S)
+    return perturb(ctx.arch, ctx.num_classes, state.params, S, hp["alpha"], key), state.batch_stats
 
 
 SPEC = MethodSpec(
     name="fisher",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
+    result=result,
     defaults={"batch_size": 64, "alpha": 0.2},
     search_space={"batch_size": BS, "alpha": U01},
     static=frozenset({"batch_size"}),

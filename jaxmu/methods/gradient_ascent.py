@@ -17,31 +17,22 @@ tinyvit_11m: train mode, so TinyViT drop-path is active with per-step keys).
 
 from __future__ import annotations
 
-from jaxmu.engine.passes import run_epochs, run_pass
-from jaxmu.engine.state import TrainState
-from jaxmu.engine.steps import ce_step
-from jaxmu.methods._base import MethodSpec, SplitData, StaticContext, generic_domains, generic_space
+from jaxmu.methods._base import MethodSpec, StaticContext, generic_domains, generic_space
+from jaxmu.methods.plan import Pass, Phase, Plan
+from jaxmu.methods.recipes import ce_update, sgd_init
 
 
-def update(ctx: StaticContext, data: SplitData, state: TrainState, idx, key) -> TrainState:
-    """One SGD step on ``-CE`` of the forget batch ``idx`` (train mode)."""
-    return ce_step(ctx, data, state, idx, key, sign=-1.0, train=True)
-
-
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B = static["epochs"], static["batch_size"]
-    state = TrainState.create(params, batch_stats, hp)
-
-    def epoch(st, e, k):
-        return run_pass(st, data.forget, B, k, lambda s, idx, kk: update(ctx, data, s, idx, kk))
-
-    state = run_epochs(state, E, key, epoch)
-    return state.params, state.batch_stats
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs of SGD steps on -CE over D_f (shuffled), no schedule."""
+    s = ctx.static
+    return (Phase("ascend", s["epochs"], passes=(Pass("ascend", "forget", s["batch_size"]),)),)
 
 
 SPEC = MethodSpec(
     name="gradient_ascent",
-    run=run,
+    init=sgd_init,
+    update=ce_update,
+    plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),

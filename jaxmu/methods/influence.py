@@ -20,6 +20,12 @@ dot products).
    loader simply ends). ``recursion`` is the pure form of this loop.
 4. ``theta = theta0 + alpha * k``; BatchNorm statistics unchanged.
 
+Plan: one epoch of two passes in stored order, ``sum_forget`` over D_f then ``sum_retain``
+over D_r, adding into the state's G_f and G_r (no optimizer step); then a one-shot step
+``woodfisher`` that forms v and runs the whole single-example recursion as its own ``lax.scan``
+(``woodfisher``: h_0 outside the scan, j >= 1 inside, exactly as before — kept as one step
+rather than a batch-1 pass so the bits stay identical); ``result`` applies step 4.
+
 Hyperparameters: ``batch_size`` (static, default 256; no mathematical effect in eval mode, only
 floating-point summation order), ``N`` (static, default 1000, the reference's hard-coded
 constant; also fixes the recursion length N + 2), ``alpha`` (array, default 0.2).
@@ -36,22 +42,25 @@ so such runs have no reference counterpart. No quirk flags.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, run_pass
+from jaxmu.engine.passes import gather
 from jaxmu.methods._base import (
     BS,
     D_BATCH,
     U01,
     MethodSpec,
-    SplitData,
     StaticContext,
     at_least,
     nonneg,
 )
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
+from jaxmu.types import Array
 
 
 def flat_grad(ctx: StaticContext, params, batch_stats, x, y):
@@ -61,17 +70,6 @@ def flat_grad(ctx: StaticContext, params, batch_stats, x, y):
         return cross_entropy(forward(ctx, p, batch_stats, x, train=False)[0], y)
 
     return ravel_pytree(jax.grad(loss)(params))[0].astype(jnp.float32)
-
-
-def grad_sum(ctx: StaticContext, data: SplitData, params, batch_stats, idx, batch_size: int):
-    """Sum of per-sample gradients over ``idx`` as ``sum_b |b| * mean-batch gradient`` (stored order)."""
-
-    def step(acc, bidx, _key):
-        x, y = gather(ctx, data, bidx)
-        return acc + bidx.shape[0] * flat_grad(ctx, params, batch_stats, x, y)
-
-    zeros = jnp.zeros(ravel_pytree(params)[0].shape, jnp.float32)
-    return run_pass(zeros, idx, batch_size, jax.random.PRNGKey(0), step, shuffle=False)
 
 
 def influence_vector(G_f, G_r, n_f: int, n_r: int):
@@ -107,27 +105,62 @@ def recursion(v, H, N: int):
     return woodfisher(v, lambda h: h, H[:J], N)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    del key  # deterministic
-    B, N = static["batch_size"], static["N"]
-    n_f, n_r = data.forget.shape[0], data.retain.shape[0]
-    G_f = grad_sum(ctx, data, params, batch_stats, data.forget, B)
-    G_r = grad_sum(ctx, data, params, batch_stats, data.retain, B)
-    v = influence_vector(G_f, G_r, n_f, n_r)
-    J = min(n_r, N + 2)
+class State(NamedTuple):
+    """The model (fixed: eval mode), the gradient sums G_f, G_r and the recursion's result k."""
 
-    def h_fn(i):
-        x, y = gather(ctx, data, i[None])
-        return flat_grad(ctx, params, batch_stats, x, y)
+    params: Any
+    batch_stats: Any
+    G_f: Array
+    G_r: Array
+    k: Array
 
-    k = woodfisher(v, h_fn, data.retain[:J], N)
-    flat0, unravel = ravel_pytree(params)
-    return unravel((flat0 + hp["alpha"] * k).astype(flat0.dtype)), batch_stats
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> State:
+    zeros = jnp.zeros(ravel_pytree(params)[0].shape, jnp.float32)
+    return State(params, batch_stats, zeros, zeros, zeros)
+
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``sum_forget`` / ``sum_retain``: add ``|b| * grad CE_mean(b)`` to G_f / G_r (step 1);
+    ``woodfisher`` (one-shot): v (step 2) and the whole recursion (step 3) into k."""
+    data = batch.data
+    if phase == "woodfisher":
+        N = ctx.static["N"]
+        n_f, n_r = data.forget.shape[0], data.retain.shape[0]
+        v = influence_vector(state.G_f, state.G_r, n_f, n_r)
+
+        def h_fn(i):
+            x, y = gather(ctx, data, i[None])
+            return flat_grad(ctx, state.params, state.batch_stats, x, y)
+
+        return state._replace(k=woodfisher(v, h_fn, data.retain[:min(n_r, N + 2)], N)), {}
+    x, y = gather(ctx, data, batch.indices)
+    g = batch.indices.shape[0] * flat_grad(ctx, state.params, state.batch_stats, x, y)
+    if phase == "sum_forget":
+        return state._replace(G_f=state.G_f + g), {}
+    return state._replace(G_r=state.G_r + g), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """Passes over D_f then D_r in stored order (keys unused: deterministic), then the recursion."""
+    B = ctx.static["batch_size"]
+    return (Phase("gradients", 1, passes=(Pass("sum_forget", "forget", B, shuffle=False),
+                                          Pass("sum_retain", "retain", B, shuffle=False))),
+            Phase("recursion", 0, once="woodfisher"))
+
+
+def result(state: State, hp, key, ctx: StaticContext, data):
+    """``theta0 + alpha k`` (step 4); BatchNorm statistics unchanged."""
+    flat0, unravel = ravel_pytree(state.params)
+    return unravel((flat0 + hp["alpha"] * state.k).astype(flat0.dtype)), state.batch_stats
 
 
 SPEC = MethodSpec(
     name="influence",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
+    result=result,
     defaults={"batch_size": 256, "N": 1000, "alpha": 0.2},
     search_space={"batch_size": BS, "alpha": U01},
     static=frozenset({"batch_size", "N"}),

@@ -29,18 +29,22 @@ Faithful: warm-up on the validation split (``warmup_split="val"``; no clean alte
 defined, the flag only records it). Consequence: D_v is training data here and also the HPO
 objective's non-member set — report Test MIA next to Val MIA.
 
+Structure (``jaxmu.methods.plan``): ``init`` resets stem and head and holds the teacher; the plan
+is a warm-up phase, then a retain phase whose one-shot step creates the retain optimizer.
+
 Randomness: reset draws from ``fold_in(key, 0)``; warm-up epoch keys ``fold_in(fold_in(key, 1), e)``
-(TinyViT drop-path only); retain epochs ``fold_in(fold_in(key, 2), e)``.
+(TinyViT drop-path only; phase key ``(1,)``); retain epochs ``fold_in(fold_in(key, 2), e)`` (phase
+key ``(2,)``).
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, kl_div
-from jaxmu.engine.optim import cosine_factor
-from jaxmu.engine.passes import run_epochs, run_pass
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
 from jaxmu.methods._base import (
@@ -56,11 +60,11 @@ from jaxmu.methods._base import (
     MethodError,
     MethodSpec,
     OneOf,
-    SplitData,
     StaticContext,
     generic_domains,
     generic_space,
 )
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 from jaxmu.methods.reinit import torch_default_reinit
 from jaxmu.models.names import head_paths
 
@@ -72,13 +76,6 @@ def reset_paths(arch: str) -> tuple[tuple[str, ...], ...]:
     if arch not in _STEM:
         raise MethodError(f"kde: no reset rule for architecture {arch!r}")
     return _STEM[arch] + tuple(head_paths(arch))
-
-
-def init(ctx: StaticContext, params, batch_stats, hp, key):
-    """(teacher, student state): teacher = theta_0; student with stem/head reset, fresh SGD."""
-    teacher = (params, batch_stats)
-    student = torch_default_reinit(params, reset_paths(ctx.arch), key)
-    return teacher, TrainState.create(student, batch_stats, hp)
 
 
 def soft_ce(t_logits, s_logits, temperature) -> jax.Array:
@@ -96,29 +93,48 @@ def retain_update(ctx, data, teacher, state: TrainState, idx, key, temperature) 
         soft_ce(t, s, temperature) + cross_entropy(s, y) + kl_div(t, s, temperature, "batchmean")))
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    Ew, Er, B = static["epochs"], static["retain_epochs"], static["batch_size"]
+class State(NamedTuple):
+    """The student being trained and the frozen teacher ``(params, batch_stats)`` = theta_0."""
+
+    train: TrainState
+    teacher: tuple[Any, Any]
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> State:
+    """Teacher = theta_0; student with stem/head reset (``fold_in(key, 0)``), fresh SGD."""
+    del data
+    student = torch_default_reinit(params, reset_paths(ctx.arch), jax.random.fold_in(key, 0))
+    return State(TrainState.create(student, batch_stats, hp), (params, batch_stats))
+
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``warmup`` / ``retain``: one distillation step; ``retain_optimizer``: the fresh retain SGD."""
     T = hp["temperature"]
-    teacher, state = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0))
+    st = state.train
+    if phase == "retain_optimizer":
+        st = TrainState.create(st.params, st.batch_stats, hp, prefix="retain_")
+    elif phase == "warmup":
+        st = warmup_update(ctx, batch.data, state.teacher, st, batch.indices, key, T)
+    else:
+        st = retain_update(ctx, batch.data, state.teacher, st, batch.indices, key, T)
+    return state._replace(train=st), {}
 
-    def warm_epoch(st, e, k):
-        return run_pass(st, data.val, B, k, lambda s, idx, kk: warmup_update(ctx, data, teacher, s, idx, kk, T),
-                        shuffle=False)
 
-    state = run_epochs(state, Ew, jax.random.fold_in(key, 1), warm_epoch)
-    state = TrainState.create(state.params, state.batch_stats, hp, prefix="retain_")
-
-    def retain_epoch(st, e, k):
-        st = st.with_lr(hp["retain_learning_rate"] * cosine_factor(e, Er))
-        return run_pass(st, data.retain, B, k, lambda s, idx, kk: retain_update(ctx, data, teacher, s, idx, kk, T))
-
-    state = run_epochs(state, Er, jax.random.fold_in(key, 2), retain_epoch)
-    return state.params, state.batch_stats
+def plan(ctx: StaticContext) -> Plan:
+    """Warm-up: E_w epochs over D_v in stored order (phase key fold_in(key, 1)), constant lr; then
+    a fresh retain SGD and E_r epochs over D_r (phase key fold_in(key, 2)), cosine lr_r."""
+    s = ctx.static
+    B = s["batch_size"]
+    return (Phase("warmup", s["epochs"], passes=(Pass("warmup", "val", B, shuffle=False),), key=(1,)),
+            Phase("retain", s["retain_epochs"], passes=(Pass("retain", "retain", B),), once="retain_optimizer",
+                  schedule=Schedule("cosine", rate="retain_learning_rate"), key=(2,)))
 
 
 SPEC = MethodSpec(
     name="kde",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 3, "retain_epochs": 3, "batch_size": 64, "temperature": 5.0,
               "learning_rate": 9e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "retain_learning_rate": 1e-3, "retain_momentum": 0.9, "retain_weight_decay": 5e-4,

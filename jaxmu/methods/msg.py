@@ -30,6 +30,12 @@ a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, ar
 
 4. Result evaluated in eval mode (a plain model: the masked convs are ordinary convs).
 
+Plan: phase ``gradients`` (key = the method key, so its one epoch runs on k_0 = fold_in(key, 0)):
+the hook ``draw_subset`` draws R' into the state, then the passes ``grad_retain`` over R'
+(``Pass.subset``, key fold_in(k_0, 1)) and ``grad_forget`` over D_f (fold_in(k_0, 2)) add into
+G; phase ``reinit`` (one-shot on fold_in(key, 1)): step 2 and a fresh SGD state; phase
+``finetune`` (key fold_in(key, 2)): per epoch the hook ``set_lr``, then a pass of ``step``.
+
 Defaults (``DefaultKGLTop2Config``): E 5, B 64, rho (``init_rate``) 0.3, lr 1e-3, mu 0.9,
 wd 5e-4, ``mask_scope="per_layer"``, ``grad_pass_bn="train"``. Search: G + init_rate U01.
 
@@ -42,11 +48,13 @@ random streams are not PyTorch's.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, run_epochs, run_pass
+from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import (
@@ -61,6 +69,7 @@ from jaxmu.methods._base import (
     unit,
 )
 from jaxmu.methods.layouts import require_convs
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.models.trees import conv_kernel_indices, unflatten_like
 
 R_BATCH = 64  # the reference's fixed batch size of the R' gradient pass
@@ -68,33 +77,6 @@ LOW_MULT = 0.1  # gradient multiplier of the kept (not re-initialised) conv entr
 
 MASK_SCOPES = ("per_layer", "global")
 BN_MODES = ("train", "eval")
-
-
-# --------------------------------------------------------------------------- step 1
-
-
-def grad_pass(ctx: StaticContext, data: SplitData, params, batch_stats, key, batch_size: int, *, train_bn: bool):
-    """``(G, batch_stats)``: summed batch gradients of CE on R' minus CE on D_f."""
-    n_r, n_f = data.retain.shape[0], data.forget.shape[0]
-    subset = data.retain[jax.random.permutation(jax.random.fold_in(key, 0), n_r)[:n_f]]
-
-    def step(sign):
-        def f(carry, idx, k):
-            G, bs = carry
-            x, y = gather(ctx, data, idx)
-
-            def loss(p):
-                logits, nbs = forward(ctx, p, bs, x, train=train_bn, key=k)
-                return sign * cross_entropy(logits, y), nbs
-
-            g, nbs = jax.grad(loss, has_aux=True)(params)
-            return jax.tree_util.tree_map(jnp.add, G, g), nbs
-        return f
-
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    carry = run_pass((zeros, batch_stats), subset, R_BATCH, jax.random.fold_in(key, 1), step(1.0))
-    carry = run_pass(carry, data.forget, batch_size, jax.random.fold_in(key, 2), step(-1.0))
-    return carry
 
 
 # --------------------------------------------------------------------------- step 2
@@ -170,26 +152,71 @@ def masked_update(ctx: StaticContext, data: SplitData, state: TrainState, mult, 
     return loss_step(state, loss, grad_scale=mult)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
+# --------------------------------------------------------------------------- the method
+
+
+class State(NamedTuple):
+    """The model, the gradient sum G, the multipliers (after the re-initialisation) and R'."""
+
+    train: TrainState
+    G: Any
+    mult: Any
+    subset: jax.Array
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
     require_convs(ctx, params, "msg", "re-initialises and masks convolution kernels")
-    E, B = static["epochs"], static["batch_size"]
-    G, batch_stats = grad_pass(ctx, data, params, batch_stats, jax.random.fold_in(key, 0), B,
-                               train_bn=static["grad_pass_bn"] == "train")
-    masks = select(params, G, hp["init_rate"], static["mask_scope"])
-    params, mult = reinit(params, masks, jax.random.fold_in(key, 1))
-    state = TrainState.create(params, batch_stats, hp)
+    n_sub = min(data.forget.shape[0], data.retain.shape[0])
+    return State(TrainState.create(params, batch_stats, hp), jax.tree_util.tree_map(jnp.zeros_like, params),
+                 None, data.retain[:n_sub])
 
-    def epoch(st, e, k):
-        st = st.with_lr(hp["learning_rate"] * lr_factor(e, E))
-        return run_pass(st, data.retain, B, k, lambda s, idx, kk: masked_update(ctx, data, s, mult, idx, kk))
 
-    state = run_epochs(state, E, jax.random.fold_in(key, 2), epoch)
-    return state.params, state.batch_stats
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``draw_subset`` (hook, key k_0): R' from ``fold_in(k_0, 0)``; ``grad_retain`` / ``grad_forget``:
+    add +/- grad CE (step 1); ``reinit`` (one-shot, key fold_in(key, 1)): step 2 and a fresh SGD;
+    ``set_lr`` (hook): the linear up/down rate; ``step``: one masked SGD step (step 3)."""
+    s, data = ctx.static, batch.data
+    if phase == "draw_subset":
+        perm = jax.random.permutation(jax.random.fold_in(key, 0), data.retain.shape[0])
+        return state._replace(subset=data.retain[perm[:state.subset.shape[0]]]), {}
+    if phase in ("grad_retain", "grad_forget"):
+        sign = 1.0 if phase == "grad_retain" else -1.0
+        x, y = gather(ctx, data, batch.indices)
+        params = state.train.params
+
+        def loss(p):
+            logits, nbs = forward(ctx, p, state.train.batch_stats, x, train=s["grad_pass_bn"] == "train", key=key)
+            return sign * cross_entropy(logits, y), nbs
+
+        g, nbs = jax.grad(loss, has_aux=True)(params)
+        return state._replace(G=jax.tree_util.tree_map(jnp.add, state.G, g),
+                              train=state.train.replace(batch_stats=nbs)), {}
+    if phase == "reinit":
+        masks = select(state.train.params, state.G, hp["init_rate"], s["mask_scope"])
+        params, mult = reinit(state.train.params, masks, key)
+        return state._replace(train=TrainState.create(params, state.train.batch_stats, hp), mult=mult), {}
+    if phase == "set_lr":
+        return state._replace(train=state.train.with_lr(hp["learning_rate"] * lr_factor(batch.epoch, s["epochs"]))), {}
+    return state._replace(train=masked_update(ctx, data, state.train, state.mult, batch.indices, key)), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """Gradient epoch (its key k_0 = fold_in(key, 0): R' pass fold_in(k_0, 1), D_f pass fold_in(k_0, 2)),
+    re-initialisation on fold_in(key, 1), fine-tune epochs on fold_in(fold_in(key, 2), e)."""
+    s = ctx.static
+    return (Phase("gradients", 1, on_epoch="draw_subset",
+                  passes=(Pass("grad_retain", "retain", R_BATCH, key=(1,), subset="subset"),
+                          Pass("grad_forget", "forget", s["batch_size"], key=(2,)))),
+            Phase("reinit", 0, once="reinit", key=(1,)),
+            Phase("finetune", s["epochs"], on_epoch="set_lr", passes=(Pass("step", "retain", s["batch_size"]),),
+                  key=(2,)))
 
 
 SPEC = MethodSpec(
     name="msg",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 5, "batch_size": 64, "init_rate": 0.3, "learning_rate": 1e-3, "momentum": 0.9,
               "weight_decay": 5e-4, "mask_scope": "per_layer", "grad_pass_bn": "train"},
     search_space={**generic_space(), "init_rate": U01},

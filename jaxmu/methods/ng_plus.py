@@ -34,16 +34,17 @@ shuffle fold_in(k, 1); per step retain/forget forward keys fold_in(step_key, 0/1
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, order, run_epochs, run_pass
+from jaxmu.engine.passes import gather, order
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods import layouts
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.methods._base import (
     U01,
     MethodSpec,
@@ -66,12 +67,17 @@ class ForgetBatches(NamedTuple):
     part: jax.Array | None
 
 
-def forget_batches(data: SplitData, batch_size: int, key) -> ForgetBatches:
-    perm = order(data.forget, key, True)
+def split_batches(perm: jax.Array, batch_size: int) -> ForgetBatches:
+    """``perm`` cut into full batches of ``batch_size`` and the partial rest."""
     n_full, rem = divmod(perm.shape[0], batch_size)
     full = perm[: n_full * batch_size].reshape(n_full, batch_size) if n_full else None
     part = perm[n_full * batch_size:] if rem else None
     return ForgetBatches(full, part)
+
+
+def forget_batches(data: SplitData, batch_size: int, key) -> ForgetBatches:
+    """This epoch's forget batches: D_f shuffled with ``key``."""
+    return split_batches(order(data.forget, key, True), batch_size)
 
 
 def num_forget_batches(fb: ForgetBatches) -> int:
@@ -100,8 +106,8 @@ def forget_ce(ctx, data, fb: ForgetBatches, j, params, batch_stats, *, train: bo
     return jax.lax.cond(j == fb.full.shape[0], part, full, (params, batch_stats))
 
 
-def update(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: ForgetBatches, j, theta0,
-           hp, key, *, train: bool, trainable=None) -> TrainState:
+def ng_step(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: ForgetBatches, j, theta0,
+            hp, key, *, train: bool, trainable=None) -> TrainState:
     """One NG+ step: retain batch ``idx_r`` paired with forget batch ``j``."""
     alpha = hp["alpha"]
     lam = hp["l2_to_init"]
@@ -118,33 +124,45 @@ def update(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: Fo
     return loss_step(state, loss_fn, trainable=trainable)
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B, bn_mode = static["epochs"], static["batch_size"], static["bn_mode"]
-    train = bn_mode == "train"
-    attn = static["eval_attention_biases"]
-    trainable = None if train else layouts.eval_grad_tree(ctx, params, attn)
-    theta0 = params
-    state = TrainState.create(params, batch_stats, hp)
+class State(NamedTuple):
+    """The model being trained, the anchor theta_0 and this epoch's shuffle of D_f."""
 
-    def epoch(st, e, k):
-        fb = forget_batches(data, B, jax.random.fold_in(k, 1))
-        n_fb = num_forget_batches(fb)
+    train: TrainState
+    theta0: Any
+    forget_order: jax.Array
 
-        def step(carry, idx_r, kk):
-            s, t = carry
-            s = update(ctx, data, s, idx_r, fb, t % n_fb, theta0, hp, kk, train=train, trainable=trainable)
-            return s, t + 1
 
-        st, _ = run_pass((st, jnp.int32(0)), data.retain, B, jax.random.fold_in(k, 0), step)
-        return st
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
+    del key, ctx
+    return State(TrainState.create(params, batch_stats, hp), params, data.forget)
 
-    state = run_epochs(state, E, key, epoch)
-    return state.params, state.batch_stats
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``draw_forget`` (epoch start): shuffle D_f with ``fold_in(k_e, 1)``; ``step``: one NG+ step."""
+    B = ctx.static["batch_size"]
+    if phase == "draw_forget":
+        return state._replace(forget_order=order(batch.data.forget, jax.random.fold_in(key, 1), True)), {}
+    train = ctx.static["bn_mode"] == "train"
+    trainable = None if train else layouts.eval_grad_tree(ctx, state.theta0, ctx.static["eval_attention_biases"])
+    fb = split_batches(state.forget_order, B)
+    j = batch.step % num_forget_batches(fb)
+    new = ng_step(ctx, batch.data, state.train, batch.indices, fb, j, state.theta0, hp, key, train=train,
+                  trainable=trainable)
+    return state._replace(train=new), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs: draw this epoch's forget batches, then one pass over D_r (pass key fold_in(k_e, 0))."""
+    s = ctx.static
+    return (Phase("unlearn", s["epochs"], on_epoch="draw_forget",
+                  passes=(Pass("step", "retain", s["batch_size"], key=(0,)),)),)
 
 
 SPEC = MethodSpec(
     name="ng_plus",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.0,
               "alpha": 0.95, "l2_to_init": 0.0, "bn_mode": "eval", "eval_attention_biases": "frozen"},
     search_space={**generic_space(), "alpha": U01},

@@ -33,17 +33,24 @@ truncated value here and record both.
 Quirk flags: ``fp16_roundtrip`` (True faithful; False skips step 4), ``prune_biases`` (True
 faithful; False prunes kernels only).
 
+Structure (``jaxmu.methods.plan``): ``init`` prunes and re-draws and holds the teacher and w_c;
+the plan is one phase of floor(S/L) + (S mod L > 0) epochs whose last epoch runs a pass with a
+``steps`` budget (L and S from ``ctx.size("retain")``); ``result`` is the fp16 round trip.
+
 Randomness: re-draw leaf ``i`` uses ``fold_in(fold_in(key, 0), i)``; training pass ``p`` uses
-``fold_in(fold_in(key, 1), p)`` (the trailing partial pass is pass number floor(S/L)).
+``fold_in(fold_in(key, 1), p)`` (the trailing partial pass is pass number floor(S/L)): the phase
+key is ``(1,)`` and pass ``p`` is epoch ``p``.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy_per_example
-from jaxmu.engine.passes import class_counts, partial_pass, pass_batches, run_epochs, run_pass
+from jaxmu.engine.passes import class_counts, pass_batches
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
 from jaxmu.methods._base import (
@@ -59,6 +66,7 @@ from jaxmu.methods._base import (
     nonneg,
     unit,
 )
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.methods.reinit import redraw_zeros
 from jaxmu.models.trees import is_weight_layer_leaf, leaf_dict, replace_leaves
 
@@ -113,43 +121,62 @@ def prmq_loss(s_logits, t_logits, y, weights) -> jax.Array:
     return jnp.sum(w * ce) / jnp.sum(w) + jnp.mean(jnp.square(entropy(s_logits) - entropy(t_logits)))
 
 
-def init(ctx: StaticContext, params, batch_stats, hp, key, *, prune_biases: bool = True):
-    """(teacher, student state): teacher = theta_0; student pruned and re-drawn; fresh SGD."""
-    teacher = (params, batch_stats)
-    paths = prune_paths(params, prune_biases)
-    if not paths:
-        raise MethodError(f"prmq: architecture {ctx.arch!r} has no conv/linear weights to prune")
-    student = redraw_zeros(global_l1_prune(params, paths, hp["prune_amount"]), key)
-    # The reference builds the SGD before pruning; its state is only momentum (zeros), same thing.
-    return teacher, TrainState.create(student, batch_stats, hp)
-
-
-def update(ctx, data, teacher, state: TrainState, idx, key, weights) -> TrainState:
+def prmq_step(ctx, data, teacher, state: TrainState, idx, key, weights) -> TrainState:
     return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: prmq_loss(s, t, y, weights))
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    B, E = static["batch_size"], static["epochs"]
-    teacher, state = init(ctx, params, batch_stats, hp, jax.random.fold_in(key, 0),
-                          prune_biases=static["prune_biases"])
+class State(NamedTuple):
+    """The student, the frozen teacher ``(params, batch_stats)`` = theta_0, the class weights w_c."""
+
+    train: TrainState
+    teacher: tuple[Any, Any]
+    weights: jax.Array
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
+    """Teacher = theta_0; student pruned and re-drawn (``fold_in(key, 0)``); fresh SGD."""
+    paths = prune_paths(params, ctx.static["prune_biases"])
+    if not paths:
+        raise MethodError(f"prmq: architecture {ctx.arch!r} has no conv/linear weights to prune")
+    student = redraw_zeros(global_l1_prune(params, paths, hp["prune_amount"]), jax.random.fold_in(key, 0))
+    # The reference builds the SGD before pruning; its state is only momentum (zeros), same thing.
     weights = class_counts(data, ctx.num_classes) ** -0.1
-    n_r = data.retain.shape[0]
-    L = pass_batches(n_r, B)
-    S = train_steps(n_r, B, E)
-    full, rest = divmod(S, L)
-    step = lambda s, idx, kk: update(ctx, data, teacher, s, idx, kk, weights)  # noqa: E731
-    train_key = jax.random.fold_in(key, 1)
-    state = run_epochs(state, full, train_key, lambda st, e, k: run_pass(st, data.retain, B, k, step))
-    state = partial_pass(state, data.retain, B, jax.random.fold_in(train_key, full), step, rest)
-    params, bs = state.params, state.batch_stats
-    if static["fp16_roundtrip"]:
+    return State(TrainState.create(student, batch_stats, hp), (params, batch_stats), weights)
+
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``step``: one entropy-matched weighted-CE distillation step on a retain batch."""
+    del hp, phase
+    st = prmq_step(ctx, batch.data, state.teacher, state.train, batch.indices, key, state.weights)
+    return state._replace(train=st), {}
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """S steps (phase key fold_in(key, 1)): floor(S / L) full passes over D_r, then, in one more
+    epoch, the first S mod L full batches of a fresh shuffle (a ``steps`` budget)."""
+    B = ctx.static["batch_size"]
+    L = pass_batches(ctx.size("retain"), B)
+    full, rest = divmod(train_steps(ctx.size("retain"), B, ctx.static["epochs"]), L)
+    passes = (Pass("step", "retain", B, epochs=(0, full)),)
+    if rest:
+        passes += (Pass("step", "retain", B, epochs=(full, full + 1), steps=rest),)
+    return (Phase("train", full + (rest > 0), passes=passes, key=(1,)),)
+
+
+def result(state: State, hp, key, ctx: StaticContext, data) -> tuple[Any, Any]:
+    """Step 4: the fp16 round trip of every parameter and statistic (if ``fp16_roundtrip``)."""
+    params, bs = state.train.params, state.train.batch_stats
+    if ctx.static["fp16_roundtrip"]:
         params, bs = fp16_roundtrip(params), fp16_roundtrip(bs)
     return params, bs
 
 
 SPEC = MethodSpec(
     name="prmq",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
+    result=result,
     defaults={"epochs": 3.2, "batch_size": 64, "learning_rate": 5e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "prune_amount": 0.99, "fp16_roundtrip": True, "prune_biases": True},
     search_space={**generic_space(ep=None), "epochs": EPF, "prune_amount": U01},

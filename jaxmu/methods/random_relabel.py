@@ -20,40 +20,29 @@ Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods.relabel``:
 Defaults: E 5, B 256, lr 0.1, mu 0.9, wd 5e-4. Search: G. Every architecture (train mode).
 Known discrepancy: the reference's access-ordered generator is emulated structurally, not
 bit-for-bit (§2.3); with DataLoader workers the reference's access order could differ.
+
+Structure: state, init, update and the phase are ``jaxmu.methods.relabel``'s (shared with SalUn):
+one phase on ``fold_in(key, 1)`` whose epoch-start hook draws the epoch's labels (the label
+sequence comes from ``key`` itself), then a shuffled pass over the combined stream.
 """
 
 from __future__ import annotations
 
-import jax
-
-from jaxmu.engine.passes import run_epochs
-from jaxmu.engine.state import TrainState
 from jaxmu.methods import relabel
-from jaxmu.methods._base import (
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-)
+from jaxmu.methods._base import MethodSpec, OneOf, StaticContext, generic_domains, generic_space
+from jaxmu.methods.plan import Plan
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
-    state = TrainState.create(params, batch_stats, hp)
-    train_key = jax.random.fold_in(key, 1)  # epochs; the label sequence comes from ``key``
-
-    def epoch(st, e, k):
-        return relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode)
-
-    state = run_epochs(state, E, train_key, epoch)
-    return state.params, state.batch_stats
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs of relabelled SGD over the combined stream (``relabel.relabel_phase``)."""
+    return (relabel.relabel_phase(ctx),)
 
 
 SPEC = MethodSpec(
     name="random_relabel",
-    run=run,
+    init=relabel.init,
+    update=relabel.update,
+    plan=plan,
     defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
               "relabel": "sequence"},
     search_space=generic_space(),

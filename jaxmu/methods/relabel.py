@@ -4,7 +4,7 @@ Combined stream (SRL, SalUn ``RandomRelabel``; BT ``DiscernibleCombinedDataset``
 concatenation ``concat(forget, retain)`` addressed by *positions* ``0 .. n_f + n_r - 1``; a position
 ``p < n_f`` is a forget example. One epoch draws a permutation of the positions from
 ``fold_in(epoch_key, 0)`` and walks it in batches of B (partial last batch kept, its own static
-shape) via ``run_pass(..., shuffle=False)`` — the pass keys are those ``run_pass`` would use.
+shape): the driver's shuffled pass over the ``combined`` stream (``jaxmu.methods.plan``).
 
 Random relabelling (``methods.md`` §4.3, reference ``munl/datasets/common.py: RandomRelabelDataset``):
 
@@ -19,21 +19,26 @@ Random relabelling (``methods.md`` §4.3, reference ``munl/datasets/common.py: R
   ``fold_in(fold_in(key, LABEL_PHASE), epoch)``.
 
 In both modes a drawn label may equal the true label (probability 1/C), as in the reference.
+
+SRL / SalUn phase 2 as contract pieces (``jaxmu.methods.plan``): ``State``, ``init``, ``update``
+and ``relabel_phase`` — an epoch-start hook ``draw_labels`` recomputes the epoch's permutation from
+the epoch key (the same one the driver's pass draws) and stores the forget positions' labels in the
+state; each step of the pass relabels its positions from them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, run_pass
+from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import MethodError, SplitData, StaticContext
+from jaxmu.methods.plan import Batch, Pass, Phase
 
 LABEL_PHASE = 0x5EED  # fold-in constant of the relabelling randomness (shared by SRL and SalUn)
 RELABEL_MODES = ("sequence", "independent")
@@ -53,11 +58,6 @@ def combined(data: SplitData) -> tuple[jax.Array, jax.Array]:
 def epoch_order(n: int, key) -> jax.Array:
     """This epoch's permutation of positions ``0..n-1`` (from ``fold_in(key, 0)``, as ``run_pass``)."""
     return jax.random.permutation(jax.random.fold_in(key, 0), n)
-
-
-def run_positions(carry: Any, perm: jax.Array, batch_size: int, key, step: Callable) -> Any:
-    """One pass over the already-permuted positions ``perm``; ``step(carry, positions, key)``."""
-    return run_pass(carry, perm, batch_size, key, step, shuffle=False)
 
 
 # --------------------------------------------------------------------------- relabelling
@@ -100,26 +100,67 @@ def relabelled_batch(ctx: StaticContext, data: SplitData, examples, pos, labels_
     return x, y
 
 
-def relabel_epoch(ctx: StaticContext, data: SplitData, state: TrainState, *, key, epoch, label_key,
-                  batch_size: int, mode: str, grad_scale=None) -> TrainState:
-    """One epoch of SRL/SalUn phase 2: train-mode SGD on CE over the relabelled combined stream.
+# --------------------------------------------------------------------------- SRL / SalUn phase 2
 
-    ``grad_scale`` (SalUn's 0/1 mask) multiplies the raw gradient before coupled decay/momentum.
-    ``key`` is this epoch's key (shuffle + step keys); ``label_key`` the method-level key from which
-    the label sequence (or per-epoch draws) is derived.
+
+class State(NamedTuple):
+    """The relabelled-training state of SRL and SalUn.
+
+    Attributes:
+      train: the model being trained (PyTorch SGD(lr, mu, wd), no schedule).
+      label_key: the unlearning key, from which the label sequence (or per-epoch draws) derive.
+      labels: this epoch's label per forget *position* (``[n_f]`` int32), set by ``draw_labels``.
+      mask: SalUn's 0/1 gradient scale (a tree like the parameters); ``None`` for SRL.
     """
-    examples, _ = combined(data)
+
+    train: TrainState
+    label_key: jax.Array
+    labels: jax.Array
+    mask: Any = None
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData, mask=None) -> State:
+    check_relabel(ctx.static["relabel"])
+    labels = jnp.zeros((data.forget.shape[0],), jnp.int32)
+    return State(TrainState.create(params, batch_stats, hp), key, labels, mask)
+
+
+def draw_labels(state: State, batch: Batch, key, ctx: StaticContext) -> State:
+    """Epoch-start hook: the labels of this epoch, whose order is the pass's ``epoch_order(n, key)``."""
+    data = batch.data
     n_f = data.forget.shape[0]
-    perm = epoch_order(examples.shape[0], key)
-    labels_f = assigned_labels(mode, label_key, epoch, perm, n_f, ctx.num_classes)
+    perm = epoch_order(n_f + data.retain.shape[0], key)
+    labels = assigned_labels(ctx.static["relabel"], state.label_key, batch.epoch, perm, n_f, ctx.num_classes)
+    return state._replace(labels=labels)
 
-    def step(st: TrainState, pos, k):
-        x, y = relabelled_batch(ctx, data, examples, pos, labels_f)
 
-        def loss_fn(p):
-            logits, bs = forward(ctx, p, st.batch_stats, x, train=True, key=k)
-            return cross_entropy(logits, y), bs
+def relabel_step(state: State, batch: Batch, key, ctx: StaticContext) -> State:
+    """One train-mode SGD step on CE over the relabelled combined-stream positions ``batch.indices``.
 
-        return loss_step(st, loss_fn, grad_scale=grad_scale)
+    ``state.mask`` (SalUn) multiplies the raw gradient before coupled decay/momentum.
+    """
+    examples, _ = combined(batch.data)
+    st = state.train
+    x, y = relabelled_batch(ctx, batch.data, examples, batch.indices, state.labels)
 
-    return run_positions(state, perm, batch_size, key, step)
+    def loss_fn(p):
+        logits, bs = forward(ctx, p, st.batch_stats, x, train=True, key=key)
+        return cross_entropy(logits, y), bs
+
+    return state._replace(train=loss_step(st, loss_fn, grad_scale=state.mask))
+
+
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``draw_labels`` (epoch start) or ``relabel`` (one step)."""
+    del hp
+    if phase == "draw_labels":
+        return draw_labels(state, batch, key, ctx), {}
+    return relabel_step(state, batch, key, ctx), {}
+
+
+def relabel_phase(ctx: StaticContext) -> Phase:
+    """E epochs (phase key ``fold_in(key, 1)``): draw the labels, then one shuffled pass over the
+    combined stream (permutation ``fold_in(k_e, 0)``, the order ``draw_labels`` relabels)."""
+    s = ctx.static
+    return Phase("relabel", s["epochs"], on_epoch="draw_labels",
+                 passes=(Pass("relabel", "combined", s["batch_size"]),), key=(1,))

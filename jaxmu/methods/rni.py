@@ -51,6 +51,10 @@ Architectures with fewer than 9 non-bn keys (jaxmu's ``cnn``: 4, ``mlp``: 6) sel
 every partial epoch and cap the noise count at that number (the reference would raise in
 ``np.random.choice`` there; it only supports ResNet-18 and TinyViT).
 
+Structure: ``State`` (the ``TrainState``, ``seen``, this epoch's trainable leaves); ``init`` is step
+1; the plan is one phase of E epochs whose ``on_epoch`` hook ``select`` draws the subset, adds
+the noise and re-creates the SGD state (the state holds data only), then a ``step`` pass over D_r.
+
 Randomness: head reset ``fold_in(key, 0)``; epoch ep uses ``k = fold_in(fold_in(key, 1), ep)``
 with ``fold_in(k, 0)`` for the key selection, ``fold_in(k, 1)`` for the noise (leaf i:
 ``fold_in(., i)``), ``fold_in(k, 2)`` for the data pass. Bit-level RNG replication of NumPy /
@@ -64,7 +68,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.passes import run_pass
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import masked_ce_step
 from jaxmu.methods._base import (
@@ -81,13 +84,13 @@ from jaxmu.methods._base import (
     MethodError,
     MethodSpec,
     OneOf,
-    SplitData,
     StaticContext,
     at_least,
     nonneg,
     unit,
 )
 from jaxmu.methods.layouts import bn_modules
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.methods.reinit import reset_classifier
 from jaxmu.models.names import reference_name, tree_paths
 
@@ -171,45 +174,58 @@ def _check(static) -> tuple[int, int, int, int]:
     return E, F, R, B
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, F, R, B = _check(static)
-    table = key_table(ctx.arch, params, batch_stats, static["name_filter"])
-    n_nb = len(table.nonbn)
-    P = max(0, E - F)
+class State(NamedTuple):
+    """The model being trained (its optimizer re-created every epoch), the non-bn keys selected
+    so far (``seen`` [non-bn]) and this epoch's trainable leaves (``trainable`` [leaves])."""
+
+    train: TrainState
+    seen: jax.Array
+    trainable: jax.Array
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> State:
+    """Step 1: the head reset on ``fold_in(key, 0)``; nothing selected yet."""
+    del data
+    table = key_table(ctx.arch, params, batch_stats, ctx.static["name_filter"])
     params = reset_classifier(ctx.arch, params, jax.random.fold_in(key, 0))
-    k_epochs = jax.random.fold_in(key, 1)
+    train = TrainState.create(params, batch_stats, {n: hp[n] for n in ("learning_rate", "momentum", "weight_decay")})
+    return State(train, jnp.zeros((len(table.nonbn),), bool), jnp.ones((len(table.names),), bool))
 
-    def epoch(carry, ep):
-        # One body for both phases (one compiled program): the fine phase is the partial phase
-        # with every leaf trainable, no noise and the fine optimizer's hyperparameters.
-        p, bs, seen = carry
-        k = jax.random.fold_in(k_epochs, ep)
-        fine = ep >= P
-        trainable, noised, seen = partial_masks(table, k, ep, seen, hp["noise_ratio"], R,
-                                                noise_only_unseen=static["noise_only_unseen"])
-        trainable = trainable | fine
-        p = add_noise(table, p, noised & ~fine, hp["origin_noise"], jax.random.fold_in(k, 1))
-        lr = jnp.where(fine, fine_lr(hp, ep, E, F, static["fine_lr_schedule"]), hp["learning_rate"])
-        mom = jnp.where(fine, hp["fine_momentum"], hp["momentum"])
-        wd = jnp.where(fine, hp["fine_weight_decay"], hp["weight_decay"])
-        state = TrainState.create(p, bs, {"learning_rate": lr, "momentum": mom, "weight_decay": wd})  # new every epoch
-        mask = leaf_mask_tree(p, trainable)
 
-        def step(s, idx, kk):
-            return masked_ce_step(ctx, data, s, idx, kk, train=True, trainable=mask)
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``select`` (epoch start, key k): this epoch's subset, noise and new SGD; ``step``: masked CE."""
+    if phase == "step":
+        mask = leaf_mask_tree(state.train.params, state.trainable)
+        return state._replace(train=masked_ce_step(ctx, batch.data, state.train, batch.indices, key, train=True,
+                                                   trainable=mask)), {}
+    E, F, R, _ = _check(ctx.static)
+    table = key_table(ctx.arch, state.train.params, state.train.batch_stats, ctx.static["name_filter"])
+    # One body for both phases (one compiled program): the fine phase is the partial phase
+    # with every leaf trainable, no noise and the fine optimizer's hyperparameters.
+    ep = batch.epoch
+    fine = ep >= max(0, E - F)
+    trainable, noised, seen = partial_masks(table, key, ep, state.seen, hp["noise_ratio"], R,
+                                            noise_only_unseen=ctx.static["noise_only_unseen"])
+    trainable = trainable | fine
+    p = add_noise(table, state.train.params, noised & ~fine, hp["origin_noise"], jax.random.fold_in(key, 1))
+    lr = jnp.where(fine, fine_lr(hp, ep, E, F, ctx.static["fine_lr_schedule"]), hp["learning_rate"])
+    mom = jnp.where(fine, hp["fine_momentum"], hp["momentum"])
+    wd = jnp.where(fine, hp["fine_weight_decay"], hp["weight_decay"])
+    train = TrainState.create(p, state.train.batch_stats, {"learning_rate": lr, "momentum": mom, "weight_decay": wd})
+    return State(train, seen, trainable), {}
 
-        state = run_pass(state, data.retain, B, jax.random.fold_in(k, 2), step)
-        return (state.params, state.batch_stats, seen), None
 
-    if E:
-        (params, batch_stats, _), _ = jax.lax.scan(
-            epoch, (params, batch_stats, jnp.zeros((n_nb,), bool)), jnp.arange(E))
-    return params, batch_stats
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs on ``fold_in(key, 1)``: ``select`` with k_e, then one pass over D_r on ``fold_in(k_e, 2)``."""
+    E, _, _, B = _check(ctx.static)
+    return (Phase("rni", E, on_epoch="select", passes=(Pass("step", "retain", B, key=(2,)),), key=(1,)),)
 
 
 SPEC = MethodSpec(
     name="rni",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={
         "epochs": 9, "fine_epochs": 4, "reset_epochs": 1, "batch_size": 64,
         "learning_rate": 2e-4, "momentum": 0.9, "weight_decay": 5e-4,

@@ -40,6 +40,10 @@ Known discrepancy: the reference's tie order (unstable argsort, PyTorch paramete
 reproduced. Randomness: mask-pass shuffle from fold_in(key, 2); relabelled epochs from
 fold_in(key, 1) and the label sequence from ``key`` — identical to ``random_relabel``, so tau = 1
 reproduces SRL exactly.
+
+Structure: SRL's state (``jaxmu.methods.relabel.State``) with its ``mask`` filled by a one-shot
+``mask`` step (a phase of 0 epochs on ``fold_in(key, 2)``; the saliency pass over D_f is the
+engine's ``run_pass`` on that key), then SRL's relabelled phase with the mask as gradient scale.
 """
 
 from __future__ import annotations
@@ -48,8 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, run_epochs, run_pass
-from jaxmu.engine.state import TrainState
+from jaxmu.engine.passes import gather, run_pass
 from jaxmu.methods import layouts, relabel
 from jaxmu.methods._base import (
     U01,
@@ -62,6 +65,7 @@ from jaxmu.methods._base import (
     generic_space,
     unit,
 )
+from jaxmu.methods.plan import Batch, Phase, Plan
 
 ACCUMULATION = ("cumulative", "sum")
 
@@ -113,22 +117,29 @@ def make_mask(ctx, data, params, batch_stats, hp, key, *, static):
     return threshold_mask(A, hp["threshold"])
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, B, mode = static["epochs"], static["batch_size"], static["relabel"]
-    mask = make_mask(ctx, data, params, batch_stats, hp, jax.random.fold_in(key, 2), static=static)
-    state = TrainState.create(params, batch_stats, hp)
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> relabel.State:
+    """SRL's state with a mask slot (all zeros until the ``mask`` step fills it)."""
+    return relabel.init(params, batch_stats, hp, key, ctx, data, mask=jax.tree_util.tree_map(jnp.zeros_like, params))
 
-    def epoch(st, e, k):
-        return relabel.relabel_epoch(ctx, data, st, key=k, epoch=e, label_key=key, batch_size=B, mode=mode,
-                                      grad_scale=mask)
 
-    state = run_epochs(state, E, jax.random.fold_in(key, 1), epoch)
-    return state.params, state.batch_stats
+def update(state: relabel.State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``mask`` (one-shot, phase key ``fold_in(key, 2)``): phase 1 on theta_0; else SRL's steps."""
+    if phase == "mask":
+        t = state.train
+        return state._replace(mask=make_mask(ctx, batch.data, t.params, t.batch_stats, hp, key, static=ctx.static)), {}
+    return relabel.update(state, batch, hp, key, ctx, phase=phase)
+
+
+def plan(ctx: StaticContext) -> Plan:
+    """Phase 1: the mask (one-shot on ``fold_in(key, 2)``); phase 2: SRL's relabelled epochs."""
+    return (Phase("mask", 0, once="mask", key=(2,)), relabel.relabel_phase(ctx))
 
 
 SPEC = MethodSpec(
     name="salun",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.0, "weight_decay": 0.0,
               "threshold": 0.5, "mask_accumulation": "cumulative", "relabel": "sequence",
               "eval_attention_biases": "frozen"},

@@ -25,13 +25,18 @@ k* = 0 returns the FINAL student in the reference (``k0_keeps_final=True``, fait
 random forgetting; if empty, err_fv is taken as 100).
 
 Static: ``epochs`` (sgda_num_epochs), ``msteps`` (the max pass is gated statically: the first
-min(msteps, E) epochs run it — two scans, no runtime cond), ``retain_batch_size``,
+min(msteps, E) epochs run it — ``Pass.epochs``, two scans, no runtime cond), ``retain_batch_size``,
 ``forget_batch_size``, flags ``select_checkpoint`` (True faithful; False returns the final student)
 and ``k0_keeps_final`` (True faithful). Arrays: ``learning_rate`` (sgda_learning_rate),
 ``momentum`` (sgda_momentum), ``weight_decay`` (sgda_weight_decay), ``gamma``, ``alpha``,
 ``temperature`` (kd_T). Dead (accepted, ignored, never searched): ``beta`` (the "kd" distiller has
 no extra term) and ``smoothing`` (the SWA model passed in is the student itself: a zero-distance
 term whose JAX gradient would be NaN — not implemented). The lr decay rate 0.1 is fixed.
+
+Structure (``jaxmu.methods.plan``): one phase of E epochs with a one-based step-decay schedule;
+with selection on, the epoch-start hook ``record`` writes ``errs[e]`` and ``snaps[e]`` (the
+student at the start of epoch e is the student after e - 1 epochs; ``snaps[0]`` = theta_0) into
+arrays preallocated in the state, and ``result`` records the final errors (k = E) and selects.
 
 Memory: with selection on, E + 1 snapshots of (params, batch_stats) per model are stacked
 on the device (theta_0 plus one per epoch; ~45 MB each for ResNet-18). Fine for digits/CPU models;
@@ -45,14 +50,16 @@ Randomness: epoch e (0-based) uses k_e = ``fold_in(key, e)``; max pass keys from
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, kl_div
-from jaxmu.engine.optim import step_decay_factor
-from jaxmu.engine.passes import predict_correct, run_pass
+from jaxmu.engine.passes import predict_correct
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 from jaxmu.methods._base import (
     BS,
     D_BATCH,
@@ -125,53 +132,80 @@ def min_update(ctx, data, teacher, state: TrainState, idx, key, hp) -> TrainStat
         hp["gamma"] * cross_entropy(s, y) + hp["alpha"] * kl_div(t, s, hp["temperature"], "batchmean_t2")))
 
 
-# --------------------------------------------------------------------------- driver
+# --------------------------------------------------------------------------- contract
 
 
-def run(ctx: StaticContext, data: SplitData, params, batch_stats, hp, key, *, static):
-    E, msteps = static["epochs"], static["msteps"]
-    Br, Bf = static["retain_batch_size"], static["forget_batch_size"]
-    select = static["select_checkpoint"]
+class State(NamedTuple):
+    """The student, the frozen teacher theta_0, the D_fv mask and, with selection on, the error log
+    ``errs`` ``[E+1, 4]`` and the snapshots ``snaps`` ``[E+1, ...]`` (index k = after k epochs)."""
+
+    train: TrainState
+    teacher: tuple[Any, Any]
+    fv_mask: jax.Array
+    errs: jax.Array | None
+    snaps: tuple[Any, Any] | None
+
+
+def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> State:
+    del key
     teacher = (params, batch_stats)
-    state = TrainState.create(params, batch_stats, hp)
-    fv_mask = forget_val_mask(data, ctx.num_classes)
+    errs = snaps = None
+    if ctx.static["select_checkpoint"]:
+        n = ctx.static["epochs"] + 1
+        errs = jnp.zeros((n, 4), jnp.float32)
+        snaps = jax.tree_util.tree_map(lambda x: jnp.zeros((n,) + x.shape, x.dtype), teacher)
+    return State(TrainState.create(params, batch_stats, hp), teacher, forget_val_mask(data, ctx.num_classes),
+                 errs, snaps)
 
-    def make_epoch(with_max: bool):
-        def body(st, e):
-            k = jax.random.fold_in(key, e)
-            st = st.with_lr(hp["learning_rate"] * step_decay_factor(e + 1, E, LR_DECAY_RATE, one_based=True))
-            errs = record_errors(ctx, data, st.params, st.batch_stats, fv_mask) if select else None
-            if with_max:
-                st = run_pass(st, data.forget, Bf, jax.random.fold_in(k, 0),
-                              lambda s, idx, kk: max_update(ctx, data, teacher, s, idx, kk, hp["temperature"]),
-                              shuffle=False)
-            st = run_pass(st, data.retain, Br, jax.random.fold_in(k, 1),
-                          lambda s, idx, kk: min_update(ctx, data, teacher, s, idx, kk, hp))
-            snap = (st.params, st.batch_stats) if select else None
-            return st, (errs, snap)
-        return body
 
-    n_max = max(0, min(msteps, E))
-    outs = []
-    for lo, hi, with_max in ((0, n_max, True), (n_max, E, False)):
-        if hi > lo:
-            state, ys = jax.lax.scan(make_epoch(with_max), state, jnp.arange(lo, hi))
-            outs.append(ys)
-    if not select or E == 0:
-        return state.params, state.batch_stats
+def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
+    """``record`` (epoch start e): log the errors and snapshot the student (= after e epochs);
+    ``max`` / ``min``: one step of the max (D_f) / min (D_r) pass."""
+    st, data = state.train, batch.data
+    if phase == "record":
+        e = batch.epoch
+        errs = state.errs.at[e].set(record_errors(ctx, data, st.params, st.batch_stats, state.fv_mask))
+        snaps = jax.tree_util.tree_map(lambda a, x: a.at[e].set(x), state.snaps, (st.params, st.batch_stats))
+        return state._replace(errs=errs, snaps=snaps), {}
+    if phase == "max":
+        st = max_update(ctx, data, state.teacher, st, batch.indices, key, hp["temperature"])
+    else:
+        st = min_update(ctx, data, state.teacher, st, batch.indices, key, hp)
+    return state._replace(train=st), {}
 
-    final_errs = record_errors(ctx, data, state.params, state.batch_stats, fv_mask)
-    errs = jnp.concatenate([o[0] for o in outs] + [final_errs[None]], axis=0)  # [E+1, 4]
-    snaps = jax.tree_util.tree_map(lambda p0, *ss: jnp.concatenate([p0[None], *ss], axis=0),
-                                   teacher, *[o[1] for o in outs])  # k = 0..E
-    k = select_index(errs[:, 1], errs[-1, 3], k0_keeps_final=static["k0_keeps_final"])
-    out = jax.tree_util.tree_map(lambda s: s[k], snaps)
+
+def plan(ctx: StaticContext) -> Plan:
+    """E epochs (k_e = fold_in(key, e)): step-decayed lr, the error log, the max pass over D_f in
+    stored order in the first min(msteps, E) epochs (key fold_in(k_e, 0)), the min pass over D_r
+    (key fold_in(k_e, 1))."""
+    s = ctx.static
+    E = s["epochs"]
+    n_max = max(0, min(s["msteps"], E))
+    return (Phase("unlearn", E, schedule=Schedule("step", decay=LR_DECAY_RATE, one_based=True),
+                  on_epoch="record" if s["select_checkpoint"] else None,
+                  passes=(Pass("max", "forget", s["forget_batch_size"], shuffle=False, key=(0,), epochs=(0, n_max)),
+                          Pass("min", "retain", s["retain_batch_size"], key=(1,)))),)
+
+
+def result(state: State, hp, key, ctx: StaticContext, data: SplitData) -> tuple[Any, Any]:
+    """The final errors complete the log (k = E); the snapshot k* is returned (see the docstring)."""
+    st = state.train
+    if not ctx.static["select_checkpoint"] or ctx.static["epochs"] == 0:
+        return st.params, st.batch_stats
+    E = ctx.static["epochs"]
+    errs = state.errs.at[E].set(record_errors(ctx, data, st.params, st.batch_stats, state.fv_mask))
+    snaps = jax.tree_util.tree_map(lambda a, x: a.at[E].set(x), state.snaps, (st.params, st.batch_stats))
+    k = select_index(errs[:, 1], errs[-1, 3], k0_keeps_final=ctx.static["k0_keeps_final"])
+    out = jax.tree_util.tree_map(lambda a: a[k], snaps)
     return out[0], out[1]
 
 
 SPEC = MethodSpec(
     name="scrub",
-    run=run,
+    init=init,
+    update=update,
+    plan=plan,
+    result=result,
     defaults={"epochs": 5, "msteps": 3, "retain_batch_size": 32, "forget_batch_size": 64,
               "learning_rate": 5e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "gamma": 1.0, "alpha": 0.5, "temperature": 2.0,

@@ -1,6 +1,12 @@
-"""Run a method over a whole stack of models as one compiled program.
+"""Unlearning a stack of models: the one function every caller uses (pipeline, tuning, U-LiRA).
 
-``Unlearner`` vmaps (or loops, per ``model_axis``) a method's per-model ``run`` over the models
+``unlearn_stack`` compiles a method with its static settings over a stack (once per signature:
+pass a ``programs`` cache to reuse executables across calls, as tuning does) and runs it; it is
+the only place that times unlearning, compile time and run time apart (``methods.md`` §2.8).
+The unlearning key follows the setting's convention (``unlearning_key``), so tuning and the
+final run agree.
+
+``Unlearner`` vmaps (or loops, per ``model_axis``) a method's per-model ``unlearn_one`` over the models
 axis: parameters, BatchNorm statistics and array hyperparameters carry the axis (``in_axes=0``);
 the dataset is shared; split indices are shared (main benchmark) or per model (U-LiRA); the
 unlearning key is shared in faithful mode (``methods.md`` §2.3: the reference reseeds with 123
@@ -56,7 +62,7 @@ class Unlearner:
     @functools.cached_property
     def fn(self):
         static = dict(self.static_items)
-        run = self.spec.run
+        run = self.spec.unlearn_one
 
         def one(images, labels, retain, forget, val, params, batch_stats, hp, key):
             data = SplitData(images, labels, retain, forget, val)
@@ -104,16 +110,36 @@ def stack_hparams(arrays: Mapping[str, float] | Mapping[str, np.ndarray], num_mo
     return out
 
 
+def _signature(args) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return (str(treedef),) + tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in leaves)
+
+
 def unlearn_stack(spec: MethodSpec, static: Mapping[str, Any], arrays: Mapping[str, Any], ctx: StaticContext,
                   data: SplitData, params, batch_stats, key, *, per_model_splits: bool = False,
-                  model_axis: str = "vmap", chunk_size: int = 8) -> UnlearnResult:
-    """Unlearn every model of a stack; compile time and run time measured apart."""
+                  model_axis: str = "vmap", chunk_size: int = 8,
+                  programs: dict[tuple, Any] | None = None) -> UnlearnResult:
+    """Unlearn every model of a stack; compile time and run time measured apart.
+
+    ``arrays`` are scalars (every model) or ``[M]`` per-model values; ``key`` is one key (shared,
+    faithful) or ``[M, 2]`` (per model), as ``unlearning_key`` makes it. ``programs``: a cache of
+    compiled executables keyed by method, static settings and argument shapes; a hit costs no
+    compilation (``compile_s`` 0).
+    """
     m = jax.tree_util.tree_leaves(params)[0].shape[0]
     hp = stack_hparams(arrays, m)
     un = Unlearner(spec, tuple(sorted(static.items())), ctx, per_model_splits, key.ndim == 2,
                    model_axis, chunk_size)
-    exe, compile_s = un.compile(data, params, batch_stats, hp, key)
+    args = un._args(data, params, batch_stats, hp, key)
+    sig = (spec.name, un.static_items, id(ctx), per_model_splits, model_axis, chunk_size, _signature(args))
+    compile_s = 0.0
+    if programs is not None and sig in programs:
+        exe = programs[sig]
+    else:
+        exe, compile_s = un.compile(data, params, batch_stats, hp, key)
+        if programs is not None:
+            programs[sig] = exe
     t0 = time.perf_counter()
-    out = exe(*un._args(data, params, batch_stats, hp, key))
+    out = exe(*args)
     jax.block_until_ready(out)
     return UnlearnResult(out[0], out[1], compile_s, time.perf_counter() - t0)

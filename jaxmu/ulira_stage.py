@@ -15,6 +15,27 @@ A diverged candidate model (parameters or φ not finite, e.g. an unlearned shado
 learning rate of 1e30) is excluded from its population's scores, ε and accuracies and counted
 in ``Population.n_diverged``; the other models are scored as usual. A diverged shadow *training*
 stage stops the attack with ``DivergedError`` (``run_training_stage``).
+
+Shadow layout (protocol §8.3 items 1–4):
+
+* **Pool**: the official train set minus a fixed validation set (``val_fraction``, drawn with
+  ``default_rng(split_seed)``), trimmed to an even size.
+* **Splits**: ``S`` half-splits in complementary pairs: split ``2i`` is the first half of
+  ``default_rng(i).permutation(pool)``, split ``2i+1`` the second. Every model trains on exactly
+  |pool|/2 examples and every example is in the train half of exactly S/2 splits.
+* **Forget sets**: ``K`` disjoint sets of ``floor(fraction · |half|)`` examples inside each train
+  half (``default_rng(1000 + s)``); ``K · fraction = 1`` makes them a partition.
+* **Models** (all per-model stacks, vmap ``in_axes=0`` on the index arrays): one original per
+  split (init ``PRNGKey(s)``); one retrain per (split, forget set) on half ∖ F (same init as its
+  split's original, like O and R of a seed in the main benchmark); an independent second retrain
+  population (init ``fold_in(PRNGKey(s), 1 + f)``) used as the *perfect unlearning* baseline;
+  one unlearned model per (split, forget set): the method applied to that split's original with
+  per-model unlearning keys (the ε score needs unlearning randomness, §9.3). Model ``m = s·K + f``.
+* **φ** ``[M, N_pool, A]`` from logits with a masked logsumexp (``lira.logit_scaled_confidence``),
+  A = identity (+ horizontal mirror); **roles** ``[M, N_pool]`` never-seen / retained / forgotten.
+
+The statistics it feeds (``jaxmu.attacks``) see arrays only; this stage trains, checkpoints and
+evaluates.
 """
 
 from __future__ import annotations
@@ -32,16 +53,101 @@ import numpy as np
 
 from jaxmu.attacks.crossfit import holdout_folds
 from jaxmu.attacks.neurips_score import forget_score, per_example_epsilon
-from jaxmu.attacks.shadow import ShadowSplits, forgotten_populations, make_shadow_splits, phi_stack, repeat_models
-from jaxmu.attacks.ulira import FORGOTTEN, RETAINED, ulira_deepunlearn, ulira_hayes
+from jaxmu.attacks.lira import logit_scaled_confidence
+from jaxmu.attacks.ulira import FORGOTTEN, NEVER_SEEN, RETAINED, forgotten_populations, ulira_deepunlearn, ulira_hayes
 from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.metrics import accuracy
 from jaxmu.engine.finite import finite_rows
-from jaxmu.engine.trainer import Trainer
+from jaxmu.config import AttackConfig
+from jaxmu.data import Dataset
+from jaxmu.engine.evaluate import Evaluator
+from jaxmu.engine.trainer import DeviceData, Trainer
 from jaxmu.methods import SplitData
-from jaxmu.methods._driver import UNLEARN_SEED, unlearn_stack
+from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.pipeline import Setting, method_context
 from jaxmu.stages import StageResult, environment, run_training_stage
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShadowSplits:
+    """Index arrays of the U-LiRA protocol (all int32, into the dataset).
+
+    Attributes:
+      pool: ``[N]`` attackable examples; val: ``[n_val]`` fixed validation set.
+      halves: ``[S, N/2]`` train half of each split.
+      forget: ``[S, K, n_f]`` forget sets; retain: ``[S, K, N/2 - n_f]``.
+    """
+
+    pool: np.ndarray
+    val: np.ndarray
+    halves: np.ndarray
+    forget: np.ndarray
+    retain: np.ndarray
+
+    @property
+    def num_splits(self) -> int:
+        return self.halves.shape[0]
+
+    @property
+    def forget_sets(self) -> int:
+        return self.forget.shape[1]
+
+    def roles(self) -> np.ndarray:
+        """Role ``[S·K, N]`` of every pool example for the model of (split s, forget set f)."""
+        s_, k_ = self.num_splits, self.forget_sets
+        pos = {int(x): i for i, x in enumerate(self.pool)}
+        roles = np.full((s_ * k_, len(self.pool)), NEVER_SEEN, np.int8)
+        for s in range(s_):
+            half_cols = [pos[int(x)] for x in self.halves[s]]
+            for f in range(k_):
+                m = s * k_ + f
+                roles[m, half_cols] = RETAINED
+                roles[m, [pos[int(x)] for x in self.forget[s, f]]] = FORGOTTEN
+        return roles
+
+    def split_of_model(self) -> np.ndarray:
+        return np.repeat(np.arange(self.num_splits), self.forget_sets)
+
+
+def make_shadow_splits(ds: Dataset, cfg: AttackConfig, seed: int) -> ShadowSplits:
+    """The pool, complementary half-splits and disjoint forget sets of §8.3 items 1–2."""
+    n = ds.n_train
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(cfg.val_fraction * n)))
+    val, pool = perm[n - n_val:], perm[: n - n_val]
+    pool = np.sort(pool[: len(pool) // 2 * 2])
+    half = len(pool) // 2
+    halves = []
+    for i in range(cfg.num_splits // 2):
+        p = np.random.default_rng(i).permutation(len(pool))
+        halves += [pool[p[:half]], pool[p[half:]]]
+    n_f = int(np.floor(cfg.forget_fraction * half))
+    if n_f < 1:
+        raise ValueError(f"attack.forget_fraction {cfg.forget_fraction} gives empty forget sets of a {half}-example half")
+    forget, retain = [], []
+    for s, h in enumerate(halves):
+        p = np.random.default_rng(1000 + s).permutation(half)
+        fs = [h[p[f * n_f:(f + 1) * n_f]] for f in range(cfg.forget_sets)]
+        forget.append(fs)
+        retain.append([np.setdiff1d(h, fset) for fset in fs])
+    as32 = lambda a: np.asarray(a, np.int32)  # noqa: E731
+    return ShadowSplits(as32(pool), as32(np.sort(val)), as32(halves), as32(forget), as32(retain))
+
+
+def phi_stack(evaluator: Evaluator, params, batch_stats, idx: np.ndarray, data: DeviceData, queries: int) -> np.ndarray:
+    """φ ``[M, N, A]`` of every model on ``data.images[idx]``: identity (and mirrored) queries."""
+    labels = jnp.asarray(np.asarray(data.labels)[idx])
+    out = []
+    views = [data] if queries == 1 else [data, DeviceData(jnp.flip(data.images, axis=2), data.labels)]
+    for view in views:
+        logits = evaluator.logits(params, batch_stats, idx, view)
+        out.append(np.asarray(jax.jit(logit_scaled_confidence)(logits, labels)))
+    return np.stack(out, axis=-1).astype(np.float32)
+
+
+def repeat_models(tree, times: int):
+    """Each model of a stack repeated ``times`` times (model m -> rows m·times .. m·times+times-1)."""
+    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0), tree)
+
 
 _FIXED = {"auto": "auto", "on": True, "off": False}
 
@@ -117,7 +223,7 @@ def unlearned_stack(setting: Setting, sp: ShadowSplits, base: Path, method, orig
         return p, b, meta["compile_s"], meta["run_s"]
     data = SplitData(setting.data.images, setting.data.labels, jnp.asarray(sp.retain.reshape(m, -1)),
                      jnp.asarray(sp.forget.reshape(m, -1)), jnp.asarray(np.broadcast_to(sp.val, (m, len(sp.val)))))
-    ukey = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(UNLEARN_SEED), i) for i in range(m)])
+    ukey = unlearning_key(range(m), per_model=True)  # the eps score needs unlearning randomness (§9.3)
     res = unlearn_stack(method.spec, method.static, method.arrays, method_context(setting), data, params, bs, ukey,
                         per_model_splits=True, model_axis=setting.model_axis,
                         chunk_size=setting.cfg.engine.chunk_size)

@@ -1,0 +1,148 @@
+"""The one driver: runs any method's plan for one model (``run_method``).
+
+Every method is ``init`` / ``update`` / ``plan`` / ``result`` (``jaxmu.methods.plan``); this
+module owns what they leave out — the epoch and step loops (``lax.scan`` over epochs, a scan over
+the full batches of a pass plus one step at the partial batch's own static shape), the key
+convention, learning-rate schedules and the order of hooks — so no method writes a loop.
+
+Per phase: the one-shot step (if any) runs on the phase key; then the epochs, split into
+segments in which the same passes are active (``Pass.epochs``), each segment one ``lax.scan``;
+each epoch sets the schedule's learning rate, calls the ``on_epoch`` hook, then runs its passes
+in order. The models axis (vmap / loop / chunks / devices) is applied around ``run_method`` by
+``jaxmu.methods.stack``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from jaxmu.engine import passes
+from jaxmu.engine.optim import cosine_factor, step_decay_factor
+from jaxmu.engine.state import TrainState
+from jaxmu.methods.plan import Batch, Pass, Phase, Schedule
+from jaxmu.types import Array, PRNGKey
+
+
+def fold(key: PRNGKey, path: tuple[int, ...]) -> PRNGKey:
+    """``fold_in`` along ``path`` (the empty path is ``key`` itself)."""
+    for i in path:
+        key = jax.random.fold_in(key, i)
+    return key
+
+
+def trained(state: Any) -> TrainState:
+    """The model being trained: the state itself or its ``train`` field."""
+    return state if isinstance(state, TrainState) else state.train
+
+
+def with_trained(state: Any, train: TrainState) -> Any:
+    return train if isinstance(state, TrainState) else state._replace(train=train)
+
+
+def default_result(state, hp, key, ctx, data) -> tuple[Any, Any]:
+    del hp, key, ctx, data
+    t = trained(state)
+    return t.params, t.batch_stats
+
+
+def stream_indices(data, stream: str) -> Array:
+    """The examples a stream draws from (positions of ``concat(D_f, D_r)`` for ``combined``)."""
+    if stream == "combined":
+        return jnp.arange(data.forget.shape[0] + data.retain.shape[0], dtype=jnp.int32)
+    if stream not in ("retain", "forget", "val"):
+        raise ValueError(f"unknown stream {stream!r}")
+    return getattr(data, stream)
+
+
+def schedule_factor(s: Schedule, epoch, epochs: int, hp: Mapping[str, Array]):
+    if s.kind == "cosine":
+        return cosine_factor(epoch, epochs)
+    if s.kind == "step":
+        e = epoch + 1 if s.one_based else epoch
+        rate = hp[s.decay] if isinstance(s.decay, str) else s.decay
+        return step_decay_factor(e, epochs, rate, one_based=s.one_based)
+    if s.kind == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {s.kind!r}")
+
+
+def _step(spec, state, batch: Batch, hp, key, ctx, phase: str):
+    state, aux = spec.update(state, batch, hp, key, ctx, phase=phase)
+    return state
+
+
+def run_pass(spec, p: Pass, state, hp, epoch_key, ctx, data, epoch):
+    """One pass of ``p`` with ``engine.passes``' loop and key convention (permutation from
+    ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``); the step index rides in the carry."""
+    key = fold(epoch_key, p.key)
+    idx = stream_indices(data, p.stream) if p.subset is None else getattr(state, p.subset)
+
+    def step(carry, bidx, bkey):
+        st, b = carry
+        return _step(spec, st, Batch(bidx, epoch, b, data), hp, bkey, ctx, p.phase), b + 1
+
+    carry = (state, jnp.int32(0))
+    if p.steps is None:
+        carry = passes.run_pass(carry, idx, p.batch_size, key, step, shuffle=p.shuffle)
+    else:
+        carry = passes.partial_pass(carry, idx, p.batch_size, key, step, p.steps, shuffle=p.shuffle)
+    return carry[0]
+
+
+def _segments(phase: Phase) -> list[tuple[int, int, tuple[Pass, ...]]]:
+    """Epoch ranges [lo, hi) with a constant set of active passes (static)."""
+    cuts = {0, phase.epochs}
+    for p in phase.passes:
+        if p.epochs is not None:
+            cuts.update(min(max(c, 0), phase.epochs) for c in p.epochs)
+    bounds = sorted(cuts)
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        active = tuple(p for p in phase.passes if p.epochs is None or p.epochs[0] <= lo < p.epochs[1])
+        out.append((lo, hi, active))
+    return out
+
+
+def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
+    pkey = fold(key, phase.key)
+    zero = jnp.int32(0)
+    if phase.once is not None:
+        state = _step(spec, state, Batch(None, zero, zero, data), hp, pkey, ctx, phase.once)
+    for lo, hi, active in _segments(phase):
+
+        def epoch(st, e, k, active=active):
+            if phase.schedule is not None:
+                s = phase.schedule
+                lr = hp[s.rate] * schedule_factor(s, e, phase.epochs, hp)
+                st = with_trained(st, trained(st).with_lr(lr))
+            if phase.on_epoch is not None:
+                st = _step(spec, st, Batch(None, e, zero, data), hp, k, ctx, phase.on_epoch)
+            for p in active:
+                st = run_pass(spec, p, st, hp, k, ctx, data, e)
+            return st
+
+        state = passes.run_epochs(state, hi, pkey, epoch, start=lo)
+    return state
+
+
+def with_stream_sizes(ctx, data):
+    """``ctx`` with ``stream_sizes`` bound: each stream's number of examples (static shapes)."""
+    n_f, n_r = data.forget.shape[-1], data.retain.shape[-1]
+    sizes = (("retain", n_r), ("forget", n_f), ("val", data.val.shape[-1]), ("combined", n_f + n_r))
+    return dataclasses.replace(ctx, stream_sizes=sizes)
+
+
+def run_method(spec, ctx, data, params, batch_stats, hp: Mapping[str, Array], key: PRNGKey):
+    """Unlearn ONE model: ``init``, every phase of ``plan(ctx)``, ``result`` -> (params, batch_stats).
+
+    ``ctx.size(stream)`` is bound first (``with_stream_sizes``), for plans that count steps.
+    """
+    ctx = with_stream_sizes(ctx, data)
+    state = spec.init(params, batch_stats, hp, key, ctx, data)
+    for phase in spec.plan(ctx):
+        state = run_phase(spec, phase, state, hp, key, ctx, data)
+    return (spec.result or default_result)(state, hp, key, ctx, data)
