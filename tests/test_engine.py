@@ -213,3 +213,27 @@ def test_flat_update_equals_per_leaf_update(setup, vmapped_result):
     flat = _train(tr, keys, subset, jax.random.PRNGKey(123), data, lrs)
     _tree_close(stacked.params, flat.params, atol=1e-6)
     _tree_close(stacked.batch_stats, flat.batch_stats, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop", "chunked"])
+def test_map_models_takes_pytree_in_axes(mode):
+    """A NamedTuple prefix mixes shared (None) and per-model (0) fields, in every execution mode."""
+    from typing import NamedTuple
+
+    from jaxmu.engine.execution import leaf_axes, map_models
+
+    class Pair(NamedTuple):
+        shared: jax.Array
+        per_model: jax.Array
+
+    def one(pair, w):
+        return {"y": pair.shared @ w + pair.per_model.sum()}
+
+    shared = jnp.arange(6.0).reshape(2, 3)
+    per_model = jnp.arange(12.0).reshape(4, 3)  # 4 models
+    w = jnp.arange(4 * 3 * 2, dtype=jnp.float32).reshape(4, 3, 2)
+    axes = (Pair(None, 0), 0)
+    assert leaf_axes(axes, (Pair(shared, per_model), w)) == (None, 0, 0)
+    got = jax.jit(map_models(one, axes, mode=mode, chunk_size=3, mesh=None))(Pair(shared, per_model), w)
+    want = [one(Pair(shared, per_model[i]), w[i])["y"] for i in range(4)]
+    np.testing.assert_allclose(np.asarray(got["y"]), np.stack(want), rtol=1e-6)

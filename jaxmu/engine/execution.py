@@ -70,9 +70,25 @@ def auto_chunk(mode: str, num_models: int, bytes_per_model: int, budget: int) ->
     return "chunked", max(1, min(num_models, budget // bytes_per_model))
 
 
+def leaf_axes(in_axes: Sequence[Any], args: Sequence[Any]) -> tuple[int | None, ...]:
+    """One models-axis entry (0 or None) per leaf of ``args``.
+
+    ``in_axes[i]`` is a prefix of ``args[i]``, as for ``jax.vmap``: an int / None for the whole
+    argument, or a pytree of them (``SplitData(None, None, 0, 0, 0)``: shared images and labels,
+    per-model index arrays).
+    """
+    tm, leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
+    out: list[int | None] = []
+    for spec, arg in zip(in_axes, args, strict=True):
+        per_sub = tm(lambda ax, sub: [ax] * len(leaves(sub)), spec, arg, is_leaf=lambda x: x is None)
+        for axes in leaves(per_sub, is_leaf=lambda x: isinstance(x, list)):
+            out += axes
+    return tuple(out)
+
+
 def map_models(
     fn: Callable[..., Any],
-    in_axes: Sequence[int | None],
+    in_axes: Sequence[Any],
     *,
     mode: str,
     chunk_size: int = 8,
@@ -81,13 +97,26 @@ def map_models(
     """Map ``fn`` (one model's computation) over the leading models axis of some arguments.
 
     ``in_axes[i]`` is 0 for an argument stacked along the models axis and None for one shared
-    by every model (e.g. the data arrays, or a batch shared in faithful mode). Outputs are
-    stacked along axis 0 in every mode.
+    by every model (e.g. the data arrays, or a batch shared in faithful mode), or a pytree prefix
+    of the argument mixing both (``leaf_axes``). Outputs are stacked along axis 0 in every mode.
 
     ``mesh``: ``"auto"`` splits the models axis across all devices when there are several
     (``jaxmu.engine.sharding``), None keeps it on one device, or an explicit ``Mesh``.
     """
     in_axes = tuple(in_axes)
+
+    def mapped(*args):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        flat = _map_leaves(lambda *ls: fn(*jax.tree_util.tree_unflatten(treedef, ls)), leaf_axes(in_axes, args),
+                           mode=mode, chunk_size=chunk_size, mesh=mesh)
+        return flat(*leaves)
+
+    return mapped
+
+
+def _map_leaves(fn: Callable[..., Any], in_axes: tuple[int | None, ...], *, mode: str, chunk_size: int,
+                mesh: Any) -> Callable[..., Any]:
+    """``map_models`` over flat array arguments, one axis entry each."""
     if mesh == "auto":
         from jaxmu.engine.sharding import default_mesh
 
@@ -95,7 +124,7 @@ def map_models(
     if mesh is not None and mesh.devices.size > 1:
         from jaxmu.engine.sharding import shard_models
 
-        return shard_models(map_models(fn, in_axes, mode=mode, chunk_size=chunk_size, mesh=None), in_axes, mesh)
+        return shard_models(_map_leaves(fn, in_axes, mode=mode, chunk_size=chunk_size, mesh=None), in_axes, mesh)
     if mode == "vmap":
         return jax.vmap(fn, in_axes=in_axes)
     if mode not in ("loop", "chunked"):

@@ -64,21 +64,20 @@ class Unlearner:
         static = dict(self.static_items)
         run = self.spec.unlearn_one
 
-        def one(images, labels, retain, forget, val, params, batch_stats, hp, key):
-            data = SplitData(images, labels, retain, forget, val)
+        def one(data, params, batch_stats, hp, key):
             return run(self.ctx, data, params, batch_stats, hp, key, static=static)
 
         s = 0 if self.per_model_splits else None
-        k = 0 if self.per_model_keys else None
-        mapped = map_models(one, (None, None, s, s, s, 0, 0, 0, k), mode=self.model_axis,
-                            chunk_size=self.chunk_size)
+        data_axes = SplitData(images=None, labels=None, retain=s, forget=s, val=s)
+        mapped = map_models(one, (data_axes, 0, 0, 0, 0 if self.per_model_keys else None),
+                            mode=self.model_axis, chunk_size=self.chunk_size)
         return jax.jit(mapped)
 
     @staticmethod
     def _args(data: SplitData, params, batch_stats, hp: Mapping[str, Any], key):
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
-        return (data.images, data.labels, jnp.asarray(data.retain), jnp.asarray(data.forget),
-                jnp.asarray(data.val), params, batch_stats, hp, key)
+        data = SplitData(*(jnp.asarray(x) for x in data))
+        return data, params, batch_stats, hp, key
 
     def compile(self, data: SplitData, params, batch_stats, hp, key) -> tuple[Any, float]:
         t0 = time.perf_counter()
