@@ -49,17 +49,8 @@ from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods import relabel
-from jaxmu.methods._base import (
-    D_TEMP,
-    TEMP,
-    MethodError,
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-)
+from jaxmu.methods._base import (D_TEMP, TEMP, MethodError, MethodSpec, OneOf, SplitData,
+    StaticContext, generic_domains, generic_space)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.models.base import Model
 

@@ -42,15 +42,8 @@ reference only supports ResNet-18 and TinyViT). k beyond the number of blocks se
 from __future__ import annotations
 
 from jaxmu.methods._base import MethodSpec
-from jaxmu.methods.recipes import (
-    FK_DEFAULTS,
-    FK_DOMAINS,
-    FK_SEARCH,
-    FK_STATIC,
-    fk_init,
-    fk_plan,
-    fk_update,
-)
+from jaxmu.methods.recipes import (FK_DEFAULTS, FK_DOMAINS, FK_SEARCH, FK_STATIC, fk_init, fk_plan,
+    fk_update)
 
 SPEC = MethodSpec(
     name="cf_k",

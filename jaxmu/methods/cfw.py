@@ -55,17 +55,8 @@ from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import class_counts, gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
-from jaxmu.methods._base import (
-    U01,
-    MethodError,
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-    nonneg,
-)
+from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
+    generic_domains, generic_space, nonneg)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 from jaxmu.models.names import conv_kernel_paths
 from jaxmu.models.trees import leaf_dict, replace_leaves

@@ -26,13 +26,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxmu.engine.state import TrainState
-from jaxmu.methods._base import (
-    MethodError,
-    MethodSpec,
-    StaticContext,
-    generic_domains,
-    generic_space,
-)
+from jaxmu.methods._base import (MethodError, MethodSpec, StaticContext, generic_domains,
+    generic_space)
 from jaxmu.methods.layouts import require_convs
 from jaxmu.methods.recipes import ce_update, cosine_finetune_plan, sgd_init
 from jaxmu.models.trees import is_conv_kernel, map_with_path

@@ -39,16 +39,8 @@ import jax
 
 from jaxmu.methods._base import D_BOOL, MethodSpec, StaticContext
 from jaxmu.methods.layouts import selected_groups, trainable_mask
-from jaxmu.methods.recipes import (
-    FK_DEFAULTS,
-    FK_DOMAINS,
-    FK_SEARCH,
-    FK_STATIC,
-    Anchored,
-    fk_init,
-    fk_plan,
-    fk_update,
-)
+from jaxmu.methods.recipes import (FK_DEFAULTS, FK_DOMAINS, FK_SEARCH, FK_STATIC, Anchored, fk_init,
+    fk_plan, fk_update)
 from jaxmu.methods.reinit import reinit_groups
 
 

@@ -52,22 +52,8 @@ from jaxmu.engine.optim import set_hyperparam
 from jaxmu.engine.passes import gather, order, pass_batches
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step, loss_step
-from jaxmu.methods._base import (
-    D_LR,
-    D_MOM,
-    D_TEMP,
-    D_WD,
-    ETA,
-    LR,
-    TEMP,
-    WD,
-    MethodSpec,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-    nonneg,
-)
+from jaxmu.methods._base import (D_LR, D_MOM, D_TEMP, D_WD, ETA, LR, TEMP, WD, MethodSpec,
+    SplitData, StaticContext, generic_domains, generic_space, nonneg)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 
 

@@ -50,15 +50,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
-from jaxmu.methods._base import (
-    BS,
-    D_BATCH,
-    U01,
-    MethodSpec,
-    StaticContext,
-    at_least,
-    nonneg,
-)
+from jaxmu.methods._base import BS, D_BATCH, U01, MethodSpec, StaticContext, at_least, nonneg
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.types import Array
 

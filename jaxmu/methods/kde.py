@@ -47,23 +47,8 @@ import jax.numpy as jnp
 from jaxmu.engine.losses import cross_entropy, kl_div
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
-from jaxmu.methods._base import (
-    D_EPOCHS,
-    D_LR,
-    D_MOM,
-    D_TEMP,
-    D_WD,
-    EP,
-    LR,
-    TEMP,
-    WD,
-    MethodError,
-    MethodSpec,
-    OneOf,
-    StaticContext,
-    generic_domains,
-    generic_space,
-)
+from jaxmu.methods._base import (D_EPOCHS, D_LR, D_MOM, D_TEMP, D_WD, EP, LR, TEMP, WD, MethodError,
+    MethodSpec, OneOf, StaticContext, generic_domains, generic_space)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 from jaxmu.methods.reinit import torch_default_reinit
 from jaxmu.models.names import head_paths

@@ -57,17 +57,8 @@ from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
-from jaxmu.methods._base import (
-    U01,
-    MethodError,
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-    unit,
-)
+from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
+    generic_domains, generic_space, unit)
 from jaxmu.methods.layouts import require_convs
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.models.trees import conv_kernel_indices, unflatten_like

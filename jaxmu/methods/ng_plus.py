@@ -45,17 +45,8 @@ from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods import layouts
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
-from jaxmu.methods._base import (
-    U01,
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-    nonneg,
-    unit,
-)
+from jaxmu.methods._base import (U01, MethodSpec, OneOf, SplitData, StaticContext, generic_domains,
+    generic_space, nonneg, unit)
 
 BN_MODES = ("eval", "train")
 

@@ -53,19 +53,8 @@ from jaxmu.engine.losses import cross_entropy_per_example
 from jaxmu.engine.passes import class_counts, pass_batches
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
-from jaxmu.methods._base import (
-    D_BOOL,
-    EPF,
-    U01,
-    MethodError,
-    MethodSpec,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-    nonneg,
-    unit,
-)
+from jaxmu.methods._base import (D_BOOL, EPF, U01, MethodError, MethodSpec, SplitData,
+    StaticContext, generic_domains, generic_space, nonneg, unit)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.methods.reinit import redraw_zeros
 from jaxmu.models.trees import is_weight_layer_leaf, leaf_dict, replace_leaves

@@ -16,23 +16,8 @@ from typing import Any, NamedTuple
 
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step, masked_ce_step
-from jaxmu.methods._base import (
-    BS,
-    D_BATCH,
-    D_EPOCHS,
-    D_LR,
-    EP,
-    LR,
-    NL,
-    U01,
-    WD,
-    OneOf,
-    SplitData,
-    StaticContext,
-    at_least,
-    nonneg,
-    unit,
-)
+from jaxmu.methods._base import (BS, D_BATCH, D_EPOCHS, D_LR, EP, LR, NL, U01, WD, OneOf, SplitData,
+    StaticContext, at_least, nonneg, unit)
 from jaxmu.methods.layouts import ATTENTION_BIAS_MODES, trainable_mask
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 

@@ -70,25 +70,8 @@ import jax.numpy as jnp
 
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import masked_ce_step
-from jaxmu.methods._base import (
-    BS,
-    D_BATCH,
-    D_BOOL,
-    D_LR,
-    D_MOM,
-    D_WD,
-    EP,
-    LR,
-    U01,
-    WD,
-    MethodError,
-    MethodSpec,
-    OneOf,
-    StaticContext,
-    at_least,
-    nonneg,
-    unit,
-)
+from jaxmu.methods._base import (BS, D_BATCH, D_BOOL, D_LR, D_MOM, D_WD, EP, LR, U01, WD,
+    MethodError, MethodSpec, OneOf, StaticContext, at_least, nonneg, unit)
 from jaxmu.methods.layouts import bn_modules
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
 from jaxmu.methods.reinit import reset_classifier

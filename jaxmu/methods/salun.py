@@ -54,17 +54,8 @@ import jax.numpy as jnp
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather, run_pass
 from jaxmu.methods import layouts, relabel
-from jaxmu.methods._base import (
-    U01,
-    MethodError,
-    MethodSpec,
-    OneOf,
-    SplitData,
-    StaticContext,
-    generic_domains,
-    generic_space,
-    unit,
-)
+from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
+    generic_domains, generic_space, unit)
 from jaxmu.methods.plan import Batch, Phase, Plan
 
 ACCUMULATION = ("cumulative", "sum")

@@ -60,23 +60,8 @@ from jaxmu.engine.passes import predict_correct
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
-from jaxmu.methods._base import (
-    BS,
-    D_BATCH,
-    D_BOOL,
-    D_TEMP,
-    EP,
-    LR,
-    TEMP,
-    U01,
-    WD,
-    MethodSpec,
-    SplitData,
-    StaticContext,
-    at_least,
-    generic_domains,
-    nonneg,
-)
+from jaxmu.methods._base import (BS, D_BATCH, D_BOOL, D_TEMP, EP, LR, TEMP, U01, WD, MethodSpec,
+    SplitData, StaticContext, at_least, generic_domains, nonneg)
 
 LR_DECAY_RATE = 0.1
 
