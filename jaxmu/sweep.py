@@ -20,6 +20,7 @@ without it, and the sweep ends with one ``warning:`` line naming the seeds and e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -43,11 +44,10 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``."""
     from jaxmu import report as R
     from jaxmu.pipeline import stack_metrics, unlearn_stage, with_retention
-    from jaxmu.tuning import TrialEvaluator, select_best, tune
+    from jaxmu.tuning import TrialEvaluator, select_best, tune, tuning_method
 
     cfg = setting.cfg
-    method = method.replace(**{k: v for k, v in method.spec.tune_overrides.items()
-                               if method.hparams.get(k) == method.spec.defaults.get(k)})
+    method = tuning_method(method)
     blob = json.dumps({"tune": cfg.semantic_dict()["tune"], "hp": dict(method.hparams), "keys": cfg.unlearn_keys},
                       sort_keys=True, default=str)
     sdir = setting.run_dir / "sweep" / f"{method.name}_{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -66,9 +66,10 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
 
         bar = tqdm(total=cfg.tune.trials * len(cfg.tune.seeds), desc=f"tune {method.name}", unit="trial", leave=False)
 
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
+    def progress(done: int, total: int, best: float) -> None:
+        if bar is not None:  # tqdm shows trials/s itself; the best objective norm rides beside it
             bar.total = total
+            bar.set_postfix(best=f"{best:.4f}", refresh=False)
             bar.update(done - bar.n)
 
     trials = tune(setting, method, evaluator, storage, f"{method.name}_{sdir.name}", progress,
@@ -100,6 +101,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
         "status": R.seed_status(metrics),
         "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
+        "tuning": dataclasses.asdict(evaluator.counters),
         "checkpoint": str(res.path),
     }
     write_text_atomic(final, json.dumps(out, indent=1, default=str))

@@ -10,18 +10,21 @@
 * **Rounds**: each round asks up to ``batch`` trials from every study (ask/tell). The asked
   trials are grouped by their static settings (epochs, batch size, ...); each group runs as
   one vmapped program, every trial an entry along the models axis with its own continuous
-  hyperparameters, padded to a fixed group size so each static signature compiles once.
+  hyperparameters. Groups are never padded (``buckets``): a loop over models runs the one-model
+  program per trial; a vmapped group runs in stacks of power-of-two sizes, each compiled once.
 * **Resume**: trials left RUNNING by a killed round are re-run with their stored parameters
   before new ones are asked, so no trial is lost or run twice.
 * **Selection** (§7.2): the trial with the smallest L2 norm of its objectives over all studies;
   ties go to the lower seed, then the lower trial number.
 * Epoch cap E_max = ceil(0.2 x training epochs) bounds every epoch hyperparameter (§7.1).
+* UTKFace: trials with ``batch_size`` > 128 are told PRUNED unevaluated and do not count (§7.1).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -52,6 +55,15 @@ class TrialResult:
         return float(objective_score(np.asarray(self.objectives)))
 
 
+def tuning_method(method: Method) -> Method:
+    """The method as the reference's HPO runs it: ``spec.tune_overrides`` applied to every
+    hyperparameter the caller left at its default (SalUn's momentum 0.9, RNI's scalar fine
+    learning rate). Every trial and the final run of a sweep use this method."""
+    spec = method.spec
+    return method.replace(**{k: v for k, v in spec.tune_overrides.items()
+                             if method.hparams.get(k) == spec.defaults.get(k)})
+
+
 def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
     """Draw a trial's hyperparameters from a resolved search space."""
     out = {}
@@ -67,11 +79,54 @@ def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
     return out
 
 
+def buckets(n: int, cap: int, model_axis: str) -> list[int]:
+    """Sizes of the stacks that run a group of ``n`` trials: no model is ever padded.
+
+    ``loop``: one model per call (``[1] * n``): a loop over models does the same work whatever the
+    stack size, so the one-model program, compiled once per static signature, serves every group
+    and round. ``vmap`` / ``chunked``: ``n`` in chunks of ``cap``, the rest in its binary
+    decomposition (largest first; 13 with cap 8 -> 8, 4, 1), so a signature compiles at most
+    ``log2(cap) + 1`` stack sizes over the whole sweep and every row is a real trial.
+    """
+    if n <= 0:
+        return []
+    if model_axis == "loop":
+        return [1] * n
+    cap = max(1, cap)
+    out = [cap] * (n // cap)
+    rest = n % cap
+    bit = 1 << max(0, rest.bit_length() - 1)
+    while rest:
+        if rest & bit:
+            out.append(bit)
+            rest -= bit
+        bit >>= 1
+    return out
+
+
+@dataclasses.dataclass
+class TuningCounters:
+    """Where tuning time goes, and how many models it ran (``bench/sweep.py`` reads these).
+
+    ``models`` counts unlearned models, ``trials`` evaluated trials: ``models / trials`` is 1.0
+    because groups are never padded (``buckets``).
+    """
+
+    compile_s: float = 0.0
+    run_s: float = 0.0
+    eval_s: float = 0.0
+    mia_s: float = 0.0
+    models: int = 0
+    trials: int = 0
+    programs: int = 0
+
+
 class TrialEvaluator:
     """Evaluates groups of trials as vmapped programs against the retrained stack.
 
     ``original``/``retrain_metrics`` cover every seed of the setting; a trial of seed ``s``
-    unlearns row ``seeds.index(s)`` of the original stack.
+    unlearns row ``seeds.index(s)`` of the original stack. ``group_size`` caps the models of one
+    vmapped stack (``buckets``); with ``model_axis="loop"`` every trial runs the one-model program.
     """
 
     def __init__(self, setting: Setting, method: Method, original_state, retrain_metrics: dict[str, np.ndarray],
@@ -83,17 +138,26 @@ class TrialEvaluator:
         self.group_size = group_size
         self.ctx = method_context(setting)
         self.data = method_data(setting)
+        self.evaluator = setting.evaluator()  # one instance: its jitted programs are reused by every group
         self.seed_row = {s: i for i, s in enumerate(setting.cfg.seeds)}
-        self.compile_s = 0.0
-        self.run_s = 0.0
-        self._programs: dict[tuple, Any] = {}  # compiled once per static signature (unlearn_stack)
+        self.counters = TuningCounters()
+        self._programs: dict[tuple, Any] = {}  # compiled once per static signature and stack size
+
+    @property
+    def compile_s(self) -> float:
+        return self.counters.compile_s
+
+    @property
+    def run_s(self) -> float:
+        return self.counters.run_s
 
     def evaluate(self, trials: Sequence[tuple[int, dict[str, Any]]]) -> list[tuple[float, float, float, float]]:
         """Objectives of ``(seed, params)`` trials, in order; grouped by static settings.
 
-        Each group runs through ``unlearn_stack`` (compiled once per static signature, reused by
-        every round) with the setting's unlearning-key convention: a trial of seed ``s`` gets the
-        key the final run gives seed ``s``.
+        Each group runs through ``unlearn_stack`` in unpadded stacks (``buckets``), each
+        compiled once per static signature and size and reused by every round, with the
+        setting's unlearning-key convention: a trial of seed ``s`` gets the key the final run
+        gives seed ``s``.
         """
         cfg = self.setting.cfg
         groups: dict[tuple, list[int]] = {}
@@ -104,31 +168,40 @@ class TrialEvaluator:
             hps.append((st, arr))
             groups.setdefault(tuple(sorted(st.items())), []).append(i)
         out: list[Any] = [None] * len(trials)
+        mode = self.setting.model_axis
         for sig, members in groups.items():
-            for start in range(0, len(members), self.group_size):
-                chunk = members[start:start + self.group_size]
-                padded = chunk + [chunk[-1]] * (self.group_size - len(chunk))
-                rows = np.array([self.seed_row[trials[i][0]] for i in padded])
+            start = 0
+            for size in buckets(len(members), self.group_size, mode):
+                chunk = members[start:start + size]
+                start += size
+                rows = np.array([self.seed_row[trials[i][0]] for i in chunk])
                 take = lambda t: jax.tree_util.tree_map(lambda x: x[rows], t)  # noqa: E731
-                arrays = {k: np.array([hps[i][1][k] for i in padded], np.float32) for k in hps[padded[0]][1]}
-                key = unlearning_key([trials[i][0] for i in padded], per_model=cfg.unlearn_keys == "per_model")
+                arrays = {k: np.array([hps[i][1][k] for i in chunk], np.float32) for k in hps[chunk[0]][1]}
+                key = unlearning_key([trials[i][0] for i in chunk], per_model=cfg.unlearn_keys == "per_model")
+                n_programs = len(self._programs)
                 res = unlearn_stack(self.method.spec, dict(sig), arrays, self.ctx, self.data,
                                     take(self.original.params), take(self.original.batch_stats), key,
-                                    model_axis=self.setting.model_axis, chunk_size=cfg.engine.chunk_size,
+                                    model_axis=mode, chunk_size=cfg.engine.chunk_size,
                                     programs=self._programs)
-                self.compile_s += res.compile_s
-                self.run_s += res.run_s
-                objs = self._objectives((res.params, res.batch_stats), rows)
-                for j, i in enumerate(chunk):
-                    out[i] = objs[j]
+                c = self.counters
+                c.compile_s += res.compile_s
+                c.run_s += res.run_s
+                c.models += size
+                c.trials += len(chunk)
+                c.programs += len(self._programs) - n_programs
+                for i, o in zip(chunk, self._objectives((res.params, res.batch_stats), rows)):
+                    out[i] = o
         return out
 
     def _objectives(self, stack, rows: np.ndarray) -> list[tuple[float, float, float, float]]:
         s = self.setting
+        t0 = time.perf_counter()
         idx = {k: v for k, v in s.split_indices().items() if k != "test"}  # D_t never used in HPO
-        ev = evaluate_splits(s.evaluator(), stack[0], stack[1], idx, s.data)
+        ev = evaluate_splits(self.evaluator, stack[0], stack[1], idx, s.data)
         finite = np.array([all(np.all(np.isfinite(np.asarray(x[j]))) for x in jax.tree_util.tree_leaves(stack[0]))
                            for j in range(len(rows))])
+        t1 = time.perf_counter()
+        self.counters.eval_s += t1 - t0
         res = []
         for j, r in enumerate(rows):
             if not finite[j] or not np.all(np.isfinite(ev["forget"]["loss"][j])):
@@ -139,6 +212,7 @@ class TrialEvaluator:
                                val_mia, self.retrain["retain_acc"][r], self.retrain["forget_acc"][r],
                                self.retrain["val_acc"][r])
             res.append(tuple(float(v) for v in np.asarray(o)))
+        self.counters.mia_s += time.perf_counter() - t1
         return res
 
 
@@ -213,7 +287,7 @@ def check_storage(url: str, timeout_s: float = 5.0) -> None:
 
 
 def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: str, study_prefix: str,
-         progress: Callable[[int, int], None] | None = None, *, worker: str = MAIN_WORKER,
+         progress: Callable[[int, int, float], None] | None = None, *, worker: str = MAIN_WORKER,
          wait: bool = True, poll_s: float = 2.0) -> list[TrialResult]:
     """Run (or resume) the studies until each has ``tune.trials`` complete trials.
 
@@ -222,9 +296,10 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
     asks new trials only while complete + running (all workers) is below the target; a trial
     asked past the target by a race is told PRUNED unevaluated (it does not count). With
     ``wait``, the worker then waits for other workers' running trials before returning.
-    """
-    import time
 
+    ``progress(done, total, best)`` is called after every round: complete trials over all
+    studies, the target, and the best (lowest) objective norm so far (inf before any).
+    """
     cfg = setting.cfg
     seeds = [s for s in cfg.tune.seeds if s in cfg.seeds]
     space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
@@ -243,6 +318,11 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         return [t for t in trials if not mine or t.user_attrs.get(_WORKER_ATTR, MAIN_WORKER) == worker]
 
+    def best_so_far() -> float:
+        scores = [objective_score(np.asarray(t.values)) for st in studies.values()
+                  for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        return float(min(scores, default=math.inf))
+
     def run_round(pending) -> None:
         objs = evaluator.evaluate([(s, p) for s, _, p in pending])
         checkpoint_reached("tune:round")
@@ -252,7 +332,7 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
                 continue  # told meanwhile by another worker started under the same name: keep its result
             studies[s].tell(t.number, list(o))
         if progress:
-            progress(done(), total)
+            progress(done(), total, best_so_far())
 
     # Recovery: this worker's trials left RUNNING by a killed round are rerun (and told) before
     # anything new is asked, so the sampler then sees the history an uninterrupted run would.
@@ -271,6 +351,9 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
                 if _n_complete(study) + len(running(study, mine=False)) > cfg.tune.trials:
                     study.tell(t, state=optuna.trial.TrialState.PRUNED)  # another worker took the slot
                     continue
+                if pruned_by_reference(cfg.data.name, t.params):
+                    study.tell(t, state=optuna.trial.TrialState.PRUNED)  # does not count; asked again
+                    continue
                 pending.append((s, t, dict(t.params)))
         if pending:
             run_round(pending)
@@ -284,6 +367,16 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
         for t in sorted(complete, key=lambda t: t.number)[: cfg.tune.trials]:
             results.append(TrialResult(s, t.number, dict(t.params), tuple(t.values)))
     return results
+
+
+UTKFACE_MAX_BATCH = 128
+
+
+def pruned_by_reference(dataset: str, params: dict[str, Any]) -> bool:
+    """The reference's HPO prunes UTKFace trials whose ``batch_size`` exceeds 128 (protocol
+    §7.1, ``pipeline/optuna_search_hp.py``). Only that field is read: SCRUB's retain/forget batch
+    sizes are not checked, as in the reference."""
+    return dataset == "utkface" and params.get("batch_size", 0) > UTKFACE_MAX_BATCH
 
 
 def _nsga3(seed: int) -> optuna.samplers.BaseSampler:

@@ -86,7 +86,8 @@ def test_matches_hand_written_cyclic_eval_mode_run(tiny, result):
 def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     """bn_mode="train": retain forward then the (partial, own-shape) forget forward update the stats.
 
-    Also: a frozen leaf (the path used for TinyViT's eval-mode attention biases) is not updated.
+    Also: a leaf with a zeroed gradient (the path used for TinyViT's eval-mode attention biases)
+    is not updated when weight decay is 0.
     """
     data, model, ctx = tiny.data, tiny.ctx.model, tiny.ctx
     p0, bs0 = _model(tiny.params, 0), _model(tiny.batch_stats, 0)
@@ -95,9 +96,9 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
           "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
     st = TrainState.create(p0, bs0, hp)
     ir = data.retain[:B]
-    frozen = {k: jax.tree_util.tree_map(lambda _, k=k: k != "head", v) for k, v in p0.items()}
+    scale = {k: jax.tree_util.tree_map(lambda _, k=k: float(k != "head"), v) for k, v in p0.items()}
     got = jax.jit(lambda st, j: ng_plus.ng_step(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
-                                               train=True, trainable=frozen))(st, jnp.int32(1))
+                                               train=True, grad_scale=scale))(st, jnp.int32(1))
     chex.assert_trees_all_equal(got.params["head"], p0["head"])
     assert float(jnp.max(jnp.abs(got.params["conv1"]["kernel"] - p0["conv1"]["kernel"]))) > 0
     xr, _ = gather(ctx, data, ir)
@@ -107,3 +108,34 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     _, bs2 = model.apply(p0, bs1, xf, train=True)
     chex.assert_trees_all_close(got.batch_stats, bs2, rtol=1e-5, atol=1e-6)
     assert isinstance(got, TrainState)
+
+
+def test_tinyvit_attention_biases_get_zero_gradient_not_frozen(tiny):
+    """Reference: NG+'s loss includes ``l2_penalty(model, model_init, 0.0)`` over every parameter,
+    so TinyViT's eval-mode attention biases get a zero gradient and SGD still applies coupled
+    weight decay (and momentum) to them (issue 13): after one step b' = b - lr * wd * b."""
+    import dataclasses
+
+    import flax.linen as nn
+
+    from jaxmu.models.base import Model
+
+    class BiasedHead(nn.Module):  # an "attention bias" the eval-mode forward does not use
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            self.param("attention_biases", nn.initializers.ones, (3,))
+            return nn.Dense(10, name="head")(x.reshape(x.shape[0], -1))
+
+    model = Model("tinyvit_11m", BiasedHead(), tiny.model.input_shape, 10, ("head",))
+    ctx = dataclasses.replace(tiny.ctx, model=model)
+    params, bs = model.init(jax.random.PRNGKey(0))
+    stack = jax.tree_util.tree_map(lambda a: a[None], params)
+    lr, wd = 0.1, 0.5
+    out = {}
+    for mode in ("frozen", "trainable"):
+        m = M.get("ng_plus", epochs=1, batch_size=240, eval_attention_biases=mode)
+        arrays = {**m.arrays, "learning_rate": lr, "weight_decay": wd, "momentum": 0.9}
+        res = unlearn_stack(m.spec, m.static, arrays, ctx, tiny.data, stack, {}, unlearning_key())
+        out[mode] = np.asarray(res.params["attention_biases"][0])
+    np.testing.assert_allclose(out["frozen"], np.ones(3) * (1 - lr * wd), rtol=1e-6)  # decayed, not frozen
+    np.testing.assert_allclose(out["trainable"], out["frozen"], rtol=1e-6)  # the forward never uses them

@@ -43,7 +43,7 @@ class OwnershipRecordingStorage(optuna.storages.InMemoryStorage):
 
 
 def _setting(trials: int = 3, batch: int = 2):
-    cfg = SimpleNamespace(seeds=(0,), train=SimpleNamespace(epochs=5),
+    cfg = SimpleNamespace(seeds=(0,), train=SimpleNamespace(epochs=5), data=SimpleNamespace(name="digits"),
                           tune=SimpleNamespace(seeds=(0,), trials=trials, batch=batch))
     return SimpleNamespace(cfg=cfg)
 
@@ -97,3 +97,65 @@ def test_a_trial_told_meanwhile_keeps_its_first_result(storage):
     T.tune(_setting(trials=2), method, TwinFinishesFirst(), "shared", "s")
     assert study.get_trials()[killed.number].values == [9.0] * 4
     assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE]
+
+
+@pytest.mark.parametrize("n,cap,mode,expected", [
+    (0, 8, "vmap", []), (1, 8, "vmap", [1]), (5, 8, "vmap", [4, 1]), (8, 8, "vmap", [8]),
+    (13, 8, "vmap", [8, 4, 1]), (7, 32, "chunked", [4, 2, 1]), (3, 8, "loop", [1, 1, 1]),
+])
+def test_groups_are_never_padded(n, cap, mode, expected):
+    sizes = T.buckets(n, cap, mode)
+    assert sizes == expected and sum(sizes) == n
+    assert all(s & (s - 1) == 0 and s <= cap for s in sizes)  # powers of two: a bounded set of shapes
+
+
+def test_salun_is_tuned_and_finally_run_with_momentum_0_9(tmp_path, monkeypatch):
+    """The reference's SalUn HPO fixes the generic momentum at 0.9 (munl/settings.py): every
+    trial and the final run of a sweep get 0.9, although SalUn's default is 0 (issue 13)."""
+    import numpy as np
+
+    import jaxmu.pipeline as P
+    from jaxmu.config import load_config
+    from jaxmu.sweep import sweep_method
+
+    seen: dict[str, object] = {}
+
+    class RecordingEvaluator:
+        counters = T.TuningCounters()
+        compile_s = run_s = 0.0
+
+        def __init__(self, setting, method, *args, **kwargs):
+            seen["trials"] = method.hparams["momentum"]
+
+    def fake_tune(setting, method, evaluator, *args, **kwargs):
+        return [T.TrialResult(0, 0, {"learning_rate": 0.01}, (0.1, 0.1, 0.1, 0.1))]
+
+    def fake_unlearn_stage(setting, method, original):
+        seen["final"] = method.hparams["momentum"]
+        return SimpleNamespace(params=None, batch_stats=None, run_s=1.0, compile_s=0.0, path=tmp_path)
+
+    monkeypatch.setattr(T, "TrialEvaluator", RecordingEvaluator)
+    monkeypatch.setattr(T, "tune", fake_tune)
+    monkeypatch.setattr(P, "unlearn_stage", fake_unlearn_stage)
+    monkeypatch.setattr(P, "stack_metrics", lambda setting, stack: {"forget_acc": np.zeros(1)})
+    monkeypatch.setattr(P, "with_retention", lambda m, r: m)
+    setting = SimpleNamespace(cfg=load_config(None, ["seeds=1", "tune.seeds=[0]"]), run_dir=tmp_path)
+    refs = {"original": SimpleNamespace(state=None), "retrain": SimpleNamespace(run_s=1.0)}
+    out = sweep_method(setting, M.get("salun"), refs, {"retrain": {}}, quiet=True)
+    assert seen == {"trials": 0.9, "final": 0.9} and out["hparams"]["momentum"] == 0.9
+    explicit = T.tuning_method(M.get("salun", momentum=0.5))
+    assert explicit.hparams["momentum"] == 0.5  # an explicit choice is kept
+
+
+def test_utkface_prunes_batch_sizes_above_128(storage):
+    """protocol §7.1: on UTKFace the reference prunes trials with batch_size > 128; pruned
+    trials do not count toward the target and are never evaluated."""
+    ev = CountingEvaluator()
+    setting = _setting(trials=6, batch=4)
+    setting.cfg.data = SimpleNamespace(name="utkface")
+    results = T.tune(setting, M.get("finetune"), ev, "shared", "s")
+    assert len(results) == 6 and len(ev.calls) == 6
+    assert all(p["batch_size"] <= 128 for _, p in ev.calls)
+    study = optuna.load_study(study_name="s_seed0", storage=storage)
+    pruned = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(t.params["batch_size"] > 128 for t in pruned)

@@ -7,8 +7,9 @@
   without convolutions (``require_convs``: CT, MSG).
 * The TinyViT eval-mode attention-bias quirk (``methods.md`` §5, last trap): the reference's
   eval-mode forward uses a cached bias table, so ``attention_biases`` get no gradient in eval-mode
-  phases: they are frozen (no update, no decay) in NG+ and CF-k/EU-k and get zero saliency in
-  SalUn's mask pass. ``"frozen"`` (faithful) reproduces it, ``"trainable"`` (clean)
+  phases: they are frozen (no update, no decay) in CF-k/EU-k, get zero saliency in SalUn's mask
+  pass, and get a zero gradient in NG+ (whose L2-to-init term reaches them, so decay and momentum
+  still act; ``ng_plus``). ``"frozen"`` (faithful) reproduces it, ``"trainable"`` (clean)
   differentiates through them (``eval_grad_tree``, ``trainable_mask(attention_biases=...)``).
 
 Blocks (reference ``munl/models/__init__.py: get_model_blocks``), per architecture, as top-level

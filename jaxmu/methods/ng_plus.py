@@ -24,8 +24,13 @@ Quirk flags and faithful defaults (``methods.md`` §5 #7, #8):
   ``l2_to_init`` (lambda, array hyperparameter, default 0.0, never searched): the reference's
     config attribute is an un-annotated dataclass constant 0.0, so the term vanishes.
   ``eval_attention_biases="frozen"`` (faithful, TinyViT only, eval mode only): the reference's
-    eval-mode forward uses a cached bias table, so attention biases get no gradient and are
-    frozen (no update, no decay, no momentum); ``"trainable"`` (clean) differentiates them.
+    eval-mode forward uses a cached bias table, so the loss does not depend on the attention
+    biases — but its ``l2_penalty(model, model_init, 0.0)`` term touches every parameter that
+    requires grad, so they get a *zero* gradient, not ``None``, and SGD still applies coupled
+    weight decay and momentum to them. jaxmu scales their gradient by 0 before the optimizer
+    (``grad_scale``). ``methods.md`` §5 said they were frozen entirely (no update, no decay,
+    no momentum); that was wrong and is not followed here (issue 13). ``"trainable"`` (clean)
+    differentiates them.
 
 Defaults: lr 0.01, mu 0.9, wd 0, E 10, B 256, alpha 0.95. Search: G + alpha: U01. Every
 architecture. Randomness: epoch key k = fold_in(key, e); retain pass fold_in(k, 0), forget
@@ -98,8 +103,9 @@ def forget_ce(ctx, data, fb: ForgetBatches, j, params, batch_stats, *, train: bo
 
 
 def ng_step(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: ForgetBatches, j, theta0,
-            hp, key, *, train: bool, trainable=None) -> TrainState:
-    """One NG+ step: retain batch ``idx_r`` paired with forget batch ``j``."""
+            hp, key, *, train: bool, grad_scale=None) -> TrainState:
+    """One NG+ step: retain batch ``idx_r`` paired with forget batch ``j``; ``grad_scale`` (a tree
+    of 0/1) zeroes the gradient of leaves the reference's loss does not reach."""
     alpha = hp["alpha"]
     lam = hp["l2_to_init"]
     x_r, y_r = gather(ctx, data, idx_r)
@@ -112,7 +118,7 @@ def ng_step(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: F
         ce_f, bs = forget_ce(ctx, data, fb, j, p, bs, train=train, key=jax.random.fold_in(key, 1))
         return alpha * (ce_r + 0.5 * lam * sq) - (1.0 - alpha) * ce_f, bs
 
-    return loss_step(state, loss_fn, trainable=trainable)
+    return loss_step(state, loss_fn, grad_scale=grad_scale)
 
 
 class State(NamedTuple):
@@ -134,11 +140,12 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
     if phase == "draw_forget":
         return state._replace(forget_order=order(batch.data.forget, jax.random.fold_in(key, 1), True)), {}
     train = ctx.static["bn_mode"] == "train"
-    trainable = None if train else layouts.eval_grad_tree(ctx, state.theta0, ctx.static["eval_attention_biases"])
+    reached = None if train else layouts.eval_grad_tree(ctx, state.theta0, ctx.static["eval_attention_biases"])
+    scale = None if reached is None else jax.tree_util.tree_map(lambda r: 1.0 if r else 0.0, reached)
     fb = split_batches(state.forget_order, B)
     j = batch.step % num_forget_batches(fb)
     new = ng_step(ctx, batch.data, state.train, batch.indices, fb, j, state.theta0, hp, key, train=train,
-                  trainable=trainable)
+                  grad_scale=scale)
     return state._replace(train=new), {}
 
 

@@ -33,7 +33,10 @@ Quirk flags and faithful defaults:
     attention biases zero saliency (the reference's cached eval bias table gets no gradient),
     so they enter the ranking at |A| = 0; ``"trainable"`` (clean) differentiates them.
 
-Defaults: lr 0.01, mu 0 (tuned runs use 0.9), wd 0, E 10, B 256, tau 0.5. Search: G + threshold:
+Defaults: lr 0.01, mu 0, wd 0, E 10, B 256, tau 0.5. Tuned runs use mu 0.9 (``tune_overrides``):
+the reference's SalUn search space includes the generic optimizer momentum, fixed at 0.9
+(``munl/settings.py``), so every tuned trial and the final run of a sweep use SGD momentum 0.9
+although the config default is 0; a sweep called with an explicit ``momentum`` keeps it. Search: G + threshold:
 U01. Dead (accepted, ignored, never searched): the reference's ``mask_optimizer.{learning_rate,
 momentum, weight_decay}``, here ``mask_learning_rate``, ``mask_momentum``, ``mask_weight_decay``.
 Known discrepancy: the reference's tie order (unstable argsort, PyTorch parameter order) is not
@@ -142,4 +145,5 @@ SPEC = MethodSpec(
              "relabel": OneOf(relabel.RELABEL_MODES, "how D_f is relabelled"),
              "eval_attention_biases": OneOf(layouts.ATTENTION_BIAS_MODES, "TinyViT attention biases in eval mode")},
     doc="saliency mask from D_f gradients, then masked random relabelling",
+    tune_overrides={"momentum": 0.9},  # the reference's HPO fixes the generic momentum at 0.9
 )
