@@ -145,6 +145,9 @@ class EngineConfig:
       eval_batch_size: examples per evaluation batch.
       checkpoint_every: epochs between resumable checkpoints of a training stage.
       progress: show progress bars.
+      ragged_epochs: tuning compiles a method once per batch size for the search's maximum
+        epoch count, each trial stopping at its own (``Phase.count``, identical results), instead
+        of once per (epochs, batch size); ``bench/sweep.py`` measures both.
       host_devices: CPU host devices the command-line tools ask XLA for before JAX starts
         (0 = one per CPU core, at most 8; 1 = no split). With several devices the models axis
         is split across them (``jaxmu.engine.sharding``): on 2 CPU cores 2 devices run the
@@ -157,6 +160,7 @@ class EngineConfig:
     eval_batch_size: int = 1024
     checkpoint_every: int = 5
     progress: bool = True
+    ragged_epochs: bool = True
     host_devices: int = 0
 
 

@@ -104,6 +104,13 @@ def buckets(n: int, cap: int, model_axis: str) -> list[int]:
     return out
 
 
+def ragged_maxima(method: Method, cfg) -> dict[str, int]:
+    """The compiled epoch count of each searched ragged epoch hyperparameter: its search
+    range's top (E_max for ``EP``). Trials differing only in those counts share one program."""
+    space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
+    return {k: int(space[k].high) for k in method.spec.ragged if isinstance(space.get(k), Int)}
+
+
 @dataclasses.dataclass
 class TuningCounters:
     """Where tuning time goes, and how many models it ran (``bench/sweep.py`` reads these).
@@ -140,6 +147,7 @@ class TrialEvaluator:
         self.data = method_data(setting)
         self.evaluator = setting.evaluator()  # one instance: its jitted programs are reused by every group
         self.seed_row = {s: i for i, s in enumerate(setting.cfg.seeds)}
+        self.epoch_maxima = ragged_maxima(method, setting.cfg) if setting.cfg.engine.ragged_epochs else {}
         self.counters = TuningCounters()
         self._programs: dict[tuple, Any] = {}  # compiled once per static signature and stack size
 
@@ -155,7 +163,8 @@ class TrialEvaluator:
         """Objectives of ``(seed, params)`` trials, in order; grouped by static settings.
 
         Each group runs through ``unlearn_stack`` in unpadded stacks (``buckets``), each
-        compiled once per static signature and size and reused by every round, with the
+        compiled once per static signature and size and reused by every round (searched epoch
+        counts are not part of the signature: ``ragged_maxima``), with the
         setting's unlearning-key convention: a trial of seed ``s`` gets the key the final run
         gives seed ``s``.
         """
@@ -164,7 +173,7 @@ class TrialEvaluator:
         hps = []
         for i, (_, params) in enumerate(trials):
             hp = self.method.spec.check_hparams({**self.method.hparams, **params})
-            st, arr = self.method.spec.split_hparams(hp)
+            st, arr = self.method.spec.ragged_split(hp, self.epoch_maxima)
             hps.append((st, arr))
             groups.setdefault(tuple(sorted(st.items())), []).append(i)
         out: list[Any] = [None] * len(trials)

@@ -116,6 +116,31 @@ def test_defaults_give_finite_models(contract):
         assert np.all(np.isfinite(leaf)), f"{c['spec'].name}: non-finite values with default hyperparameters"
 
 
+def test_ragged_epochs_equal_a_program_compiled_for_the_count(contract, tiny):
+    """Ragged epochs (methods.md §6.2, issue 13): a method compiled for 2 epochs with per-model
+    counts [1, 2] (``Phase.count``) gives model 0 the result of the 1-epoch program, and model 1
+    one more epoch. Under vmap the two programs fuse differently, so the tolerance is the
+    vmap-versus-loop one (Adam in BT amplifies last-bit differences); in a loop over models the
+    results are bit-identical (``test_ragged_epochs.py``). Every name in ``spec.ragged`` is some phase's count; methods without ragged
+    counts have none (their epochs stay static)."""
+    from jaxmu.methods.driver import with_stream_sizes
+
+    c = contract
+    spec = c["spec"]
+    plan = spec.plan(with_stream_sizes(tiny.ctx.with_static(dict(c["static"])), tiny.data))
+    assert {ph.count for ph in plan if ph.count} == set(spec.ragged)
+    if not spec.ragged:
+        return
+    static = {**dict(c["static"]), **{k: 2 for k in spec.ragged}}
+    hp = {**c["hp"], **{k: jnp.array([1.0, 2.0]) for k in spec.ragged}}
+    un = Unlearner(spec, tuple(sorted(static.items())), tiny.ctx, model_axis="vmap")
+    out = un(tiny.data, tiny.params, tiny.batch_stats, hp, c["key"])
+    row = lambda t, i: jax.tree_util.tree_map(lambda x: x[i], t)  # noqa: E731
+    chex.assert_trees_all_close(row(out, 0), row(c["out"], 0), rtol=2e-4, atol=2e-4)
+    assert any(np.any(a != b) for a, b in zip(_leaves(row(out[0], 1)), _leaves(row(c["out"][0], 1)))), \
+        "model 1's second epoch did not run"
+
+
 def test_spec_is_well_formed(contract):
     spec = contract["spec"]
     assert set(spec.search_space) <= set(spec.defaults), "searched names must have defaults"

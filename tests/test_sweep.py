@@ -122,19 +122,26 @@ def test_batched_trials_equal_one_by_one(tmp_path):
     from jaxmu.pipeline import prepare, reference_stacks, stack_metrics
     from jaxmu.tuning import TrialEvaluator
 
-    cfg = load_config(None, TINY + ["engine.progress=false"])
+    cfg = load_config(None, TINY + ["engine.progress=false", "train.epochs=6"])  # E_max = 2
     setting = prepare(cfg, tmp_path)
     refs = reference_stacks(setting)
     retrain = stack_metrics(setting, refs["retrain"].state)
     method = M.get(METHOD)
     trials = [(0, {"learning_rate": 0.01, "epochs": 1, "batch_size": 64, "weight_decay": 1e-3}),
-              (1, {"learning_rate": 0.05, "epochs": 1, "batch_size": 64, "weight_decay": 1e-4}),
+              (1, {"learning_rate": 0.05, "epochs": 2, "batch_size": 64, "weight_decay": 1e-4}),
               (0, {"learning_rate": 0.002, "epochs": 2, "batch_size": 128, "weight_decay": 1e-2})]
-    batched = TrialEvaluator(setting, method, refs["original"].state, retrain, group_size=4).evaluate(trials)
+    ev = TrialEvaluator(setting, method, refs["original"].state, retrain, group_size=4)
+    batched = ev.evaluate(trials)
     single = TrialEvaluator(setting, method, refs["original"].state, retrain, group_size=1)
     one_by_one = [single.evaluate([t])[0] for t in trials]
     np.testing.assert_allclose(np.array(batched), np.array(one_by_one), atol=1e-5)
     assert len({tuple(o) for o in batched}) == 3  # the trials really differ
+    # no padded model is unlearned or evaluated; one program per batch size (ragged epochs)
+    assert ev.counters.models == ev.counters.trials == 3 and ev.counters.programs == 2
+    per_count = load_config(None, TINY + ["engine.progress=false", "train.epochs=6", "engine.ragged_epochs=false"])
+    flat = TrialEvaluator(prepare(per_count, tmp_path), method, refs["original"].state, retrain, group_size=4)
+    np.testing.assert_allclose(np.array(flat.evaluate(trials)), np.array(batched), atol=1e-6)
+    assert flat.counters.programs == 3
 
 
 @pytest.mark.slow

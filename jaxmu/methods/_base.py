@@ -278,6 +278,9 @@ class MethodSpec:
         learning rate: under HPO the reference's fine lr is a searched scalar, not its list).
       domains: every hyperparameter's domain (``Interval`` / ``OneOf``): where its value means
         something; wider than (or equal to) its search range. Required for every default.
+      ragged: static epoch counts that may instead be given per model as array hyperparameters
+        (``Phase.count``, ``methods.md`` §6.2): ``ragged_split`` moves them, one program then
+        serves every count up to the compiled maximum.
     """
 
     name: str
@@ -293,8 +296,12 @@ class MethodSpec:
     applies_to: tuple[str, ...] | None = None
     tune_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     domains: Mapping[str, Domain] = dataclasses.field(default_factory=dict)
+    ragged: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        if not self.ragged <= self.static:
+            raise ValueError(f"method {self.name}: ragged epoch counts {sorted(self.ragged - self.static)} "
+                             "must be static hyperparameters")
         missing = set(self.defaults) - set(self.domains)
         extra = set(self.domains) - set(self.defaults)
         if missing or extra:
@@ -345,4 +352,19 @@ class MethodSpec:
         """(static, arrays) parts of a full hyperparameter dict."""
         static = {k: v for k, v in hp.items() if k in self.static}
         arrays = {k: float(v) for k, v in hp.items() if k not in self.static}
+        return static, arrays
+
+    def ragged_split(self, hp: Mapping[str, Any], maxima: Mapping[str, int]) -> tuple[dict[str, Any], dict[str, float]]:
+        """``split_hparams`` with every ragged epoch count named in ``maxima`` moved to the arrays.
+
+        The static part then holds ``maxima[name]`` (the compiled number of epochs, e.g. the
+        search space's E_max) and the arrays the model's own count, so trials that differ only
+        in those counts share one program (``Phase.count``). A count above its maximum raises.
+        """
+        static, arrays = self.split_hparams(hp)
+        for name in self.ragged & set(maxima):
+            if static[name] > maxima[name]:
+                raise MethodError(f"{self.name}.{name} = {static[name]} exceeds the compiled maximum {maxima[name]}")
+            arrays[name] = float(static[name])
+            static[name] = int(maxima[name])
         return static, arrays

@@ -126,7 +126,8 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
 def plan(ctx: StaticContext) -> Plan:
     """E epochs (phase key ``fold_in(key, 1)``) of one shuffled pass over the combined stream."""
     s = ctx.static
-    return (Phase("distill", s["epochs"], passes=(Pass("distill", "combined", s["batch_size"]),), key=(1,)),)
+    return (Phase("distill", s["epochs"], passes=(Pass("distill", "combined", s["batch_size"]),), key=(1,),
+                  count="epochs"),)
 
 
 SPEC = MethodSpec(
@@ -138,6 +139,7 @@ SPEC = MethodSpec(
               "incompetent_teacher": "resnet18", "kl_reduction": "mean"},
     search_space={**generic_space(), "kl_temperature": TEMP},
     static=frozenset({"epochs", "batch_size", "incompetent_teacher", "kl_reduction"}),
+    ragged=frozenset({"epochs"}),
     dead=frozenset({"momentum"}),
     domains={**generic_domains(mom=None), "kl_temperature": D_TEMP,
              "incompetent_teacher": OneOf(TEACHERS, "the architecture of the random teacher on D_f"),

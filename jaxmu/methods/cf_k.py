@@ -53,6 +53,7 @@ SPEC = MethodSpec(
     defaults=FK_DEFAULTS,
     search_space=FK_SEARCH,
     static=FK_STATIC,
+    ragged=frozenset({"epochs"}),
     dead=frozenset({"sgda_learning_rate", "momentum"}),
     domains=FK_DOMAINS,
     doc="fine-tune only the last k blocks + classifier (eval mode, plain SGD, L2 to start, step decay)",

@@ -60,6 +60,7 @@ SPEC = MethodSpec(
     defaults={"epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),
+    ragged=frozenset({"epochs"}),
     domains=generic_domains(),
     doc="transpose every conv kernel spatially, then fine-tune on D_r (cosine per epoch)",
     applies_to=("cnn", "resnet18", "tinyvit_11m"),

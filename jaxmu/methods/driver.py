@@ -15,6 +15,7 @@ in order. The models axis (vmap / loop / chunks / devices) is applied around ``r
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -58,13 +59,13 @@ def stream_indices(data, stream: str) -> Array:
     return getattr(data, stream)
 
 
-def schedule_factor(s: Schedule, epoch, epochs: int, hp: Mapping[str, Array]):
+def schedule_factor(s: Schedule, epoch, epochs, hp: Mapping[str, Array]):
     if s.kind == "cosine":
         return cosine_factor(epoch, epochs)
     if s.kind == "step":
         e = epoch + 1 if s.one_based else epoch
         rate = hp[s.decay] if isinstance(s.decay, str) else s.decay
-        return step_decay_factor(e, epochs, rate, one_based=s.one_based)
+        return step_decay_factor(e, jnp.asarray(epochs).astype(jnp.int32), rate, one_based=s.one_based)
     if s.kind == "constant":
         return 1.0
     raise ValueError(f"unknown schedule {s.kind!r}")
@@ -107,9 +108,21 @@ def _segments(phase: Phase) -> list[tuple[int, int, tuple[Pass, ...]]]:
     return out
 
 
+def phase_length(phase: Phase, hp: Mapping[str, Array]):
+    """The epochs the phase runs: ``hp[phase.count]`` (ragged, traced) or the static ``epochs``."""
+    if phase.count is not None and phase.count in hp:
+        return hp[phase.count]
+    return phase.epochs
+
+
 def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
+    """The one-shot step, then the epochs of ``phase`` (``Phase.count``: each model stops at its
+    own epoch count, later epochs skipped by ``lax.cond``: a real branch in a loop over models, a
+    select under ``vmap``)."""
     pkey = fold(key, phase.key)
     zero = jnp.int32(0)
+    length = phase_length(phase, hp)
+    ragged = not isinstance(length, int)
     if phase.once is not None:
         state = _step(spec, state, Batch(None, zero, zero, data), hp, pkey, ctx, phase.once)
     for lo, hi, active in _segments(phase):
@@ -117,7 +130,7 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
         def epoch(st, e, k, active=active):
             if phase.schedule is not None:
                 s = phase.schedule
-                lr = hp[s.rate] * schedule_factor(s, e, phase.epochs, hp)
+                lr = hp[s.rate] * schedule_factor(s, e, length, hp)
                 st = with_trained(st, trained(st).with_lr(lr))
             if phase.on_epoch is not None:
                 st = _step(spec, st, Batch(None, e, zero, data), hp, k, ctx, phase.on_epoch)
@@ -125,8 +138,15 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
                 st = run_pass(spec, p, st, hp, k, ctx, data, e)
             return st
 
+        if ragged:
+            epoch = functools.partial(_gated, epoch, length)
         state = passes.run_epochs(state, hi, pkey, epoch, start=lo)
     return state
+
+
+def _gated(epoch, length, st, e, k):
+    """``epoch(st, e, k)`` for the epochs ``e < length``; the state unchanged after them."""
+    return jax.lax.cond(e < length, lambda s: epoch(s, e, k), lambda s: s, st)
 
 
 def with_stream_sizes(ctx, data):

@@ -72,6 +72,7 @@ SPEC = MethodSpec(
     defaults={**FK_DEFAULTS, "reset_bn_stats": False},
     search_space=dict(FK_SEARCH),
     static=FK_STATIC | {"reset_bn_stats"},
+    ragged=frozenset({"epochs"}),
     dead=frozenset({"sgda_learning_rate", "momentum", "training_epoch_factor"}),
     domains={**FK_DOMAINS, "reset_bn_stats": D_BOOL},
     doc="re-initialise the last k blocks + classifier, retrain them on augmented D_r (eval mode)",

@@ -23,6 +23,7 @@ SPEC = MethodSpec(
     defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),
+    ragged=frozenset({"epochs"}),
     domains=generic_domains(),
     doc="fine-tune on D_r (cosine per epoch)",
 )

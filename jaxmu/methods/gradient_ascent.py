@@ -25,7 +25,7 @@ from jaxmu.methods.recipes import ce_update, sgd_init
 def plan(ctx: StaticContext) -> Plan:
     """E epochs of SGD steps on -CE over D_f (shuffled), no schedule."""
     s = ctx.static
-    return (Phase("ascend", s["epochs"], passes=(Pass("ascend", "forget", s["batch_size"]),)),)
+    return (Phase("ascend", s["epochs"], passes=(Pass("ascend", "forget", s["batch_size"]),), count="epochs"),)
 
 
 SPEC = MethodSpec(
@@ -36,6 +36,7 @@ SPEC = MethodSpec(
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),
+    ragged=frozenset({"epochs"}),
     domains=generic_domains(),
     doc="gradient ascent on D_f (SGD, no schedule)",
 )

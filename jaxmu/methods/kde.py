@@ -110,9 +110,9 @@ def plan(ctx: StaticContext) -> Plan:
     a fresh retain SGD and E_r epochs over D_r (phase key fold_in(key, 2)), cosine lr_r."""
     s = ctx.static
     B = s["batch_size"]
-    return (Phase("warmup", s["epochs"], passes=(Pass("warmup", "val", B, shuffle=False),), key=(1,)),
+    return (Phase("warmup", s["epochs"], passes=(Pass("warmup", "val", B, shuffle=False),), key=(1,), count="epochs"),
             Phase("retain", s["retain_epochs"], passes=(Pass("retain", "retain", B),), once="retain_optimizer",
-                  schedule=Schedule("cosine", rate="retain_learning_rate"), key=(2,)))
+                  schedule=Schedule("cosine", rate="retain_learning_rate"), key=(2,), count="retain_epochs"))
 
 
 SPEC = MethodSpec(
@@ -127,6 +127,7 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "temperature": TEMP, "retain_epochs": EP,
                   "retain_learning_rate": LR, "retain_weight_decay": WD},
     static=frozenset({"epochs", "retain_epochs", "batch_size", "warmup_split"}),
+    ragged=frozenset({"epochs", "retain_epochs"}),
     domains={**generic_domains(), "temperature": D_TEMP, "retain_epochs": D_EPOCHS,
              "retain_learning_rate": D_LR, "retain_momentum": D_MOM, "retain_weight_decay": D_WD,
              "warmup_split": OneOf(("val",), "the reference distils on D_v only; no clean variant")},

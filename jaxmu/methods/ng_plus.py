@@ -153,7 +153,7 @@ def plan(ctx: StaticContext) -> Plan:
     """E epochs: draw this epoch's forget batches, then one pass over D_r (pass key fold_in(k_e, 0))."""
     s = ctx.static
     return (Phase("unlearn", s["epochs"], on_epoch="draw_forget",
-                  passes=(Pass("step", "retain", s["batch_size"], key=(0,)),)),)
+                  passes=(Pass("step", "retain", s["batch_size"], key=(0,)),), count="epochs"),)
 
 
 SPEC = MethodSpec(
@@ -165,6 +165,7 @@ SPEC = MethodSpec(
               "alpha": 0.95, "l2_to_init": 0.0, "bn_mode": "eval", "eval_attention_biases": "frozen"},
     search_space={**generic_space(), "alpha": U01},
     static=frozenset({"epochs", "batch_size", "bn_mode", "eval_attention_biases"}),
+    ragged=frozenset({"epochs"}),
     domains={**generic_domains(), "alpha": unit("a weight between the two losses"),
              "l2_to_init": nonneg("the weight of the L2 pull towards the original model"),
              "bn_mode": OneOf(BN_MODES, "BatchNorm mode of the training passes"),

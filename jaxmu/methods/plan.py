@@ -114,6 +114,12 @@ class Phase:
         (re-draws, error logs, snapshots); it runs after ``schedule``.
       schedule: the learning rate of the state's ``TrainState`` set at every epoch start.
       key: ``fold_in`` path from the method key to the phase key.
+      count: the name of the epoch-count hyperparameter that ``epochs`` comes from, for ragged
+        epochs (``methods.md`` §6.2): when the array hyperparameters hold it, ``epochs`` is only
+        the compiled maximum; each model runs its own first ``hp[count]`` epochs (later ones are
+        skipped, ``lax.cond``) and schedules use ``hp[count]`` as the phase length, so one
+        program serves every epoch count up to ``epochs`` with the results of a program compiled
+        for that count. A method lists such names in ``MethodSpec.ragged``.
     """
 
     name: str
@@ -123,6 +129,7 @@ class Phase:
     on_epoch: str | None = None
     schedule: Schedule | None = None
     key: tuple[int, ...] = ()
+    count: str | None = None
 
 
 Plan = tuple[Phase, ...]

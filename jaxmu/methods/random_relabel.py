@@ -47,6 +47,7 @@ SPEC = MethodSpec(
               "relabel": "sequence"},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size", "relabel"}),
+    ragged=frozenset({"epochs"}),
     domains={**generic_domains(), "relabel": OneOf(relabel.RELABEL_MODES, "how D_f is relabelled")},
     doc="SGD on randomly relabelled D_f mixed with D_r (no schedule)",
 )

@@ -41,7 +41,7 @@ def cosine_finetune_plan(ctx: StaticContext) -> Plan:
     """FT's plan: E epochs of SGD on CE over D_r (shuffled), cosine learning rate per epoch."""
     s = ctx.static
     return (Phase("finetune", s["epochs"], passes=(Pass("descend", "retain", s["batch_size"]),),
-                  schedule=Schedule("cosine")),)
+                  schedule=Schedule("cosine"), count="epochs"),)
 
 
 class Anchored(NamedTuple):
@@ -84,7 +84,7 @@ def fk_plan(ctx: StaticContext, *, augmented: bool = False) -> Plan:
     s = ctx.static
     return (Phase("finetune", s["epochs"], passes=(Pass("augmented" if augmented else "step", "retain",
                                                         s["batch_size"]),),
-                  schedule=Schedule("step", decay="sgda_decay_rate"), key=(1,)),)
+                  schedule=Schedule("step", decay="sgda_decay_rate"), key=(1,), count="epochs"),)
 
 
 # The CF-k hyperparameters, shared by EU-k.

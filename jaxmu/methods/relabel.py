@@ -163,4 +163,4 @@ def relabel_phase(ctx: StaticContext) -> Phase:
     combined stream (permutation ``fold_in(k_e, 0)``, the order ``draw_labels`` relabels)."""
     s = ctx.static
     return Phase("relabel", s["epochs"], on_epoch="draw_labels",
-                 passes=(Pass("relabel", "combined", s["batch_size"]),), key=(1,))
+                 passes=(Pass("relabel", "combined", s["batch_size"]),), key=(1,), count="epochs")

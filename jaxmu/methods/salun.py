@@ -139,6 +139,7 @@ SPEC = MethodSpec(
               "eval_attention_biases": "frozen"},
     search_space={**generic_space(), "threshold": U01},
     static=frozenset({"epochs", "batch_size", "mask_accumulation", "relabel", "eval_attention_biases"}),
+    ragged=frozenset({"epochs"}),
     dead=frozenset({"mask_learning_rate", "mask_momentum", "mask_weight_decay"}),
     domains={**generic_domains(), "threshold": unit("the fraction of parameters the saliency mask keeps"),
              "mask_accumulation": OneOf(ACCUMULATION, "how the saliency gradients are accumulated"),
