@@ -22,7 +22,7 @@ def mlp(digits, digits_splits):
     return TinySetting(digits, digits_splits, arch="mlp", num_models=len(COUNTS))
 
 
-@pytest.mark.parametrize("name", ["finetune", "cf_k", "kde"])  # cosine, step decay, two counted phases
+@pytest.mark.parametrize("name", ["finetune", "cf_k", "kde", "cfw", "fcs"])  # cosine, step, two phases, counts in updates
 def test_one_program_for_every_count_equals_one_program_per_count(mlp, name):
     spec = M.METHODS[name]
     base = M.get(name, batch_size=64, **{k: 1 for k in spec.ragged})

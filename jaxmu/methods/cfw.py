@@ -57,7 +57,7 @@ from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
     generic_domains, generic_space, nonneg)
-from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule, epoch_count
 from jaxmu.models.names import conv_kernel_paths
 from jaxmu.models.trees import leaf_dict, replace_leaves
 
@@ -125,10 +125,11 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
     """``final_confuser`` (epoch start): the final noise at epoch E-1 only; ``step``: one weighted step."""
     st = state.train
     if phase == "final_confuser":
-        E = ctx.static["epochs"]
+        E = epoch_count(hp, ctx)
         paths = confuser_paths(ctx.arch, st.params, ctx.static["confuser_scope"])
         confused = confuser(st.params, paths, hp["final_confuser_std"], state.final_key)
-        params = jax.tree_util.tree_map(lambda a, b: jnp.where(batch.epoch == E - 1, a, b), confused, st.params)
+        last = jnp.logical_and(batch.epoch == E - 1, E >= 2)  # E = 1 has no final confuser (plan)
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(last, a, b), confused, st.params)
         return state._replace(train=st.replace(params=params)), {}
     return state._replace(train=weighted_step(ctx, batch.data, st, batch.indices, key, state.weights)), {}
 
@@ -138,7 +139,7 @@ def plan(ctx: StaticContext) -> Plan:
     s = ctx.static
     return (Phase("finetune", s["epochs"], key=(2,), schedule=Schedule("cosine"),
                   on_epoch="final_confuser" if s["epochs"] >= 2 else None,
-                  passes=(Pass("step", "retain", s["batch_size"]),)),)
+                  passes=(Pass("step", "retain", s["batch_size"]),), count="epochs"),)
 
 
 SPEC = MethodSpec(
@@ -150,6 +151,7 @@ SPEC = MethodSpec(
               "start_confuser_std": 0.6, "final_confuser_std": 0.005, "confuser_scope": "top_level_conv"},
     search_space={**generic_space(), "start_confuser_std": U01, "final_confuser_std": U01},
     static=frozenset({"epochs", "batch_size", "confuser_scope"}),
+    ragged=frozenset({"epochs"}),
     dead=frozenset({"class_weight"}),
     domains={**generic_domains(), "start_confuser_std": nonneg("a noise standard deviation"),
              "final_confuser_std": nonneg("a noise standard deviation"),

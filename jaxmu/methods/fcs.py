@@ -54,7 +54,7 @@ from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step, loss_step
 from jaxmu.methods._base import (D_LR, D_MOM, D_TEMP, D_WD, ETA, LR, TEMP, WD, MethodSpec,
     SplitData, StaticContext, generic_domains, generic_space, nonneg)
-from jaxmu.methods.plan import Batch, Pass, Phase, Plan
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, epoch_count
 
 
 class State(NamedTuple):
@@ -106,7 +106,7 @@ def stage1_update(ctx, data, st: State, idx, key) -> State:
     return st._replace(train=loss_step(st.train, loss_fn))
 
 
-def forget_update(ctx, data, st: State, idx_f, idx_r, key, hp, total_steps: int) -> State:
+def forget_update(ctx, data, st: State, idx_f, idx_r, key, hp, total_steps) -> State:
     """One O2 step of the forget round on (forget batch, retain batch)."""
     x_f, _ = gather(ctx, data, idx_f)
     x_r, _ = gather(ctx, data, idx_r)
@@ -125,7 +125,7 @@ def forget_update(ctx, data, st: State, idx_f, idx_r, key, hp, total_steps: int)
                        step2=st.step2 + 1)
 
 
-def paired_forget_update(ctx, data, st: State, idx_f, b, key, hp, B: int, total_steps: int) -> State:
+def paired_forget_update(ctx, data, st: State, idx_f, b, key, hp, B: int, total_steps) -> State:
     """Forget step ``b`` paired with batch ``b`` of this epoch's D_r order: ``zip`` of the two
     loaders, so ``min(ceil(n_f/B), ceil(n_r/B))`` steps, either batch possibly partial."""
     seq_r = st.retain_order
@@ -155,7 +155,7 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
         return state._replace(retain_order=order(data.retain, jax.random.fold_in(jax.random.fold_in(key, 1), 0),
                                                  True)), {}
     if phase == "forget":
-        total_steps = max(int(pass_batches(data.forget.shape[0], B) * ctx.static["epochs"]), 1)
+        total_steps = jnp.maximum(pass_batches(data.forget.shape[0], B) * epoch_count(hp, ctx), 1)
         return paired_forget_update(ctx, data, state, batch.indices, batch.step, key, hp, B, total_steps), {}
     t = ce_step(ctx, data, TrainState(state.train.params, state.train.batch_stats, state.opt3), batch.indices, key)
     return state._replace(train=state.train.replace(params=t.params, batch_stats=t.batch_stats), opt3=t.opt_state), {}
@@ -166,7 +166,7 @@ def plan(ctx: StaticContext) -> Plan:
     s = ctx.static
     B = s["batch_size"]
     return (Phase("stage1", 1, passes=(Pass("stage1", "forget", B),)),
-            Phase("stage2", s["epochs"], key=(1,), on_epoch="draw_retain",
+            Phase("stage2", s["epochs"], key=(1,), on_epoch="draw_retain", count="epochs",
                   passes=(Pass("forget", "forget", B, key=(0,)), Pass("retain", "retain", B, key=(2,)))))
 
 
@@ -182,6 +182,7 @@ SPEC = MethodSpec(
     search_space={**generic_space(), "retain_learning_rate": LR, "retain_weight_decay": WD,
                   "forget_learning_rate": LR, "forget_weight_decay": WD, "temperature": TEMP, "eta_min": ETA},
     static=frozenset({"epochs", "batch_size"}),
+    ragged=frozenset({"epochs"}),
     domains={**generic_domains(), "temperature": D_TEMP, "eta_min": nonneg("the cosine schedule's final learning rate"),
              "forget_learning_rate": D_LR, "forget_momentum": D_MOM, "forget_weight_decay": D_WD,
              "retain_learning_rate": D_LR, "retain_momentum": D_MOM, "retain_weight_decay": D_WD},

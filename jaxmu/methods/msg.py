@@ -60,7 +60,7 @@ from jaxmu.engine.steps import loss_step
 from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
     generic_domains, generic_space, unit)
 from jaxmu.methods.layouts import require_convs
-from jaxmu.methods.plan import Batch, Pass, Phase, Plan
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, epoch_count
 from jaxmu.models.trees import conv_kernel_indices, unflatten_like
 
 R_BATCH = 64  # the reference's fixed batch size of the R' gradient pass
@@ -125,11 +125,11 @@ def reinit(params, masks, key):
 # --------------------------------------------------------------------------- step 3
 
 
-def lr_factor(e, E: int):
+def lr_factor(e, E):
     """LinearAnnealingLR per epoch: a = (E+1)//2, T = E+1, s = e+1."""
     a, T = (E + 1) // 2, E + 1
     s = jnp.asarray(e, jnp.float32) + 1.0
-    return jnp.where(s <= a, s / a, (T - s) / max(T - a, 1))
+    return jnp.where(s <= a, s / a, (T - s) / jnp.maximum(T - a, 1))
 
 
 def masked_update(ctx: StaticContext, data: SplitData, state: TrainState, mult, idx, key):
@@ -187,7 +187,8 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
         params, mult = reinit(state.train.params, masks, key)
         return state._replace(train=TrainState.create(params, state.train.batch_stats, hp), mult=mult), {}
     if phase == "set_lr":
-        return state._replace(train=state.train.with_lr(hp["learning_rate"] * lr_factor(batch.epoch, s["epochs"]))), {}
+        E = epoch_count(hp, ctx)
+        return state._replace(train=state.train.with_lr(hp["learning_rate"] * lr_factor(batch.epoch, E))), {}
     return state._replace(train=masked_update(ctx, data, state.train, state.mult, batch.indices, key)), {}
 
 
@@ -200,7 +201,7 @@ def plan(ctx: StaticContext) -> Plan:
                           Pass("grad_forget", "forget", s["batch_size"], key=(2,)))),
             Phase("reinit", 0, once="reinit", key=(1,)),
             Phase("finetune", s["epochs"], on_epoch="set_lr", passes=(Pass("step", "retain", s["batch_size"]),),
-                  key=(2,)))
+                  key=(2,), count="epochs"))
 
 
 SPEC = MethodSpec(
@@ -212,6 +213,7 @@ SPEC = MethodSpec(
               "weight_decay": 5e-4, "mask_scope": "per_layer", "grad_pass_bn": "train"},
     search_space={**generic_space(), "init_rate": U01},
     static=frozenset({"epochs", "batch_size", "mask_scope", "grad_pass_bn"}),
+    ragged=frozenset({"epochs"}),
     domains={**generic_domains(), "init_rate": unit("the fraction of conv weights re-initialised"),
              "mask_scope": OneOf(MASK_SCOPES, "where the smallest gradients are ranked"),
              "grad_pass_bn": OneOf(BN_MODES, "BatchNorm mode of the gradient pass")},

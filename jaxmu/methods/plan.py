@@ -132,6 +132,13 @@ class Phase:
     count: str | None = None
 
 
+def epoch_count(hp: Mapping[str, Array], ctx: Any, name: str = "epochs"):
+    """The epoch count ``name`` as the running model sees it: its own per-model value when
+    epochs are ragged (``Phase.count``; a traced float32) or the static one. For methods whose
+    updates use the count itself (an annealing horizon, a last-epoch hook)."""
+    return hp[name] if name in hp else ctx.static[name]
+
+
 Plan = tuple[Phase, ...]
 Aux = Mapping[str, Array]
 
