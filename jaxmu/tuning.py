@@ -2,7 +2,8 @@
 
 * One Optuna study per tuning seed (0, 1, 2), four objectives, all minimised (§7.1):
   ``|RA_u - RA_R|/3, |FA_u - FA_R|/3, |VA_u - VA_R|/3, |2 ValMIA_u - 1|`` against the *same*
-  seed's retrained model; D_t is never used. A trial whose model is not finite scores inf.
+  seed's retrained model; D_t is never used. A trial whose model, D_f losses or D_v losses are not
+  finite scores inf (as the reference scores a trial whose evaluation raises).
 * Sampler: ``NSGAIIISampler`` (population 50). To make a killed-and-resumed search identical to
   an uninterrupted one, the sampler is re-created before every round with the seed
   ``seed * 100003 + number of trials so far`` (the sampler's in-memory RNG is not persisted by
@@ -33,7 +34,7 @@ import numpy as np
 import optuna
 
 from jaxmu._faults import checkpoint_reached
-from jaxmu.attacks.population_mia import population_mia
+from jaxmu.attacks.population_mia import population_mia_stacked
 from jaxmu.engine.evaluate import evaluate_splits
 from jaxmu.methods import Choice, Float, Int, Method, epoch_cap, resolve_space
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
@@ -211,14 +212,20 @@ class TrialEvaluator:
                            for j in range(len(rows))])
         t1 = time.perf_counter()
         self.counters.eval_s += t1 - t0
+        forget, val = np.asarray(ev["forget"]["loss"], np.float64), np.asarray(ev["val"]["loss"], np.float64)
+        finite &= np.isfinite(forget).all(axis=1) & np.isfinite(val).all(axis=1)
+        # Val MIA of every finite row in one vectorized call (a fresh RandomState(123) per model,
+        # as population_mia(..., rng=RandomState(123)) row by row; protocol §6.2)
+        val_mia = np.full(len(rows), np.nan)
+        if finite.any():
+            val_mia[finite] = population_mia_stacked(forget[finite], val[finite], seed=123)
         res = []
         for j, r in enumerate(rows):
-            if not finite[j] or not np.all(np.isfinite(ev["forget"]["loss"][j])):
+            if not finite[j]:  # a diverged trial, or one whose MIA cannot be evaluated, scores inf
                 res.append((math.inf,) * 4)
                 continue
-            val_mia = population_mia(ev["forget"]["loss"][j], ev["val"]["loss"][j], rng=np.random.RandomState(123))
             o = hpo_objectives(ev["retain"]["accuracy"][j], ev["forget"]["accuracy"][j], ev["val"]["accuracy"][j],
-                               val_mia, self.retrain["retain_acc"][r], self.retrain["forget_acc"][r],
+                               val_mia[j], self.retrain["retain_acc"][r], self.retrain["forget_acc"][r],
                                self.retrain["val_acc"][r])
             res.append(tuple(float(v) for v in np.asarray(o)))
         self.counters.mia_s += time.perf_counter() - t1

@@ -159,3 +159,44 @@ def test_utkface_prunes_batch_sizes_above_128(storage):
     study = optuna.load_study(study_name="s_seed0", storage=storage)
     pruned = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and all(t.params["batch_size"] > 128 for t in pruned)
+
+
+def test_objectives_compute_the_val_mia_of_a_group_in_one_call(monkeypatch):
+    """``TrialEvaluator._objectives`` with a faked evaluation: the Val MIA of every finite row
+    comes from one ``population_mia_stacked`` call and equals the per-row scikit-learn MIA
+    (fresh RandomState(123) each); a row with non-finite parameters, D_f or D_v losses scores
+    inf."""
+    import numpy as np
+
+    from jaxmu.attacks.population_mia import population_mia
+    from jaxmu.metrics import hpo_objectives
+
+    g = np.random.default_rng(0)
+    m = 5
+    ev = {name: {"loss": g.gamma(1.0 + 0.2 * k, size=(m, 30 + 10 * k)), "accuracy": g.random(m)}
+          for k, name in enumerate(("retain", "forget", "val"))}
+    ev["val"]["loss"][2, 0] = np.nan
+    ev["forget"]["loss"][4, 3] = np.inf
+    params = {"w": np.ones((m, 3))}
+    params["w"][3, 1] = np.inf
+    calls = []
+    stacked = T.population_mia_stacked
+    monkeypatch.setattr(T, "evaluate_splits", lambda *a, **k: ev)
+    monkeypatch.setattr(T, "population_mia_stacked",
+                        lambda f, h, **kw: calls.append(len(f)) or stacked(f, h, **kw))
+    setting = SimpleNamespace(split_indices=lambda: {"retain": 0, "forget": 1, "val": 2, "test": 3},
+                              evaluator=lambda: None, data=None)
+    ev_obj = object.__new__(T.TrialEvaluator)
+    ev_obj.setting = setting
+    ev_obj.evaluator = None
+    ev_obj.counters = T.TuningCounters()
+    ev_obj.retrain = {k: np.array([0.9, 0.8]) for k in ("retain_acc", "forget_acc", "val_acc")}
+    rows = np.array([0, 1, 1, 0, 1])
+    out = ev_obj._objectives((params, {}), rows)
+    assert calls == [2]  # one call, for the two finite rows
+    assert [out[j] for j in (2, 3, 4)] == [(float("inf"),) * 4] * 3
+    for j in (0, 1):
+        mia = population_mia(ev["forget"]["loss"][j], ev["val"]["loss"][j], rng=np.random.RandomState(123))
+        want = hpo_objectives(ev["retain"]["accuracy"][j], ev["forget"]["accuracy"][j], ev["val"]["accuracy"][j],
+                              mia, 0.9 - 0.1 * rows[j], 0.9 - 0.1 * rows[j], 0.9 - 0.1 * rows[j])
+        np.testing.assert_allclose(out[j], want, atol=1e-6)

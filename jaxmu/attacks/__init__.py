@@ -2,7 +2,10 @@
 NumPy half (host-side statistics), design.md §10, protocol.md §6.2, §8, §9.
 
 Modules:
-  population_mia  Deep Unlearn's loss-based population MIA (§6.2), exact reference replay.
+  population_mia  Deep Unlearn's loss-based population MIA (§6.2), exact reference replay;
+                  one model with scikit-learn, or a whole stack vectorized.
+  logistic        batched one-feature logistic regression: scikit-learn's lbfgs fit replayed,
+                  and the exact optimum.
   neurips_score   NeurIPS 2023 challenge ε and forgetting score (§9), exact reference replay.
   lira            φ (JAX), per-example Gaussian fits and LiRA scores (§8.2, §8.3).
   crossfit        hold-out folds over models: no in-sample scoring (§8.3 item 8).
@@ -34,7 +37,12 @@ from jaxmu.attacks.neurips_score import (
     neurips_forget_score,
     per_example_epsilon,
 )
-from jaxmu.attacks.population_mia import model_mias, model_mias_stacked, population_mia
+from jaxmu.attacks.population_mia import (
+    model_mias,
+    model_mias_stacked,
+    population_mia,
+    population_mia_stacked,
+)
 from jaxmu.attacks.roc import (
     attack_summary,
     auc,
@@ -82,6 +90,7 @@ __all__ = [
     "neurips_forget_score",
     "per_example_epsilon",
     "population_mia",
+    "population_mia_stacked",
     "roc_curve",
     "tpr_at_fpr",
     "ulira_deepunlearn",
