@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,8 +73,10 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
             bar.set_postfix(best=f"{best:.4f}", refresh=False)
             bar.update(done - bar.n)
 
+    t_tune = time.perf_counter()
     trials = tune(setting, method, evaluator, storage, f"{method.name}_{sdir.name}", progress,
                   worker=worker, wait=not helper)
+    tuning_wall = time.perf_counter() - t_tune
     if bar is not None:
         bar.close()
     if helper:
@@ -85,6 +88,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     final_params = {k: (float(int(v)) if k.endswith("epochs") and isinstance(v, float) else v)
                     for k, v in best.params.items()}
     tuned = method.replace(**final_params)
+    t_final = time.perf_counter()
     res = unlearn_stage(setting, tuned, refs["original"])
     checkpoint_reached("unlearn:saved")
     metrics = with_retention(stack_metrics(setting, (res.params, res.batch_stats)), ref_metrics["retrain"])
@@ -101,7 +105,8 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
         "status": R.seed_status(metrics),
         "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
-        "tuning": dataclasses.asdict(evaluator.counters),
+        "tuning": {**dataclasses.asdict(evaluator.counters), "wall_s": tuning_wall},
+        "final_wall_s": time.perf_counter() - t_final,
         "checkpoint": str(res.path),
     }
     write_text_atomic(final, json.dumps(out, indent=1, default=str))
@@ -183,12 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check_storage(cfg.tune.storage)  # a bad or unreachable URL fails here, before any training
     enable_compile_cache()
+    t_start = time.perf_counter()
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
     refs = reference_stacks(setting)
     retrain = stack_metrics(setting, refs["retrain"].state)
     ref_metrics = {"retrain": with_retention(retrain, retrain),
                    "original": with_retention(stack_metrics(setting, refs["original"].state), retrain)}
+    references_s = time.perf_counter() - t_start
     results = []
     for m in methods:
         r = sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet, worker=args.worker)
@@ -215,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ulira = {"table": "\n\n".join(tables)}
     tag = "all" if args.method == "all" else methods[0].name
     path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira)
+    timings = {"references_s": references_s, "total_s": time.perf_counter() - t_start,
+               "methods": {r["method"]: {"tuning": r.get("tuning"), "final_wall_s": r.get("final_wall_s")}
+                           for r in results}}
+    write_text_atomic(path.parent / "timings.json", json.dumps(timings, indent=1))  # bench/sweep.py reads it
     print(path.read_text())
     print(f"outputs: {path.parent}")
     from jaxmu.report import seed_status

@@ -11,8 +11,10 @@
 * **Rounds**: each round asks up to ``batch`` trials from every study (ask/tell). The asked
   trials are grouped by their static settings (epochs, batch size, ...); each group runs as
   one vmapped program, every trial an entry along the models axis with its own continuous
-  hyperparameters. Groups are never padded (``buckets``): a loop over models runs the one-model
-  program per trial; a vmapped group runs in stacks of power-of-two sizes, each compiled once.
+  hyperparameters. Groups are not padded to a fixed size (``buckets``): a loop over models runs
+  one model per device per call; a vmapped group runs in stacks of power-of-two sizes, each
+  compiled once; only the last stack of a group is rounded up to the device count, and padded
+  models are never evaluated.
 * **Resume**: trials left RUNNING by a killed round are re-run with their stored parameters
   before new ones are asked, so no trial is lost or run twice.
 * **Selection** (§7.2): the trial with the smallest L2 norm of its objectives over all studies;
@@ -80,44 +82,42 @@ def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
     return out
 
 
-def buckets(n: int, cap: int, model_axis: str) -> list[int]:
-    """Sizes of the stacks that run a group of ``n`` trials: no model is ever padded.
+def buckets(n: int, cap: int, model_axis: str, devices: int = 1) -> list[int]:
+    """Sizes of the stacks that run a group of ``n`` trials, in units of ``devices``.
 
-    ``loop``: one model per call (``[1] * n``): a loop over models does the same work whatever the
-    stack size, so the one-model program, compiled once per static signature, serves every group
-    and round. ``vmap`` / ``chunked``: ``n`` in chunks of ``cap``, the rest in its binary
-    decomposition (largest first; 13 with cap 8 -> 8, 4, 1), so a signature compiles at most
-    ``log2(cap) + 1`` stack sizes over the whole sweep and every row is a real trial.
+    The models axis is split over ``devices`` (``engine.sharding``), so a stack is a multiple of
+    the device count: only the last stack is padded, by fewer than ``devices`` models, which run
+    on otherwise idle devices and are dropped before evaluation. ``loop``: stacks of one model per
+    device (a loop over models does the same work whatever the stack size, so one program per
+    static signature serves every group and round). ``vmap`` / ``chunked``: chunks of ``cap``
+    models, the rest in its binary decomposition (largest first; 13 with cap 8 -> 8, 4, 1), so a
+    signature compiles at most ``log2(cap) + 1`` stack sizes over the whole sweep.
     """
     if n <= 0:
         return []
+    units = -(-n // max(1, devices))
     if model_axis == "loop":
-        return [1] * n
-    cap = max(1, cap)
-    out = [cap] * (n // cap)
-    rest = n % cap
-    bit = 1 << max(0, rest.bit_length() - 1)
-    while rest:
-        if rest & bit:
-            out.append(bit)
-            rest -= bit
-        bit >>= 1
-    return out
-
-
-def ragged_maxima(method: Method, cfg) -> dict[str, int]:
-    """The compiled epoch count of each searched ragged epoch hyperparameter: its search
-    range's top (E_max for ``EP``). Trials differing only in those counts share one program."""
-    space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
-    return {k: int(space[k].high) for k in method.spec.ragged if isinstance(space.get(k), Int)}
+        sizes = [1] * units
+    else:
+        cap = max(1, cap // max(1, devices))
+        sizes = [cap] * (units // cap)
+        rest = units % cap
+        bit = 1 << max(0, rest.bit_length() - 1)
+        while rest:
+            if rest & bit:
+                sizes.append(bit)
+                rest -= bit
+            bit >>= 1
+    return [s * max(1, devices) for s in sizes]
 
 
 @dataclasses.dataclass
 class TuningCounters:
     """Where tuning time goes, and how many models it ran (``bench/sweep.py`` reads these).
 
-    ``models`` counts unlearned models, ``trials`` evaluated trials: ``models / trials`` is 1.0
-    because groups are never padded (``buckets``).
+    ``models`` counts unlearned models (padding included: fewer than one per device per group),
+    ``evaluated`` the models evaluated and given to the MIA, ``trials`` the trials: ``evaluated
+    / trials`` is 1.0 (``buckets``).
     """
 
     compile_s: float = 0.0
@@ -125,8 +125,16 @@ class TuningCounters:
     eval_s: float = 0.0
     mia_s: float = 0.0
     models: int = 0
+    evaluated: int = 0
     trials: int = 0
     programs: int = 0
+
+
+def ragged_maxima(method: Method, cfg) -> dict[str, int]:
+    """The compiled epoch count of each searched ragged epoch hyperparameter: its search
+    range's top (E_max for ``EP``). Trials differing only in those counts share one program."""
+    space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
+    return {k: int(space[k].high) for k in method.spec.ragged if isinstance(space.get(k), Int)}
 
 
 class TrialEvaluator:
@@ -181,9 +189,11 @@ class TrialEvaluator:
         mode = self.setting.model_axis
         for sig, members in groups.items():
             start = 0
-            for size in buckets(len(members), self.group_size, mode):
+            for size in buckets(len(members), self.group_size, mode, jax.device_count()):
                 chunk = members[start:start + size]
                 start += size
+                real = len(chunk)
+                chunk = chunk + [chunk[-1]] * (size - real)  # < one model per device, never evaluated
                 rows = np.array([self.seed_row[trials[i][0]] for i in chunk])
                 take = lambda t: jax.tree_util.tree_map(lambda x: x[rows], t)  # noqa: E731
                 arrays = {k: np.array([hps[i][1][k] for i in chunk], np.float32) for k in hps[chunk[0]][1]}
@@ -197,9 +207,11 @@ class TrialEvaluator:
                 c.compile_s += res.compile_s
                 c.run_s += res.run_s
                 c.models += size
-                c.trials += len(chunk)
+                c.evaluated += real
+                c.trials += real
                 c.programs += len(self._programs) - n_programs
-                for i, o in zip(chunk, self._objectives((res.params, res.batch_stats), rows)):
+                kept = jax.tree_util.tree_map(lambda x: x[:real], (res.params, res.batch_stats))
+                for i, o in zip(chunk[:real], self._objectives(kept, rows[:real])):
                     out[i] = o
         return out
 

@@ -137,7 +137,7 @@ def test_batched_trials_equal_one_by_one(tmp_path):
     np.testing.assert_allclose(np.array(batched), np.array(one_by_one), atol=1e-5)
     assert len({tuple(o) for o in batched}) == 3  # the trials really differ
     # no padded model is unlearned or evaluated; one program per batch size (ragged epochs)
-    assert ev.counters.models == ev.counters.trials == 3 and ev.counters.programs == 2
+    assert ev.counters.evaluated == ev.counters.trials == 3 and ev.counters.programs == 2
     per_count = load_config(None, TINY + ["engine.progress=false", "train.epochs=6", "engine.ragged_epochs=false"])
     flat = TrialEvaluator(prepare(per_count, tmp_path), method, refs["original"].state, retrain, group_size=4)
     np.testing.assert_allclose(np.array(flat.evaluate(trials)), np.array(batched), atol=1e-6)

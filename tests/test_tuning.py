@@ -99,14 +99,15 @@ def test_a_trial_told_meanwhile_keeps_its_first_result(storage):
     assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE]
 
 
-@pytest.mark.parametrize("n,cap,mode,expected", [
-    (0, 8, "vmap", []), (1, 8, "vmap", [1]), (5, 8, "vmap", [4, 1]), (8, 8, "vmap", [8]),
-    (13, 8, "vmap", [8, 4, 1]), (7, 32, "chunked", [4, 2, 1]), (3, 8, "loop", [1, 1, 1]),
+@pytest.mark.parametrize("n,cap,mode,devices,expected", [
+    (0, 8, "vmap", 1, []), (1, 8, "vmap", 1, [1]), (5, 8, "vmap", 1, [4, 1]), (8, 8, "vmap", 1, [8]),
+    (13, 8, "vmap", 1, [8, 4, 1]), (7, 32, "chunked", 1, [4, 2, 1]), (3, 8, "loop", 1, [1, 1, 1]),
+    (3, 8, "loop", 2, [2, 2]), (5, 8, "vmap", 2, [4, 2]), (1, 8, "vmap", 2, [2]),
 ])
-def test_groups_are_never_padded(n, cap, mode, expected):
-    sizes = T.buckets(n, cap, mode)
-    assert sizes == expected and sum(sizes) == n
-    assert all(s & (s - 1) == 0 and s <= cap for s in sizes)  # powers of two: a bounded set of shapes
+def test_groups_are_padded_by_less_than_one_model_per_device(n, cap, mode, devices, expected):
+    sizes = T.buckets(n, cap, mode, devices)
+    assert sizes == expected and 0 <= sum(sizes) - n < devices
+    assert all(s % devices == 0 and (s // devices) & (s // devices - 1) == 0 for s in sizes)  # few shapes
 
 
 def test_salun_is_tuned_and_finally_run_with_momentum_0_9(tmp_path, monkeypatch):
