@@ -38,6 +38,7 @@ import optuna
 from jaxmu._faults import checkpoint_reached
 from jaxmu.attacks.population_mia import population_mia_stacked
 from jaxmu.engine.evaluate import evaluate_splits
+from jaxmu.engine.finite import finite_rows
 from jaxmu.methods import Choice, Float, Int, Method, epoch_cap, resolve_space
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.metrics import hpo_objectives, objective_score
@@ -220,8 +221,7 @@ class TrialEvaluator:
         t0 = time.perf_counter()
         idx = {k: v for k, v in s.split_indices().items() if k != "test"}  # D_t never used in HPO
         ev = evaluate_splits(self.evaluator, stack[0], stack[1], idx, s.data)
-        finite = np.array([all(np.all(np.isfinite(np.asarray(x[j]))) for x in jax.tree_util.tree_leaves(stack[0]))
-                           for j in range(len(rows))])
+        finite = finite_rows(stack[0])
         t1 = time.perf_counter()
         self.counters.eval_s += t1 - t0
         forget, val = np.asarray(ev["forget"]["loss"], np.float64), np.asarray(ev["val"]["loss"], np.float64)
