@@ -1,9 +1,10 @@
 """Sweep outputs: ``results.csv``, ``results.json``, ``report.md`` and plots (protocol §6.7).
 
-Every table shows the retrained reference beside each method, mean ± std over seeds (single
-seed flagged), Val and Test MIA both, and the resolved configuration hash. A diverged seed
-(``status`` ``diverged`` in ``results.csv``, NaN metrics) is left out of every mean and std,
-and the table says how many: ``0.8123 ± 0.0100 (2 of 3; 1 diverged)``.
+Every table shows the retrained reference beside each method, the mean over seeds with its 95%
+Student-t interval (``jaxmu.stats``; single seed flagged), Val and Test MIA both, and the
+resolved configuration hash. A diverged seed (``status`` ``diverged`` in ``results.csv``, NaN
+metrics) is left out of every mean and interval, and the table says how many:
+``0.8123 ± 0.0100 (2 of 3; 1 diverged)``. The leaderboard compares methods paired over seeds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxmu.checkpoint import write_text_atomic
 from jaxmu.metrics import summarize
+from jaxmu.stats import interval, paired
 
 CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
                "retdev")
@@ -48,9 +50,7 @@ def _plain(x):
 
 
 def _fmt(values) -> str:
-    s = summarize(np.asarray(values, np.float64))
-    note = s.count_note()
-    return f"{s.mean:.4f} ± {s.std:.4f}" + (f" ({note})" if note else "")
+    return interval(values).format()
 
 
 def seed_status(metrics: dict[str, Any]) -> list[str]:
@@ -63,7 +63,7 @@ def seed_status(metrics: dict[str, Any]) -> list[str]:
 
 
 def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
-    """Markdown table: one row per stack, mean ± std of every metric."""
+    """Markdown table: one row per stack, every metric's mean ± its 95% t-interval over seeds."""
     cols = [c for c in CSV_METRICS if all(c in m for m in stacks.values())]
     lines = ["| stack | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in stacks.items():
@@ -72,10 +72,13 @@ def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
 
 
 def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, float]) -> str:
-    """Methods ranked by the mean of their ranks on RetDev (lower is better) and Indisc (higher).
+    """Methods ranked by the mean of their ranks on RetDev (lower is better) and Indisc (higher),
+    each compared with the top-ranked method paired over seeds (``jaxmu.stats.paired``).
 
     Means are over each method's finite seeds; a method whose every seed diverged (NaN mean)
-    ranks last on both.
+    ranks last on both. The columns "vs #1" give the paired difference of RetDev and Indisc to
+    the first method with its 95% t-interval, and ``*`` where the difference is significant
+    (p < 0.05); without ``*`` the two cannot be told apart on these seeds, whatever the ranks.
 
     The reference does not ship its ranking code; these are the two headline metrics of the
     v2 tables (protocol §6.3–6.4), so jaxmu ranks on both with equal weight and reports RTE.
@@ -83,14 +86,24 @@ def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, flo
     names = list(per_method)
     retdev = np.array([summarize(per_method[n]["retdev"]).mean for n in names])  # over finite seeds
     indisc = np.array([summarize(per_method[n]["indiscernibility"]).mean for n in names])
+    retdev, indisc = np.nan_to_num(retdev, nan=np.inf), np.nan_to_num(indisc, nan=-np.inf)
     rank = (np.argsort(np.argsort(retdev)) + np.argsort(np.argsort(-indisc))) / 2 + 1
     order = np.argsort(rank, kind="stable")
-    lines = ["| rank | method | mean rank | RetDev | Indisc (test MIA) | RTE |", "|---|---|---|---|---|---|"]
+    top = names[order[0]]
+    lines = ["| rank | method | mean rank | RetDev | Indisc (test MIA) | RetDev vs #1 | Indisc vs #1 | RTE |",
+             "|---|---|---|---|---|---|---|---|"]
     for pos, i in enumerate(order, 1):
         n = names[i]
+        vs = ["—", "—"] if n == top else [_paired_cell(per_method[n][k], per_method[top][k])
+                                          for k in ("retdev", "indiscernibility")]
         lines.append(f"| {pos} | {n} | {rank[i]:.1f} | {_fmt(per_method[n]['retdev'])} | "
-                     f"{_fmt(per_method[n]['indiscernibility'])} | {rte.get(n, float('nan')):.1f}x |")
+                     f"{_fmt(per_method[n]['indiscernibility'])} | {vs[0]} | {vs[1]} | {rte.get(n, float('nan')):.1f}x |")
     return "\n".join(lines)
+
+
+def _paired_cell(a, b) -> str:
+    p = paired(a, b)
+    return f"{p.diff.format()}{' *' if p.significant else ''}"
 
 
 def plot_gaps(path: Path, method: str, metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray]) -> None:

@@ -34,6 +34,7 @@ from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import write_text_atomic
 from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, run_cli
 from jaxmu.metrics import summarize
+from jaxmu.stats import METHOD_NOTE, separation, separation_table, separation_warnings
 
 
 def _pow2(n: int) -> int:
@@ -139,7 +140,14 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
     lines = [f"# jaxmu sweep — {setting.cfg.data.name} / {setting.cfg.model.name}", "",
              f"Config hash `{setting.cfg.hash()}`, {len(setting.cfg.seeds)} seeds, "
              f"{setting.cfg.tune.trials} trials per tuning seed {list(setting.cfg.tune.seeds)}; "
-             f"run directory `{setting.run_dir}`. Means ± std over seeds.", ""]
+             f"run directory `{setting.run_dir}`. Means over seeds; {METHOD_NOTE} "
+             "(t with n−1 degrees of freedom; the leaderboard's differences are paired over seeds).", ""]
+    gaps = separation(ref_metrics["original"], ref_metrics["retrain"], R.CSV_METRICS[:6])
+    lines += ["## Can this setting tell the original from the retrained model?", "",
+              "The original − retrain gap of each metric, paired over seeds. A tuning objective "
+              "whose gap is within noise cannot reward unlearning.", "", separation_table(gaps), ""]
+    warned = separation_warnings(gaps)
+    lines += warned + ([""] if warned else [])
     for r in results:
         m = {k: np.asarray(v) for k, v in r["metrics"].items()}
         lines += [f"## {r['method']}", "", f"Best trial (seed {r['best_trial']['seed']}, #{r['best_trial']['number']},"
