@@ -251,13 +251,38 @@ _WORKER_ATTR = "jaxmu_worker"
 def open_storage(url: str):
     """An Optuna storage from a URL: any RDB URL (``sqlite:///``, ``postgresql://``,
     ``mysql://``) or ``journal:///PATH`` for a journal file (safe for several processes on one
-    machine, where SQLite may report "database is locked")."""
+    machine, where SQLite may report "database is locked").
+
+    SQLite files run in write-ahead-log mode with ``synchronous=NORMAL``: every suggested
+    parameter is a transaction, and a full fsync per commit made Optuna's bookkeeping ~40% of
+    the default sweep's tuning time (5,500 commits at ~6 ms for 300 trials). WAL commits are
+    atomic and survive a killed process (the sweep's kill-and-resume guarantee); only an OS
+    crash or power loss may lose the last transactions, which the resume logic reruns.
+    """
     if url.startswith("journal://"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    if url.startswith("sqlite:"):
+        return _sqlite_storage(url)
     return url
+
+
+def _sqlite_storage(url: str) -> optuna.storages.RDBStorage:
+    import sqlalchemy
+
+    store = optuna.storages.RDBStorage(url)
+    store.engine.dispose()  # connections opened while creating the tables: reopened with the pragmas
+
+    def pragmas(conn, _record) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    sqlalchemy.event.listen(store.engine, "connect", pragmas)
+    return store
 
 
 _DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient",
@@ -370,19 +395,22 @@ def tune(setting: Setting, method: Method, evaluator: TrialEvaluator, storage: s
     while True:
         pending: list[tuple[int, optuna.Trial, dict]] = []
         for s, study in studies.items():
-            need = cfg.tune.trials - _n_complete(study) - len(running(study, mine=False))
+            n_all, occupied = _counts(study)
+            need = cfg.tune.trials - occupied
             if need <= 0:
                 continue
-            study.sampler = _nsga3(seed=s * 100003 + len(study.trials) + salt)
+            study.sampler = _nsga3(seed=s * 100003 + n_all + salt)
+            asked = []
             for _ in range(min(need, cfg.tune.batch)):
                 t = _ask_owned(study, store, space, worker)
-                if _n_complete(study) + len(running(study, mine=False)) > cfg.tune.trials:
-                    study.tell(t, state=optuna.trial.TrialState.PRUNED)  # another worker took the slot
-                    continue
                 if pruned_by_reference(cfg.data.name, t.params):
                     study.tell(t, state=optuna.trial.TrialState.PRUNED)  # does not count; asked again
                     continue
-                pending.append((s, t, dict(t.params)))
+                asked.append(t)
+            excess = _counts(study)[1] - cfg.tune.trials  # other workers asked meanwhile
+            for t in asked[len(asked) - max(0, excess):]:
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)  # another worker took the slot
+            pending += [(s, t, dict(t.params)) for t in asked[:len(asked) - max(0, excess)]]
         if pending:
             run_round(pending)
             continue
@@ -427,6 +455,13 @@ def _ask_owned(study: optuna.Study, store, space: dict, worker: str) -> optuna.T
     trial = optuna.Trial(study, trial_id)
     suggest(trial, space)
     return trial
+
+
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    """(all trials, trials COMPLETE or RUNNING) of ``study``, from one read of the storage."""
+    trials = study.get_trials(deepcopy=False)
+    return len(trials), sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+                            for t in trials)
 
 
 def _n_complete(study: optuna.Study) -> int:
