@@ -314,8 +314,11 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
         test_acc = _mean(test_accs[ok])
         accs = (_mean(correct[roles[ok] == RETAINED]), _mean(correct[roles[ok] == FORGOTTEN]), test_acc)
         measured[name] = (phi, accs)
+    t1 = time.perf_counter()
+    n_eval = phi_r.shape[0] + sum(jax.tree_util.tree_leaves(p)[0].shape[0] for p, _, _ in candidates.values())
+    timings["attack: phi"] = {"compile_s": 0.0, "run_s": t1 - t0, "models": n_eval}
     if jax.process_index() != 0:
         return None  # the statistics are host work without collectives: process 0 computes them
     pops = [_population(name, phi, roles, phi_r, folds, cfg, accs) for name, (phi, accs) in measured.items()]
-    timings["attack"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t0, "models": 0}
+    timings["attack: statistics"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t1, "models": 0}
     return ULiraReport(pops, timings, sp, roles, phi_r, base)
