@@ -135,13 +135,20 @@ def make_shadow_splits(ds: Dataset, cfg: AttackConfig, seed: int) -> ShadowSplit
 
 def phi_stack(evaluator: Evaluator, params, batch_stats, idx: np.ndarray, data: DeviceData, queries: int) -> np.ndarray:
     """φ ``[M, N, A]`` of every model on ``data.images[idx]``: identity (and mirrored) queries."""
+    return phi_and_logits(evaluator, params, batch_stats, idx, data, queries)[0]
+
+
+def phi_and_logits(evaluator: Evaluator, params, batch_stats, idx: np.ndarray, data: DeviceData, queries: int):
+    """``phi_stack`` and the identity query's logits ``[M, N, C]`` it was computed from (so the
+    accuracies on ``idx`` need no second evaluation of the stack)."""
     labels = jnp.asarray(np.asarray(data.labels)[idx])
-    out = []
+    out, first = [], None
     views = [data] if queries == 1 else [data, DeviceData(jnp.flip(data.images, axis=2), data.labels)]
     for view in views:
         logits = evaluator.logits(params, batch_stats, idx, view)
+        first = logits if first is None else first
         out.append(np.asarray(jax.jit(logit_scaled_confidence)(logits, labels)))
-    return np.stack(out, axis=-1).astype(np.float32)
+    return np.stack(out, axis=-1).astype(np.float32), first
 
 
 def repeat_models(tree, times: int):
@@ -283,29 +290,35 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
     test_idx = np.arange(setting.dataset.n_train, len(setting.dataset.labels), dtype=np.int32)
     y_pool = np.asarray(setting.dataset.labels)[sp.pool]
     y_test = jnp.asarray(np.asarray(setting.dataset.labels)[test_idx])
+    # (params, batch_stats, repeats): the originals stand for their K (split, forget set) rows,
+    # so the S distinct models are evaluated once and their rows repeated (model m = s·K + f)
     candidates = {
-        method.name: (up, ub),
-        "original": (repeat_models(stacks["original"].state.params, k_),
-                     repeat_models(stacks["original"].state.batch_stats, k_)),
-        "retrain (perfect)": (stacks["retrain_reference"].state.params, stacks["retrain_reference"].state.batch_stats),
+        method.name: (up, ub, 1),
+        "original": (stacks["original"].state.params, stacks["original"].state.batch_stats, k_),
+        "retrain (perfect)": (stacks["retrain_reference"].state.params,
+                              stacks["retrain_reference"].state.batch_stats, 1),
     }
     r_state = stacks["retrain"].state
     phi_r = phi_stack(ev, r_state.params, r_state.batch_stats, sp.pool, setting.data, cfg.queries)
     split_folds = holdout_folds(sp.num_splits, cfg.folds)
     folds = split_folds[sp.split_of_model()]
     measured = {}
-    for name, (p, b) in candidates.items():
-        phi = phi_stack(ev, p, b, sp.pool, setting.data, cfg.queries)
+    for name, (p, b, reps) in candidates.items():
+        phi, pool_logits = phi_and_logits(ev, p, b, sp.pool, setting.data, cfg.queries)
+        test_accs = np.asarray(accuracy(ev.logits(p, b, test_idx, setting.data), y_test))
         ok = finite_rows((p, b)) & np.isfinite(phi).all(axis=(1, 2))  # diverged models: left out
+        phi, ok, test_accs = (np.repeat(x, reps, axis=0) for x in (phi, ok, test_accs))
         if not ok.all():
             phi = np.where(ok[:, None, None], phi, np.nan).astype(phi.dtype)
-        pool_logits = ev.logits(p, b, sp.pool, setting.data)
-        correct = (np.asarray(jnp.argmax(pool_logits, -1)) == y_pool)[ok]
-        test_acc = _mean(np.asarray(accuracy(ev.logits(p, b, test_idx, setting.data), y_test))[ok])
+        correct = np.repeat(np.asarray(jnp.argmax(pool_logits, -1)) == y_pool, reps, axis=0)[ok]
+        test_acc = _mean(test_accs[ok])
         accs = (_mean(correct[roles[ok] == RETAINED]), _mean(correct[roles[ok] == FORGOTTEN]), test_acc)
         measured[name] = (phi, accs)
+    t1 = time.perf_counter()
+    n_eval = phi_r.shape[0] + sum(jax.tree_util.tree_leaves(p)[0].shape[0] for p, _, _ in candidates.values())
+    timings["attack: phi"] = {"compile_s": 0.0, "run_s": t1 - t0, "models": n_eval}
     if jax.process_index() != 0:
         return None  # the statistics are host work without collectives: process 0 computes them
     pops = [_population(name, phi, roles, phi_r, folds, cfg, accs) for name, (phi, accs) in measured.items()]
-    timings["attack"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t0, "models": 0}
+    timings["attack: statistics"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t1, "models": 0}
     return ULiraReport(pops, timings, sp, roles, phi_r, base)

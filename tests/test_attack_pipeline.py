@@ -57,6 +57,21 @@ def test_retrain_vs_retrain_is_near_chance_and_original_is_separable(report):
     assert np.all((perfect.eps >= 0) & (perfect.eps <= 50))
 
 
+def test_originals_evaluated_once_give_the_repeated_stack(report, out_dir):
+    """The original population evaluates its S distinct models once and repeats their rows K
+    times (model m = s·K + f): φ equal, bit for bit, to evaluating the repeated S·K stack."""
+    from jaxmu.pipeline import prepare
+    from jaxmu.ulira_stage import phi_stack, repeat_models, shadow_stacks
+
+    pops, rep = report
+    setting = prepare(load_config(None, TINY), out_dir)
+    st = shadow_stacks(setting, rep.splits, rep.out_dir)["original"].state  # loaded, not retrained
+    k = rep.splits.forget_sets
+    phi = phi_stack(setting.evaluator(), repeat_models(st.params, k), repeat_models(st.batch_stats, k),
+                    rep.splits.pool, setting.data, setting.cfg.attack.queries)
+    np.testing.assert_array_equal(pops["original"].phi, phi)
+
+
 def test_attack_cli_reuses_shadows_and_writes_scores_and_plot(report, out_dir, repo_root):
     """The CLI on the fixture's run directory: every stack is loaded, only the attack reruns."""
     import subprocess

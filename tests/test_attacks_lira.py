@@ -193,3 +193,122 @@ def test_offline_is_weaker_than_online_but_above_chance():
     off = cross_fitted_scores(phi, None, ~keep, ev, folds, mode="offline").scores.ravel()
     a_on, a_off = attack_summary(on, keep.ravel()), attack_summary(off, keep.ravel())
     assert 0.55 < a_off["auc"] < a_on["auc"]
+
+
+# ----------------------------------------------------------------------------- fast path = reference
+#
+# The implementation before the statistics were streamlined (issue 13 item 6): a float64 copy of
+# φ, a NaN-masked float64 [M, N, A] array per fit, nansum moments, a fit per fold on p[train].
+# The packed float32-or-float64 path must give the same numbers.
+
+
+def _reference_fit(phi, member_mask, fixed_variance=False):
+    p = np.asarray(phi, dtype=np.float64)
+    p = p[..., None] if p.ndim == 2 else p
+    m = np.asarray(member_mask)
+    count = m.sum(axis=0)
+    if fixed_variance == "auto":
+        fixed_variance = choose_fixed_variance(count)
+    masked = np.where(m[..., None], p, np.nan)
+    s = np.sort(masked, axis=0)
+    c = np.broadcast_to(count[:, None], s.shape[1:])
+    lo = np.take_along_axis(s, np.maximum((c - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(s, np.minimum(c // 2, max(s.shape[0] - 1, 0))[None], axis=0)[0]
+    has = c > 0
+    mu = np.where(has, 0.5 * (lo + hi), np.nan)
+    resid = masked - mu[None]
+    if fixed_variance:
+        r = resid[np.broadcast_to(m[..., None], resid.shape)]
+        sd = float(np.std(r)) if r.size else np.nan
+        sigma = np.where(has, sd + 1e-30, np.nan)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nansum(masked, axis=0) / c
+            var = np.nansum((masked - mean[None]) ** 2, axis=0) / c
+        sigma = np.where(has, np.sqrt(var) + 1e-30, np.nan)
+    return mu, sigma, count, bool(fixed_variance)
+
+
+def _reference_cross_fit(
+    phi, in_mask, out_mask, eval_mask, folds, mode="online", fixed_variance="auto"
+):
+    p = np.asarray(phi, dtype=np.float64)
+    p = p[..., None] if p.ndim == 2 else p
+    finite = np.isfinite(p).all(axis=(1, 2))
+    keep = finite[:, None]
+    p = np.where(keep[..., None], p, 0.0)
+    inm = in_mask & keep if mode == "online" else None
+    outm, ev = out_mask & keep, eval_mask & keep
+    f = np.arange(p.shape[0]) if isinstance(folds, str) else np.asarray(folds)
+    scores = np.full(p.shape[:2], np.nan)
+    for k in np.unique(f[ev.any(axis=1)]):
+        train, test = f != k, f == k
+        out = _reference_fit(p[train], outm[train], fixed_variance)
+        with np.errstate(invalid="ignore"):
+            if mode == "online":
+                fin = _reference_fit(p[train], inm[train], fixed_variance)
+                s = lira_online_score(p[test], fin[:2], out[:2])
+            else:
+                s = lira_offline_score(p[test], out[:2])
+        scores[test] = np.where(ev[test], s, np.nan)
+    return scores
+
+
+def _awkward_world(seed, m=24, n=40, a=2, dtype=np.float32, nan_outside=False):
+    """φ with the cases that break fast paths: constant (σ = 0) and one-member populations,
+    examples with no member, a diverged model, values on a 0.1 grid (and, for the fits, NaN
+    outside the populations)."""
+    g = np.random.default_rng(seed)
+    phi = g.normal(0.0, 3.0, size=(m, n, a))
+    phi[:, :5] = np.round(phi[:, :5], 1)  # ties
+    keep = g.random((m, n)) < 0.4
+    out = ~keep & (g.random((m, n)) < 0.8)
+    phi[:, 5] = 0.1  # a constant population: σ = 0 + 1e-30
+    keep[:, 6], keep[3, 6] = False, True  # one IN member
+    keep[:, 7] = False  # no IN member: NaN fits, unscored
+    if nan_outside:
+        phi[~(keep | out)] = np.nan  # outside both populations
+    phi[5] = np.nan  # a diverged model
+    return phi.astype(dtype), keep, out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fixed", [False, True, "auto"])
+def test_fit_gaussians_equals_reference(dtype, fixed):
+    for seed in range(3):
+        phi, keep, _ = _awkward_world(seed, dtype=dtype, nan_outside=True)
+        ok = np.arange(phi.shape[0]) != 5  # the diverged model (NaN outside the masks is fine)
+        got = fit_gaussians(phi[ok], keep[ok], fixed_variance=fixed)
+        mu, sigma, count, fv = _reference_fit(phi[ok], keep[ok], fixed)
+        np.testing.assert_array_equal(got.mu, mu)
+        np.testing.assert_array_equal(
+            got.sigma, sigma
+        )  # bit for bit, degenerate σ = 1e-30 included
+        assert (got.count == count).all() and got.fixed_variance == fv
+    assert fit_gaussians(phi[ok], keep[ok]).sigma[5, 0] == 1e-30  # the constant column
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+@pytest.mark.parametrize("fixed", [False, True, "auto"])
+def test_cross_fitted_scores_equal_reference(mode, fixed):
+    for seed, folds in (
+        (0, holdout_folds(24, 3)),
+        (1, "loo"),
+        (2, np.r_[np.full(4, -1), np.arange(20) % 4]),
+    ):
+        phi, keep, out = _awkward_world(seed)
+        ev = np.ones(keep.shape, bool)
+        if not isinstance(folds, str):
+            ev &= (folds >= 0)[:, None]
+        got = cross_fitted_scores(phi, keep, out, ev, folds, mode=mode, fixed_variance=fixed)
+        want = _reference_cross_fit(phi, keep, out, ev, folds, mode, fixed)
+        np.testing.assert_array_equal(got.scores, want)
+        assert np.isnan(got.scores[5]).all() and got.diverged.tolist() == [
+            i == 5 for i in range(24)
+        ]
+        assert np.isfinite(got.scores).sum() > 300  # most pairs scored
+        # float32 φ is kept as float32 and gives the scores of its float64 copy
+        again = cross_fitted_scores(
+            phi.astype(np.float64), keep, out, ev, folds, mode=mode, fixed_variance=fixed
+        )
+        np.testing.assert_array_equal(again.scores, got.scores)

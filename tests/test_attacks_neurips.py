@@ -107,3 +107,75 @@ def test_two_models_leave_no_bucket():
     assert bucket_points(2).size == 0
     assert forget_score(np.array([0.0, 0.3, 5.0]), 2) == 0.0
     assert forget_score(np.array([0.0, 0.3, 5.0]), 3) == pytest.approx((1.0 + 1.0 + 0.0) / 3)
+
+
+# ----------------------------------------------------------------------------- fast path = reference
+
+
+def _hard_populations(seed, n_u, n_r, n=48):
+    """φ with what trips a fast ε: ties and values on the threshold grids (φ on a 0.01 or 0.1
+    grid, float32-rounded), point masses, identical and perfectly separated populations,
+    one population inside the other, large ranges."""
+    g = np.random.default_rng(seed)
+    scale = g.choice([0.05, 0.5, 1.0, 3.0, 10.0], size=n)
+    shift = g.choice([0.0, 0.3, 1.0, 5.0], size=n)
+    u = g.normal(size=(n_u, n)) * scale + shift
+    r = g.normal(size=(n_r, n)) * scale
+    u[:, :6], r[:, :6] = np.round(u[:, :6], 2), np.round(r[:, :6], 2)  # on the 0.01 grid
+    u[:, 6:10], r[:, 6:10] = np.round(u[:, 6:10], 1), np.round(r[:, 6:10], 1)
+    u[:, 10] = 0.3  # point mass (degenerate)
+    u[:, 11], r[:, 11] = 1.0, 1.0  # both point masses at one value: no rule survives
+    u[:, 12] = r[: min(n_u, n_r), 12].mean() + 0.0 * u[:, 12]  # point mass inside the other
+    u[:, 13] += 100.0  # perfectly separated
+    m = min(n_u, n_r)
+    u[:m, 14] = r[:m, 14]  # identical samples
+    u[:, 15] *= 40.0  # a range of hundreds: thousands of single thresholds
+    u[:, 16:20] = u[:, 16:20].astype(np.float32)
+    r[:, 16:20] = r[:, 16:20].astype(np.float32)
+    return u, r
+
+
+@pytest.mark.parametrize("n_u,n_r", [(16, 16), (32, 32), (8, 24), (33, 17), (128, 128)])
+def test_fast_epsilon_equals_reference(n_u, n_r):
+    from jaxmu.attacks.neurips_score import _per_example_epsilon_reference
+
+    for seed in range(2):
+        u, r = _hard_populations(seed, n_u, n_r)
+        got = per_example_epsilon(u, r)
+        np.testing.assert_array_equal(got, _per_example_epsilon_reference(u, r))
+    assert got[10] == 50.0 and np.isnan(got[11]) and got[13] == 50.0
+
+
+def test_fast_epsilon_paths_agree(monkeypatch):
+    """The gap method, the direct rule-by-rule method (large populations) and the reference
+    fallback (an example the gap method cannot certify) give the same ε."""
+    import jaxmu.attacks.neurips_score as ns
+
+    u, r = _hard_populations(3, 24, 24)
+    want = ns._per_example_epsilon_reference(u, r)
+    np.testing.assert_array_equal(ns.per_example_epsilon(u, r), want)
+    monkeypatch.setattr(ns, "_GAP_METHOD_MAX_K", 0)  # every example rule by rule
+    np.testing.assert_array_equal(ns.per_example_epsilon(u, r), want)
+    monkeypatch.setattr(ns, "_GAP_METHOD_MAX_K", 10**6)
+    monkeypatch.setattr(ns, "_MAX_ABS", 1.0)  # nothing certified: every example falls back
+    np.testing.assert_array_equal(ns.per_example_epsilon(u, r), want)
+    monkeypatch.setattr(ns, "_MAX_ABS", 1e6)
+    monkeypatch.setattr(ns, "_ELEMENTS", 1)  # one example per chunk
+    np.testing.assert_array_equal(ns.per_example_epsilon(u, r), want)
+
+
+def test_epsilon_table_is_the_rule_formula():
+    from jaxmu.attacks.neurips_score import DELTA, _epsilon_table, _rule_eps
+
+    for n_pos, n_neg in ((16, 16), (8, 24), (33, 5)):
+        table = _epsilon_table(n_pos, n_neg, DELTA)
+        for tp in range(n_pos + 1):
+            for fp in range(n_neg + 1):
+                perfect, eps = _rule_eps(np.array([tp]), np.array([fp]), n_pos, n_neg, DELTA)
+                v = table[tp, fp]
+                if perfect:
+                    assert v == np.inf
+                elif np.isnan(eps):
+                    assert np.isnan(v)
+                else:  # the reference clips each rule's ε at 0 after its max
+                    assert max(float(v), 0.0) == eps

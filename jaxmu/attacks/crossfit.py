@@ -22,7 +22,8 @@ import numpy as np
 
 from jaxmu.attacks.lira import (
     FixedVariance,
-    fit_gaussians,
+    as_phi,
+    fit_members,
     lira_offline_score,
     lira_online_score,
 )
@@ -124,7 +125,7 @@ def cross_fitted_scores(
     Returns:
       ``CrossFitScores`` with ``scores`` ``[M, N]``.
     """
-    p = np.asarray(phi, dtype=np.float64)
+    p = as_phi(phi)  # float32 stays float32: the fits promote to float64 where they compute
     if p.ndim == 2:
         p = p[..., None]
     if p.ndim != 3:
@@ -159,11 +160,12 @@ def cross_fitted_scores(
     in_counts, out_counts, fv_in, fv_out = [], [], [], []
     for k in fold_ids:
         train, test = f != k, f == k
-        fit_out = fit_gaussians(p[train], outm[train], fixed_variance=fixed_variance)
+        p_train = p[train]
+        fit_out = fit_members(p_train, outm[train], fixed_variance)
         out_counts.append(fit_out.count)
         fv_out.append(fit_out.fixed_variance)
         if mode == "online":
-            fit_in = fit_gaussians(p[train], inm[train], fixed_variance=fixed_variance)
+            fit_in = fit_members(p_train, inm[train], fixed_variance)
             in_counts.append(fit_in.count)
             fv_in.append(fit_in.fixed_variance)
             with np.errstate(invalid="ignore"):

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from jaxmu.attacks.crossfit import CrossFitScores, Folds, cross_fitted_scores
-from jaxmu.attacks.lira import FixedVariance
+from jaxmu.attacks.lira import FixedVariance, as_phi
 from jaxmu.attacks.roc import attack_summary
 
 __all__ = ["FORGOTTEN", "NEVER_SEEN", "RETAINED", "ULiraResult", "ulira_deepunlearn", "ulira_hayes"]
@@ -64,7 +64,7 @@ class ULiraResult:
 
 
 def _roles(name: str, role: Any, phi: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(phi, dtype=np.float64)
+    p = as_phi(phi)  # float32 stays float32 (exact: the statistics promote where they compute)
     if p.ndim == 2:
         p = p[..., None]
     if p.ndim != 3:
