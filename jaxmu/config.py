@@ -144,7 +144,7 @@ class EngineConfig:
       conv_impl: ``auto``, ``im2col`` (fast on CPU) or ``xla`` (cuDNN on GPU).
       eval_batch_size: examples per evaluation batch. 128: the CPU convolution (``im2col``)
         slows down on large batches — digits CNN forward, per 1,024 examples: 25 ms in batches
-        of 64, 39 ms of 256, 123 ms of 1,024 (one core of the 2-core machine) — and the
+        of 64, 39 ms of 256, 123 ms of 1,024 (one jitted forward on the 2-core machine) — and the
         default sweep evaluates every trial.
       checkpoint_every: epochs between resumable checkpoints of a training stage.
       progress: show progress bars.

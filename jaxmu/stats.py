@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from jaxmu.metrics import summarize
+
 LEVEL = 0.95
 METHOD_NOTE = "± is the half-width of a 95% Student-t interval over seeds"
 
@@ -67,16 +69,9 @@ def interval(values: Any, level: float = LEVEL) -> Interval:
     >>> round(interval([1.0, 2.0, 3.0]).half_width, 4)  # t_{.975, 2} * 1 / sqrt(3)
     2.4841
     """
-    v = np.asarray(values, np.float64).reshape(-1)
-    ok = ~np.isnan(v)
-    v, excluded = v[ok], int((~ok).sum())
-    n = v.size
-    if n == 0:
-        return Interval(math.nan, math.nan, 0, excluded)
-    if n == 1:
-        return Interval(float(v[0]), math.nan, 1, excluded)
-    hw = _t_quantile(level, n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
-    return Interval(float(v.mean()), hw, n, excluded)
+    s = summarize(np.asarray(values, np.float64).reshape(-1))  # NaN seeds left out and counted there
+    hw = _t_quantile(level, s.n - 1) * s.std / math.sqrt(s.n) if s.n >= 2 else math.nan
+    return Interval(float(s.mean), hw, s.n, s.n_excluded)
 
 
 @dataclasses.dataclass(frozen=True)

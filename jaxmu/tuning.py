@@ -117,8 +117,9 @@ class TuningCounters:
     """Where tuning time goes, and how many models it ran (``bench/sweep.py`` reads these).
 
     ``models`` counts unlearned models (padding included: fewer than one per device per group),
-    ``evaluated`` the models evaluated and given to the MIA, ``trials`` the trials: ``evaluated
-    / trials`` is 1.0 (``buckets``).
+    ``evaluated`` the rows that reached evaluation and the MIA (counted there), ``trials`` the
+    trials asked for: ``evaluated / trials`` is 1.0 when no padded row is evaluated
+    (``buckets``); ``programs`` the compiled unlearning programs.
     """
 
     compile_s: float = 0.0
@@ -143,7 +144,7 @@ class TrialEvaluator:
 
     ``original``/``retrain_metrics`` cover every seed of the setting; a trial of seed ``s``
     unlearns row ``seeds.index(s)`` of the original stack. ``group_size`` caps the models of one
-    vmapped stack (``buckets``); with ``model_axis="loop"`` every trial runs the one-model program.
+    vmapped stack (``buckets``); with ``model_axis="loop"`` every call runs one model per device.
     """
 
     def __init__(self, setting: Setting, method: Method, original_state, retrain_metrics: dict[str, np.ndarray],
@@ -199,7 +200,6 @@ class TrialEvaluator:
                 take = lambda t: jax.tree_util.tree_map(lambda x: x[rows], t)  # noqa: E731
                 arrays = {k: np.array([hps[i][1][k] for i in chunk], np.float32) for k in hps[chunk[0]][1]}
                 key = unlearning_key([trials[i][0] for i in chunk], per_model=cfg.unlearn_keys == "per_model")
-                n_programs = len(self._programs)
                 res = unlearn_stack(self.method.spec, dict(sig), arrays, self.ctx, self.data,
                                     take(self.original.params), take(self.original.batch_stats), key,
                                     model_axis=mode, chunk_size=cfg.engine.chunk_size,
@@ -208,9 +208,8 @@ class TrialEvaluator:
                 c.compile_s += res.compile_s
                 c.run_s += res.run_s
                 c.models += size
-                c.evaluated += real
                 c.trials += real
-                c.programs += len(self._programs) - n_programs
+                c.programs = len(self._programs)
                 kept = jax.tree_util.tree_map(lambda x: x[:real], (res.params, res.batch_stats))
                 for i, o in zip(chunk[:real], self._objectives(kept, rows[:real])):
                     out[i] = o
@@ -224,6 +223,7 @@ class TrialEvaluator:
         finite = finite_rows(stack[0])
         t1 = time.perf_counter()
         self.counters.eval_s += t1 - t0
+        self.counters.evaluated += len(rows)
         forget, val = np.asarray(ev["forget"]["loss"], np.float64), np.asarray(ev["val"]["loss"], np.float64)
         finite &= np.isfinite(forget).all(axis=1) & np.isfinite(val).all(axis=1)
         # Val MIA of every finite row in one vectorized call (a fresh RandomState(123) per model,

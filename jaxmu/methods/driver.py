@@ -65,7 +65,7 @@ def schedule_factor(s: Schedule, epoch, epochs, hp: Mapping[str, Array]):
     if s.kind == "step":
         e = epoch + 1 if s.one_based else epoch
         rate = hp[s.decay] if isinstance(s.decay, str) else s.decay
-        return step_decay_factor(e, jnp.asarray(epochs).astype(jnp.int32), rate, one_based=s.one_based)
+        return step_decay_factor(e, epochs, rate, one_based=s.one_based)
     if s.kind == "constant":
         return 1.0
     raise ValueError(f"unknown schedule {s.kind!r}")
