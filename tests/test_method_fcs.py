@@ -95,7 +95,8 @@ def test_phase_structure(tiny, monkeypatch, n_r, want):
         return bump(bump(st, "s1", idx.shape[0]), "n1", 1.0)
 
     def fake_forget(ctx, data, st, idx_f, idx_r, key, hp, total):
-        seen["total"] = total
+        # T_tot is traced (the epoch count may be a per-model value): read it back at run time
+        jax.debug.callback(lambda t: seen.setdefault("total", set()).add(int(t)), total)
         st = bump(bump(st, "ff", idx_f.shape[0]), "fr", idx_r.shape[0])
         return bump(st, "n2", 1.0)._replace(step2=st.step2 + 1)
 
@@ -114,7 +115,7 @@ def test_phase_structure(tiny, monkeypatch, n_r, want):
     out, _ = M.METHODS["fcs"].unlearn_one(tiny.ctx, data, params, bs, hp, jax.random.PRNGKey(0), static=static)
     d = np.asarray(out["head"]["bias"] - params["head"]["bias"])
     np.testing.assert_allclose(d[:7], want, atol=1e-3)
-    assert seen["total"] == 8
+    assert seen["total"] == {8}
 
 
 def test_end_to_end_runs(tiny):
