@@ -102,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(["unlearned", "retain acc", "forget acc", "test acc", "eps median", "forget score F", "N"],
                        [[p.name, p.retain_acc, p.forget_acc, p.test_acc, float(np.nanmedian(p.eps)),
                          p.forget_score, p.n_models_eps] for p in report.populations]))
+    print(format_table(["unlearned", "KLOM forget p95", "study mean P", "study P>0.5", "degenerate examples"],
+                       [[p.name, p.klom_forget, *((p.study.mean_p, p.study.frac_above_half, p.study.n_degenerate)
+                                                  if p.study is not None else (float("nan"),) * 3)]
+                        for p in report.populations]))
     print(format_table(["stage", "models", "compile s", "run s"],
                        [[k, v["models"], v["compile_s"], v["run_s"]] for k, v in report.timings.items()]))
     npz, png = save_outputs(report, method.name)

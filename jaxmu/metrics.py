@@ -186,6 +186,21 @@ def retdev(ra: Any, fa: Any, ta: Any, ra_r: Any, fa_r: Any, ta_r: Any) -> np.nda
     return np.abs(rr - 1.0) + np.abs(fr - 1.0) + np.abs(tr - 1.0)
 
 
+def tug_of_war(ra: Any, fa: Any, ta: Any, ra_r: Any, fa_r: Any, ta_r: Any) -> np.ndarray:
+    """ToW = (1 − |RA − RA_R|)·(1 − |FA − FA_R|)·(1 − |TA − TA_R|), elementwise over seeds.
+
+    Zhao et al., "What makes unlearning hard and what to do about it" (NeurIPS 2024), the
+    tug-of-war score: the product over retain, forget and test of one minus the absolute
+    accuracy gap to the retrained model of the same seed. 1 is best (every accuracy equals
+    retraining's); accuracies in [0, 1], so ToW ∈ [0, 1].
+    """
+    accs = [_as_float(n, a) for n, a in zip(("ra", "fa", "ta", "ra_r", "fa_r", "ta_r"), (ra, fa, ta, ra_r, fa_r, ta_r))]
+    for n, a in zip(("ra", "fa", "ta", "ra_r", "fa_r", "ta_r"), accs):
+        _check_unit_interval(n, a)
+    u, r = accs[:3], accs[3:]
+    return (1.0 - np.abs(u[0] - r[0])) * (1.0 - np.abs(u[1] - r[1])) * (1.0 - np.abs(u[2] - r[2]))
+
+
 def run_time_efficiency(t_retrain: Any, t_method: Any) -> np.ndarray:
     """RTE = t_R / t_method (protocol.md §6.5); > 1 means faster than retraining.
 

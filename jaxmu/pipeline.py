@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmu.methods as M
+from jaxmu.attacks.klom import klom, klom_summary
 from jaxmu.attacks.population_mia import model_mias_stacked
 from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.config import Config
@@ -27,7 +28,7 @@ from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
 from jaxmu.engine.finite import finite_loss_rows, finite_rows
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
-from jaxmu.metrics import indiscernibility, on_finite_rows, retdev
+from jaxmu.metrics import indiscernibility, on_finite_rows, retdev, tug_of_war
 from jaxmu.models import Model, build_model
 from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage
 
@@ -150,8 +151,35 @@ def stack_metrics(setting: Setting, state: TrainProgress | tuple) -> dict[str, n
     paper tables' convention, §6.3). A model whose parameters or losses are not finite is
     ``diverged`` (bool ``[models]``) and gets NaN for every metric (``split_metrics``).
     """
+    return stack_scores(setting, state)[0]
+
+
+def stack_scores(setting: Setting, state: TrainProgress | tuple) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``stack_metrics`` and, from the same evaluation, the per-example margins
+    ``{split: [models, n]}`` (NaN rows for diverged models) that KLOM compares (``klom_scores``)."""
     params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
-    return split_metrics(evaluate_state(setting, (params, bs)), finite_rows((params, bs)))
+    ev = evaluate_state(setting, (params, bs))
+    metrics = split_metrics(ev, finite_rows((params, bs)))
+    bad = metrics["diverged"][:, None]
+    return metrics, {n: np.where(bad, np.nan, np.asarray(ev[n]["margin"], np.float64)) for n in SPLIT_NAMES}
+
+
+KLOM_SPLITS = ("forget", "retain", "val")
+
+
+def klom_scores(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]) -> dict[str, float]:
+    """KLOM of a stack against the retrained stack (the oracles), per split: the 95th percentile
+    over the split's examples of KL(margins of the stack's seeds ‖ margins of the retrains')
+    (``attacks/klom.py``; Georgiev et al. 2024). Diverged models (NaN rows) are left out; a split
+    with no finite model on either side is NaN. With S seeds each side has S samples per example,
+    so KLOM is coarse for small S (the published setting uses ~100 models).
+    """
+    out = {}
+    for n in KLOM_SPLITS:
+        u, o = (m[n][~np.isnan(m[n]).any(axis=1)] for m in (margins, oracle))
+        out[n] = (klom_summary(klom(u, o), {n: np.arange(u.shape[1])})[n]
+                  if len(u) and len(o) and u.shape[1] else float("nan"))
+    return out
 
 
 def split_metrics(ev: dict[str, dict[str, np.ndarray]], params_ok: np.ndarray) -> dict[str, np.ndarray]:
@@ -172,13 +200,16 @@ def split_metrics(ev: dict[str, dict[str, np.ndarray]], params_ok: np.ndarray) -
 
 
 def with_retention(metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add RetDev = |RA/RA_R - 1| + |FA/FA_R - 1| + |TA/TA_R - 1| against the same seed's R (§6.4).
+    """Add the scores against the same seed's R: RetDev = |RA/RA_R - 1| + |FA/FA_R - 1| +
+    |TA/TA_R - 1| (§6.4) and ToW = Π (1 - |acc - acc_R|) over retain, forget, test (Zhao et al.
+    2024, ``metrics.tug_of_war``).
 
     NaN for a seed where either model diverged (its accuracies are NaN).
     """
     keys = ("retain_acc", "forget_acc", "test_acc")
     ok = np.all([~np.isnan(np.asarray(d[k], np.float64)) for d in (metrics, retrain) for k in keys], axis=0)
-    return {**metrics, "retdev": on_finite_rows(retdev, ok, *(metrics[k] for k in keys), *(retrain[k] for k in keys))}
+    pair = (*(metrics[k] for k in keys), *(retrain[k] for k in keys))
+    return {**metrics, "retdev": on_finite_rows(retdev, ok, *pair), "tow": on_finite_rows(tug_of_war, ok, *pair)}
 
 
 # --------------------------------------------------------------------------- unlearning

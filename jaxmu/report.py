@@ -22,7 +22,7 @@ from jaxmu.metrics import summarize
 from jaxmu.stats import interval, paired
 
 CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
-               "retdev")
+               "retdev", "tow")
 CSV_COLUMNS = ("method", "seed", "status", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
 
 
@@ -73,7 +73,8 @@ def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
 
 def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, float]) -> str:
     """Methods ranked by the mean of their ranks on RetDev (lower is better) and Indisc (higher),
-    each compared with the top-ranked method paired over seeds (``jaxmu.stats.paired``).
+    each compared with the top-ranked method paired over seeds (``jaxmu.stats.paired``); ToW
+    (Zhao et al. 2024, 1 is best) is shown beside them and does not enter the rank.
 
     Means are over each method's finite seeds; a method whose every seed diverged (NaN mean)
     ranks last on both. The columns "vs #1" give the paired difference of RetDev and Indisc to
@@ -90,15 +91,37 @@ def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, flo
     rank = (np.argsort(np.argsort(retdev)) + np.argsort(np.argsort(-indisc))) / 2 + 1
     order = np.argsort(rank, kind="stable")
     top = names[order[0]]
-    lines = ["| rank | method | mean rank | RetDev | Indisc (test MIA) | RetDev vs #1 | Indisc vs #1 | RTE |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| rank | method | mean rank | RetDev | Indisc (test MIA) | RetDev vs #1 | Indisc vs #1 | ToW | RTE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for pos, i in enumerate(order, 1):
         n = names[i]
         vs = ["—", "—"] if n == top else [_paired_cell(per_method[n][k], per_method[top][k])
                                           for k in ("retdev", "indiscernibility")]
         lines.append(f"| {pos} | {n} | {rank[i]:.1f} | {_fmt(per_method[n]['retdev'])} | "
-                     f"{_fmt(per_method[n]['indiscernibility'])} | {vs[0]} | {vs[1]} | {rte.get(n, float('nan')):.1f}x |")
+                     f"{_fmt(per_method[n]['indiscernibility'])} | {vs[0]} | {vs[1]} | {_tow_cell(per_method[n])} | "
+                     f"{rte.get(n, float('nan')):.1f}x |")
     return "\n".join(lines)
+
+
+def klom_section(klom: dict[str, dict[str, float] | None], n_seeds: int) -> list[str]:
+    """Report lines: KLOM against the retrained stack per stack and split (rows without KLOM —
+    e.g. a result cached before KLOM was recorded — are left out; no section when none has it)."""
+    rows = {name: k for name, k in klom.items() if k}
+    if not rows:
+        return []
+    splits = list(next(iter(rows.values())))
+    lines = ["## KLOM", "",
+             f"KL divergence of margins to the retrained models (Georgiev et al. 2024): per example, "
+             f"KL(histogram of the stack's {n_seeds} seeds' margins ‖ the retrains'), 20 bins; the 95th "
+             "percentile over each split's examples. 0 = indistinguishable from retraining; with few seeds "
+             "the histograms are coarse, so compare stacks with each other, not with published values.", "",
+             "| stack | " + " | ".join(f"KLOM {s}" for s in splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{k[s]:.3f}" for s in splits) + " |" for name, k in rows.items()]
+    return lines + [""]
+
+
+def _tow_cell(metrics: dict[str, np.ndarray]) -> str:
+    return _fmt(metrics["tow"]) if "tow" in metrics else "—"
 
 
 def _paired_cell(a, b) -> str:

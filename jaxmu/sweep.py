@@ -42,10 +42,14 @@ def _pow2(n: int) -> int:
 
 
 def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
-                 worker: str = "main") -> dict[str, Any] | None:
-    """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``."""
+                 worker: str = "main", oracle_margins: dict | None = None) -> dict[str, Any] | None:
+    """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``.
+
+    ``oracle_margins``: the retrained stack's per-example margins (``pipeline.stack_scores``);
+    given, the result carries the method's KLOM against them (``pipeline.klom_scores``).
+    """
     from jaxmu import report as R
-    from jaxmu.pipeline import stack_metrics, unlearn_stage, with_retention
+    from jaxmu.pipeline import klom_scores, stack_scores, unlearn_stage, with_retention
     from jaxmu.tuning import TrialEvaluator, select_best, tune, tuning_method
 
     cfg = setting.cfg
@@ -92,7 +96,8 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     t_final = time.perf_counter()
     res = unlearn_stage(setting, tuned, refs["original"])
     checkpoint_reached("unlearn:saved")
-    metrics = with_retention(stack_metrics(setting, (res.params, res.batch_stats)), ref_metrics["retrain"])
+    scores, margins = stack_scores(setting, (res.params, res.batch_stats))
+    metrics = with_retention(scores, ref_metrics["retrain"])
     rte = refs["retrain"].run_s / res.run_s if res.run_s > 0 else float("inf")
     out = {
         "method": method.name,
@@ -104,6 +109,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
                    for t in trials],
         "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},  # NaN for diverged seeds
         "status": R.seed_status(metrics),
+        "klom": klom_scores(margins, oracle_margins) if oracle_margins is not None else None,
         "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
         "tuning": {**dataclasses.asdict(evaluator.counters), "wall_s": tuning_wall},
@@ -115,7 +121,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
 
 
 def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict, refs: dict,
-                  ulira: dict | None = None) -> Path:
+                  ulira: dict | None = None, klom_original: dict | None = None) -> Path:
     """``results.csv`` (one row per method and seed, ``status`` ok/diverged), ``results.json``,
     ``report.md`` (means over the finite seeds, diverged ones counted) and the plots."""
     from jaxmu import report as R
@@ -136,6 +142,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
         "methods": {r["method"]: {k: r[k] for k in ("call", "hparams", "best_trial", "unlearn_s", "compile_s",
                                                      "rte", "tuning_compile_s", "tuning_run_s")} for r in results},
         "retrain_run_s": refs["retrain"].run_s, "ulira": ulira,
+        "klom": {"original": klom_original, **{r["method"]: r.get("klom") for r in results}},
     })
     lines = [f"# jaxmu sweep — {setting.cfg.data.name} / {setting.cfg.model.name}", "",
              f"Config hash `{setting.cfg.hash()}`, {len(setting.cfg.seeds)} seeds, "
@@ -165,6 +172,8 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
     if len(results) > 1:
         lines += ["## Leaderboard", "", R.leaderboard({r["method"]: {k: np.asarray(v) for k, v in
                                                                       r["metrics"].items()} for r in results}, rte), ""]
+    lines += R.klom_section({"original": klom_original, **{r["method"]: r.get("klom") for r in results}},
+                            len(setting.cfg.seeds))
     if ulira:
         lines += ["## U-LiRA", "", "```", ulira["table"], "```", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
@@ -188,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides.append(f"tune.storage={json.dumps(args.storage)}")
     cfg = config_from_args(args, multihost=False)
     import jaxmu.methods as M
-    from jaxmu.pipeline import method_from_config, prepare, reference_stacks, stack_metrics, with_retention
+    from jaxmu.pipeline import klom_scores, method_from_config, prepare, reference_stacks, stack_scores, with_retention
 
     methods = [M.get(n) for n in M.names()] if args.method == "all" else [method_from_config(cfg, args.method)]
     if cfg.tune.storage:
@@ -200,13 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
     refs = reference_stacks(setting)
-    retrain = stack_metrics(setting, refs["retrain"].state)
-    ref_metrics = {"retrain": with_retention(retrain, retrain),
-                   "original": with_retention(stack_metrics(setting, refs["original"].state), retrain)}
+    retrain, retrain_margins = stack_scores(setting, refs["retrain"].state)
+    original, original_margins = stack_scores(setting, refs["original"].state)
+    ref_metrics = {"retrain": with_retention(retrain, retrain), "original": with_retention(original, retrain)}
+    klom_original = klom_scores(original_margins, retrain_margins)
     references_s = time.perf_counter() - t_start
     results = []
     for m in methods:
-        r = sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet, worker=args.worker)
+        r = sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet, worker=args.worker,
+                         oracle_margins=retrain_margins)
         if r is None:
             print(f"worker {args.worker}: no trials of {m.name} left to run")
             continue
@@ -229,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        attack_rows(rep)))
         ulira = {"table": "\n\n".join(tables)}
     tag = "all" if args.method == "all" else methods[0].name
-    path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira)
+    path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira,
+                         klom_original)
     timings = {"references_s": references_s, "total_s": time.perf_counter() - t_start,
                "methods": {r["method"]: {"tuning": r.get("tuning"), "final_wall_s": r.get("final_wall_s")}
                            for r in results}}

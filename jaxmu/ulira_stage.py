@@ -52,9 +52,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmu.attacks.crossfit import holdout_folds
+from jaxmu.attacks.klom import klom, klom_summary
 from jaxmu.attacks.neurips_score import forget_score, per_example_epsilon
 from jaxmu.attacks.lira import logit_scaled_confidence
 from jaxmu.attacks.ulira import FORGOTTEN, NEVER_SEEN, RETAINED, forgotten_populations, ulira_deepunlearn, ulira_hayes
+from jaxmu.attacks.ulira_study import ulira_study
 from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.metrics import accuracy
 from jaxmu.engine.finite import finite_rows
@@ -174,6 +176,9 @@ class Population:
     forget_acc: float
     test_acc: float
     n_diverged: int = 0  # models left out: parameters or φ not finite
+    klom: np.ndarray | None = None  # per forgotten example: KLOM vs the retrains that forgot it
+    klom_forget: float = math.nan  # its 95th percentile (the published summary)
+    study: object = None  # StudyULiRA: the reference study's own variant (protocol §8.1)
 
 
 @dataclasses.dataclass
@@ -240,8 +245,14 @@ def unlearned_stack(setting: Setting, sp: ShadowSplits, base: Path, method, orig
     return res.params, res.batch_stats, res.compile_s, res.run_s
 
 
-def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, float]) -> Population:
-    """Both U-LiRA formulations and the ε score of one candidate population.
+def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, float],
+                correct: np.ndarray | None = None) -> Population:
+    """Both U-LiRA formulations, the ε score, KLOM and the study's own variant of one population.
+
+    KLOM (``attacks/klom.py``) compares, per forgotten example, the φ of the models that
+    unlearned it with the φ of the retrains that never saw it — the same two populations as ε —
+    and reports the 95th percentile. The study's variant (``attacks/ulira_study.py``, §8.1) scores
+    the finite models' 0/1 correctness ``correct`` ``[M_ok, N]`` (in-sample, forgotten vs never seen).
 
     Rows of ``phi`` that are not finite (diverged models) are excluded by the statistics
     (``cross_fitted_scores``) and dropped before the ε populations are formed; ε is computed on
@@ -257,9 +268,13 @@ def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, f
     pu, cu = forgotten_populations(phi[ok][..., 0], roles[ok])
     pr, cr = forgotten_populations(phi_r[..., 0], roles)
     common = np.intersect1d(cu, cr)  # all columns when no model diverged
-    eps = per_example_epsilon(pu[:, np.searchsorted(cu, common)], pr[:, np.searchsorted(cr, common)])
+    pu_c, pr_c = pu[:, np.searchsorted(cu, common)], pr[:, np.searchsorted(cr, common)]
+    eps = per_example_epsilon(pu_c, pr_c)
+    k = klom(pu_c, pr_c) if common.size else np.full(0, np.nan)
+    klom_forget = klom_summary(k, {"forget": np.arange(k.size)})["forget"]
+    study = ulira_study(correct, roles[ok]) if correct is not None else None
     return Population(name, phi, hayes, du, eps, forget_score(eps, pu.shape[0]), pu.shape[0], *accs,
-                      n_diverged=int((~ok).sum()))
+                      n_diverged=int((~ok).sum()), klom=k, klom_forget=klom_forget, study=study)
 
 
 def _mean(x: np.ndarray) -> float:
@@ -313,12 +328,13 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
         correct = np.repeat(np.asarray(jnp.argmax(pool_logits, -1)) == y_pool, reps, axis=0)[ok]
         test_acc = _mean(test_accs[ok])
         accs = (_mean(correct[roles[ok] == RETAINED]), _mean(correct[roles[ok] == FORGOTTEN]), test_acc)
-        measured[name] = (phi, accs)
+        measured[name] = (phi, accs, correct)
     t1 = time.perf_counter()
     n_eval = phi_r.shape[0] + sum(jax.tree_util.tree_leaves(p)[0].shape[0] for p, _, _ in candidates.values())
     timings["attack: phi"] = {"compile_s": 0.0, "run_s": t1 - t0, "models": n_eval}
     if jax.process_index() != 0:
         return None  # the statistics are host work without collectives: process 0 computes them
-    pops = [_population(name, phi, roles, phi_r, folds, cfg, accs) for name, (phi, accs) in measured.items()]
+    pops = [_population(name, phi, roles, phi_r, folds, cfg, accs, correct)
+            for name, (phi, accs, correct) in measured.items()]
     timings["attack: statistics"] = {"compile_s": 0.0, "run_s": time.perf_counter() - t1, "models": 0}
     return ULiraReport(pops, timings, sp, roles, phi_r, base)

@@ -117,3 +117,15 @@ def test_two_processes_give_the_fixture_attack(report, tmp_path, repo_root):
             np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
         else:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_klom_and_the_study_variant_see_the_original(report):
+    """KLOM on forgotten examples and the study's own variant (§8.1): the original (nothing
+    unlearned) is further from retraining than the retrained reference population."""
+    pops, _ = report
+    perfect, original = pops["retrain (perfect)"], pops["original"]
+    assert np.isfinite(perfect.klom_forget) and original.klom_forget > perfect.klom_forget
+    assert np.nanmean(original.klom) > np.nanmean(perfect.klom) + 0.5
+    for p in (perfect, original):
+        assert p.study.n_instances > 0 and 0.0 <= p.study.mean_p <= 1.0
+    assert original.study.mean_p > perfect.study.mean_p

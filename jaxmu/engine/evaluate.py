@@ -17,6 +17,7 @@ import numpy as np
 from jaxmu.data.augment import normalize
 from jaxmu.engine.execution import map_models
 from jaxmu.engine.sharding import addressable
+from jaxmu.attacks.lira import logit_scaled_confidence
 from jaxmu.engine.trainer import DeviceData
 from jaxmu.metrics import accuracy, per_example_ce
 from jaxmu.models.base import Model
@@ -63,7 +64,10 @@ class Evaluator:
 
 
 def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData) -> dict[str, dict[str, np.ndarray]]:
-    """Accuracy ``[models]`` and per-example losses ``[models, n]`` on each named split."""
+    """Accuracy ``[models]``, per-example losses and margins ``[models, n]`` on each named split.
+
+    The margin is z_y − logsumexp_{k≠y} z_k (LiRA's φ; KLOM's margin, ``attacks/klom.py``).
+    """
     labels = np.asarray(data.labels)
     out = {}
     for name, idx in splits.items():
@@ -72,5 +76,6 @@ def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str,
         out[name] = {
             "accuracy": np.asarray(accuracy(logits, y)),
             "loss": np.asarray(per_example_ce(logits, y)),
+            "margin": np.asarray(logit_scaled_confidence(logits, y)),
         }
     return out
