@@ -1,6 +1,6 @@
 """Orbax checkpoints of whole stacks, with a checksum of our own; single- and multi-host.
 
-Orbax restores flipped bytes in a data file silently (cpu-performance.md), so every
+Orbax restores flipped bytes in a data file silently (docs/performance.md §5), so every
 checkpoint stores a sha256 over its leaves in ``meta.json`` and ``load_tree`` verifies it. A
 checkpoint is written to a temporary directory and renamed into place only after ``meta.json``
 is complete, so a run killed mid-write leaves either the old checkpoint or none, never a half

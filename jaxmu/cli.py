@@ -38,7 +38,7 @@ def enable_compile_cache(path: str | None = None) -> None:
     """Turn on JAX's persistent compilation cache (default ``~/.cache/jaxmu/xla``).
 
     Minimum compile time and entry size are set to 0 so the small CPU programs are cached
-    too (cpu-performance.md: 0.81 s -> 0.14 s per program). ``JAXMU_COMPILE_CACHE=off``
+    too (docs/performance.md §4: 0.81 s -> 0.14 s per program). ``JAXMU_COMPILE_CACHE=off``
     disables it.
     """
     import jax

@@ -6,7 +6,7 @@ the wrong type are errors naming the key (``ConfigError``). Overrides use dotted
 
 Semantic settings (data, model, train, seeds, method) are hashed into ``Config.hash()`` and key
 the run directory; performance flags (``engine``) are not hashed: they change how the model
-axis executes, not the results (within float tolerance; design.md §7).
+axis executes, not the results (within float tolerance; docs/sharp_edges.md).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Config:
     Attributes:
       seeds: model-initialisation indices (protocol §5); an integer N in YAML means 0..N-1.
       method: ``{type: ng_plus, alpha: 0.95}``: the method and its hyperparameters.
-      unlearn_keys: ``shared`` (faithful, methods.md §2.3: every seed sees the same unlearning
+      unlearn_keys: ``shared`` (faithful, docs/methods.md §2.3: every seed sees the same unlearning
         randomness) or ``per_model`` (seed-to-seed variance includes unlearning randomness).
     """
 

@@ -1,4 +1,4 @@
-"""Scalar evaluation metrics of the Deep Unlearn benchmark (protocol.md §6.1, §6.3–6.5, §7.1).
+"""Scalar evaluation metrics of the Deep Unlearn benchmark (docs/protocol.md §6.1, §6.3–6.5, §7.1).
 
 Arrays in, arrays out. Wherever there is a model axis it is the leading axis: logits are
 ``[M, n, C]`` (or ``[n, C]`` for one model) and per-model metrics come back as ``[M]``.
@@ -83,7 +83,7 @@ def _check_label_values(labels: np.ndarray, n_classes: int) -> None:
 
 
 def accuracy(logits: Any, labels: Any) -> Any:
-    """Top-1 accuracy as a fraction in [0, 1] (protocol.md §6.1, scikit-learn ``accuracy_score``).
+    """Top-1 accuracy as a fraction in [0, 1] (docs/protocol.md §6.1, scikit-learn ``accuracy_score``).
 
     acc_m = (1/n) Σ_i 1[argmax_c z_{m,i,c} = y_i].
 
@@ -112,7 +112,7 @@ def accuracy(logits: Any, labels: Any) -> Any:
 
 
 def per_example_ce(logits: Any, labels: Any) -> Any:
-    """Per-example cross-entropy ℓ_i = −log softmax(z_i)_{y_i} (protocol.md §6.2 step 1).
+    """Per-example cross-entropy ℓ_i = −log softmax(z_i)_{y_i} (docs/protocol.md §6.2 step 1).
 
     Computed stably as ``−log_softmax(z)[y]`` = logsumexp(z) − z_y (never log of a softmax).
     The reference computes it with ``nn.CrossEntropyLoss(reduction="none")`` in float32 and
@@ -148,7 +148,7 @@ def per_example_ce(logits: Any, labels: Any) -> Any:
 
 
 def indiscernibility(mia: Any) -> np.ndarray:
-    """Indisc(MIA) = 1 − |MIA − 0.5| / 0.5 = 1 − |2·MIA − 1| ∈ [0, 1] (protocol.md §6.3).
+    """Indisc(MIA) = 1 − |MIA − 0.5| / 0.5 = 1 − |2·MIA − 1| ∈ [0, 1] (docs/protocol.md §6.3).
 
     1 is best (MIA = 0.5, what a retrained model scores); elementwise over any shape.
     """
@@ -158,7 +158,7 @@ def indiscernibility(mia: Any) -> np.ndarray:
 
 
 def retention(acc_method: Any, acc_retrain: Any) -> np.ndarray:
-    """Accuracy retention acc_method / acc_R with R of the same seed (protocol.md §6.4).
+    """Accuracy retention acc_method / acc_R with R of the same seed (docs/protocol.md §6.4).
 
     Elementwise over seeds. As in the reference (``compute_accuracy_retention``) both
     accuracies must lie in [0, 1] and the retrain accuracy must be strictly positive.
@@ -176,7 +176,7 @@ def retention(acc_method: Any, acc_retrain: Any) -> np.ndarray:
 
 
 def retdev(ra: Any, fa: Any, ta: Any, ra_r: Any, fa_r: Any, ta_r: Any) -> np.ndarray:
-    """RetDev = |RR − 1| + |FR − 1| + |TR − 1| (protocol.md §6.4), elementwise over seeds.
+    """RetDev = |RR − 1| + |FR − 1| + |TR − 1| (docs/protocol.md §6.4), elementwise over seeds.
 
     RR = RA/RA_R, FR = FA/FA_R, TR = TA/TA_R; 0 is best (the method matches retraining).
     """
@@ -202,7 +202,7 @@ def tug_of_war(ra: Any, fa: Any, ta: Any, ra_r: Any, fa_r: Any, ta_r: Any) -> np
 
 
 def run_time_efficiency(t_retrain: Any, t_method: Any) -> np.ndarray:
-    """RTE = t_R / t_method (protocol.md §6.5); > 1 means faster than retraining.
+    """RTE = t_R / t_method (docs/protocol.md §6.5); > 1 means faster than retraining.
 
     Both times are wall-clock seconds measured the same way (jaxmu: per-model time of a
     stack after ``block_until_ready``, compilation excluded) on the same device.
@@ -222,7 +222,7 @@ def run_time_efficiency(t_retrain: Any, t_method: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean and standard deviation over seeds (protocol.md §5, §6.7).
+    """Mean and standard deviation over seeds (docs/protocol.md §5, §6.7).
 
     Iterates as ``(mean, std)`` so ``mean, std = summarize(x)`` works. ``n`` counts the seeds
     the summary is over; ``n_excluded`` the seeds left out because their value is NaN (a
@@ -248,7 +248,7 @@ class Summary:
 
 
 def summarize(values: Any) -> Summary:
-    """Mean ± std over the leading (seed) axis (protocol.md §5: means over the 10 seeds).
+    """Mean ± std over the leading (seed) axis (docs/protocol.md §5: means over the 10 seeds).
 
     Seeds whose value is NaN (diverged models; for trailing axes, a seed with any NaN) are
     left out and counted in ``n_excluded``: with S the finite seeds, n = |S|,
@@ -302,7 +302,7 @@ def on_finite_rows(fn: Any, ok: Any, *arrays: Any) -> np.ndarray:
 def hpo_objectives(
     ra_u: Any, fa_u: Any, va_u: Any, val_mia_u: Any, ra_r: Any, fa_r: Any, va_r: Any
 ) -> np.ndarray:
-    """The four minimised HPO objectives of protocol.md §7.1 ("objective10").
+    """The four minimised HPO objectives of docs/protocol.md §7.1 ("objective10").
 
     o1 = |RA_u − RA_R|/3, o2 = |FA_u − FA_R|/3, o3 = |VA_u − VA_R|/3,
     o4 = 1 − Indisc(ValMIA_u) = |2·ValMIA_u − 1|, with R the same seed's retrained model and
@@ -333,7 +333,7 @@ def hpo_objectives(
 
 
 def objective_score(objs: Any) -> np.ndarray:
-    """Trial score = Euclidean norm of the four objective values (protocol.md §7.2 step 2).
+    """Trial score = Euclidean norm of the four objective values (docs/protocol.md §7.2 step 2).
 
     ``objs`` is ``[..., 4]``; failed trials carry ``inf`` objectives and score ``inf``.
     """

@@ -1,4 +1,4 @@
-"""Checkpointed, resumable, content-addressed stages (design.md §9).
+"""Checkpointed, resumable, content-addressed stages (docs/sharp_edges.md).
 
 A *run directory* ``OUT/<dataset>_<model>_<hash>`` is keyed by the hash of the semantic
 config (data, model, train, seeds). It holds ``config.json`` and one folder per stage::

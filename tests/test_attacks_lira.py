@@ -1,4 +1,4 @@
-"""LiRA pieces (protocol.md §8.2, §8.3 items 4, 6–8) and the per-example oracles of §10.1."""
+"""LiRA pieces (docs/protocol.md §8.2, §8.3 items 4, 6–8) and the per-example oracles of §10.1."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""NeurIPS 2023 forgetting score (protocol.md §9): golden fixtures and §10.2 oracles."""
+"""NeurIPS 2023 forgetting score (docs/protocol.md §9): golden fixtures and §10.2 oracles."""
 
 import itertools
 import time

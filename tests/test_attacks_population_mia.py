@@ -1,4 +1,4 @@
-"""Population MIA (protocol.md §6.2): golden replay and Gaussian oracles (§10.1); the vectorized
+"""Population MIA (docs/protocol.md §6.2): golden replay and Gaussian oracles (§10.1); the vectorized
 stack path against the scikit-learn path; the batched logistic-regression solvers."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""ROC statistics (protocol.md §8.3 item 10) against §10.1's analytic Gaussian oracles."""
+"""ROC statistics (docs/protocol.md §8.3 item 10) against §10.1's analytic Gaussian oracles."""
 
 import numpy as np
 import pytest

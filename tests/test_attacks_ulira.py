@@ -1,4 +1,4 @@
-"""U-LiRA formulations (protocol.md §8.3 items 1–9) on a synthetic split/forget-set world."""
+"""U-LiRA formulations (docs/protocol.md §8.3 items 1–9) on a synthetic split/forget-set world."""
 
 import numpy as np
 import pytest

@@ -153,7 +153,7 @@ def test_schedules():
     # step decay, E = 10: milestones (5, 8, 9)
     got = [float(step_decay_factor(e, 10, 0.1, one_based=True)) for e in range(1, 11)]
     assert got == pytest.approx([1, 1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.001])
-    # E = 1: milestones (0, 0, 0), the single epoch runs at 1e-3 (methods.md §4.6)
+    # E = 1: milestones (0, 0, 0), the single epoch runs at 1e-3 (docs/methods.md §4.6)
     assert float(step_decay_factor(1, 1, 0.1, one_based=True)) == pytest.approx(1e-3)
 
 

@@ -1,4 +1,4 @@
-"""BT (methods.md §4.7): competent/incompetent teacher KL, elementwise-mean reduction, PyTorch Adam."""
+"""BT (docs/methods.md §4.7): competent/incompetent teacher KL, elementwise-mean reduction, PyTorch Adam."""
 
 from __future__ import annotations
 

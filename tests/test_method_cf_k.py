@@ -1,4 +1,4 @@
-"""CF-k (methods.md §4.10): trainable set, step-decay schedule, one-step update rule, frozen parts."""
+"""CF-k (docs/methods.md §4.10): trainable set, step-decay schedule, one-step update rule, frozen parts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CFW (methods.md §4.14): confuser scope per architecture, class weights, batch-level weighting,
+"""CFW (docs/methods.md §4.14): confuser scope per architecture, class weights, batch-level weighting,
 confuser schedule (start, then once after epoch E-2)."""
 
 import jax

@@ -1,4 +1,4 @@
-"""CT (methods.md §4.16): kernel transpose exactness, no-conv refusal, CT == FT on transposed weights."""
+"""CT (docs/methods.md §4.16): kernel transpose exactness, no-conv refusal, CT == FT on transposed weights."""
 
 import jax
 import jax.numpy as jnp

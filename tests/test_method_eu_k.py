@@ -1,4 +1,4 @@
-"""EU-k (methods.md §4.11): re-initialisation rules and bounds, kept running statistics,
+"""EU-k (docs/methods.md §4.11): re-initialisation rules and bounds, kept running statistics,
 post-reinit anchor and augmented retain stream, frozen stem."""
 
 from __future__ import annotations

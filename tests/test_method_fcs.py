@@ -1,4 +1,4 @@
-"""FCS (methods.md §4.12): losses, per-step cosine of O2, forget/retain BN-stat order, pairing of
+"""FCS (docs/methods.md §4.12): losses, per-step cosine of O2, forget/retain BN-stat order, pairing of
 the forget round, retain lr x B/64, step counts of the three phases."""
 
 import math

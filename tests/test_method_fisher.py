@@ -1,4 +1,4 @@
-"""FF (methods.md §4.8): the accumulator against a brute-force class loop, the per-tensor
+"""FF (docs/methods.md §4.8): the accumulator against a brute-force class loop, the per-tensor
 variance rules against a PyTorch-layout numpy transcription, the noise draw, and the driver."""
 
 import jax

@@ -1,4 +1,4 @@
-"""GA (methods.md §4.2): SGD ascent on CE over D_f only, train mode, coupled decay, no schedule."""
+"""GA (docs/methods.md §4.2): SGD ascent on CE over D_f only, train mode, coupled decay, no schedule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""IU (methods.md §4.9): the recursion against a numpy transcription of the reference loop,
+"""IU (docs/methods.md §4.9): the recursion against a numpy transcription of the reference loop,
 gradient sums against per-sample gradients, and the full update against a by-hand pipeline."""
 
 import jax

@@ -1,4 +1,4 @@
-"""KDE (methods.md §4.17): reset mapping and PyTorch default bounds, loss formulas, warm-up on
+"""KDE (docs/methods.md §4.17): reset mapping and PyTorch default bounds, loss formulas, warm-up on
 D_v in stored order at constant lr, retain phase with a fresh cosine-scheduled optimizer."""
 
 import math

@@ -1,4 +1,4 @@
-"""MSG (methods.md §4.13): mask counts and ranks, re-draw statistics, the linear up/down
+"""MSG (docs/methods.md §4.13): mask counts and ranks, re-draw statistics, the linear up/down
 schedule, the multiplier before decay, the BN mode of the gradient pass, and the driver."""
 
 import jax

@@ -1,4 +1,4 @@
-"""NG+ (methods.md §4.4): eval-mode BN, cyclic forget batches (partial one recurs), alpha, L2-to-init."""
+"""NG+ (docs/methods.md §4.4): eval-mode BN, cyclic forget batches (partial one recurs), alpha, L2-to-init."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PRMQ (methods.md §4.15): global L1 prune set and count, re-draw bounds, loss formula,
+"""PRMQ (docs/methods.md §4.15): global L1 prune set and count, re-draw bounds, loss formula,
 step budget floor(L*E)+1 across pass boundaries, fp16 round trip."""
 
 import math

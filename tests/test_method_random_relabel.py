@@ -1,4 +1,4 @@
-"""SRL (methods.md §4.3): relabelled D_f + D_r stream, label sequence in access order, SGD no schedule."""
+"""SRL (docs/methods.md §4.3): relabelled D_f + D_r stream, label sequence in access order, SGD no schedule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RNI (methods.md §4.18): bn-key table, per-epoch selection and noise (count, unseen-only),
+"""RNI (docs/methods.md §4.18): bn-key table, per-epoch selection and noise (count, unseen-only),
 frozen leaves bit-identical, head reset, fine lr list, one end-to-end run."""
 
 from __future__ import annotations

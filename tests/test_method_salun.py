@@ -1,4 +1,4 @@
-"""SalUn (methods.md §4.5): cumulative saliency, global stable top-floor(N tau) mask, masked SRL step."""
+"""SalUn (docs/methods.md §4.5): cumulative saliency, global stable top-floor(N tau) mask, masked SRL step."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SCRUB (methods.md §4.6): checkpoint selection rule on synthetic error logs, D_fv mask, step
+"""SCRUB (docs/methods.md §4.6): checkpoint selection rule on synthetic error logs, D_fv mask, step
 decay (1-based), msteps gating, stored-order forget stream, snapshot wiring, signs of the passes."""
 
 

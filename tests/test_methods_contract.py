@@ -1,4 +1,4 @@
-"""The contract every registered method meets (design.md §12), parameterized over the registry.
+"""The contract every registered method meets (docs/architecture.md#adding-a-method), parameterized over the registry.
 
 For each method, on the tiny digits CNN stack (2 models): the jitted stack program does not
 retrace on a second call with other hyperparameter values; vmap over the models equals a Python
@@ -117,7 +117,7 @@ def test_defaults_give_finite_models(contract):
 
 
 def test_ragged_epochs_equal_a_program_compiled_for_the_count(contract, tiny):
-    """Ragged epochs (methods.md §6.2, issue 13): a method compiled for 2 epochs with per-model
+    """Ragged epochs (docs/methods.md §6.2, issue 13): a method compiled for 2 epochs with per-model
     counts [1, 2] (``Phase.count``) gives model 0 the result of the 1-epoch program, and model 1
     one more epoch. Under vmap the two programs fuse differently, so the tolerance is the
     vmap-versus-loop one (Adam in BT amplifies last-bit differences); in a loop over models the
@@ -146,7 +146,7 @@ def test_spec_is_well_formed(contract):
     assert set(spec.search_space) <= set(spec.defaults), "searched names must have defaults"
     assert not (set(spec.search_space) & spec.dead), "dead hyperparameters are never searched"
     assert spec.static <= set(spec.defaults)
-    assert "momentum" not in spec.search_space, "momentum is fixed at 0.9 (methods.md §2.4)"
+    assert "momentum" not in spec.search_space, "momentum is fixed at 0.9 (docs/methods.md §2.4)"
 
 
 def test_registry_api():

@@ -1,4 +1,4 @@
-"""Tests for jaxmu.metrics (protocol.md §6.1, §6.3–6.5, §7.1–7.2), values checked by hand."""
+"""Tests for jaxmu.metrics (docs/protocol.md §6.1, §6.3–6.5, §7.1–7.2), values checked by hand."""
 
 import math
 

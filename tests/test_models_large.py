@@ -1,5 +1,5 @@
-"""ResNet-18 and TinyViT-11M (``protocol.md`` §3.1-3.2) and the reference-name table
-(``methods.md`` §2.7).
+"""ResNet-18 and TinyViT-11M (``docs/protocol.md`` §3.1-3.2) and the reference-name table
+(``docs/methods.md`` §2.7).
 
 Cost control (2 CPU cores): parameter counts, shapes and name tables come from
 ``jax.eval_shape`` (no compilation); one jitted eval program (im2col), one eval program (xla) and
@@ -461,7 +461,7 @@ def test_names_cover_every_leaf_once(arch):
     param_names = list(names.reference_names(arch, params).values())
     bn = sum("bn" in n for n in param_names)
     expected_bn = {"mlp": (0, 6), "cnn": (4, 4), "resnet18": (34, 28), "tinyvit_11m": (54, 161)}
-    assert (bn, len(param_names) - bn) == expected_bn[arch]  # RNI's "bn" filter, methods.md 4.18
+    assert (bn, len(param_names) - bn) == expected_bn[arch]  # RNI's "bn" filter, docs/methods.md §4.18
     for prefix in names.stem_paths(arch) + names.head_paths(arch, with_norm=True):
         assert names.paths_under(params, [prefix]), prefix
 

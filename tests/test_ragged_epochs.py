@@ -1,4 +1,4 @@
-"""Ragged epochs (methods.md §6.2, issue 13): one program compiled for E_max epochs, each model
+"""Ragged epochs (docs/methods.md §6.2, issue 13): one program compiled for E_max epochs, each model
 stopping at its own count, equals programs compiled for each count — bit for bit in a loop over
 models (a real ``lax.cond``), and the tuner's split of hyperparameters that makes it happen."""
 

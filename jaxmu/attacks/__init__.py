@@ -1,5 +1,5 @@
 """Attacks and privacy metrics: a JAX half (per-example statistics of stacked models) and a
-NumPy half (host-side statistics), design.md §10, protocol.md §6.2, §8, §9.
+NumPy half (host-side statistics), docs/architecture.md#layers, docs/protocol.md §6.2, §8, §9.
 
 Modules:
   population_mia  Deep Unlearn's loss-based population MIA (§6.2), exact reference replay;

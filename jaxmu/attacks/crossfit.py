@@ -1,4 +1,4 @@
-"""Out-of-sample LiRA scoring: hold-out folds over models (protocol.md §8.3 item 8).
+"""Out-of-sample LiRA scoring: hold-out folds over models (docs/protocol.md §8.3 item 8).
 
 No in-sample scoring: a model that contributed to a fit is never scored with that fit.
 The default holds out folds of *complementary split pairs* — splits 2i and 2i+1 train on

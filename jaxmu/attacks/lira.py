@@ -1,6 +1,6 @@
 """LiRA building blocks: the statistic φ (JAX) and per-example Gaussian fits and scores (NumPy).
 
-protocol.md §8.2 (LiRA conventions, ``tensorflow/privacy`` ``research/mi_lira_2021``) and
+docs/protocol.md §8.2 (LiRA conventions, ``tensorflow/privacy`` ``research/mi_lira_2021``) and
 §8.3 items 4, 6, 7 (jaxmu's U-LiRA protocol).
 
 * φ = z_y − logsumexp_{k≠y} z_k, the logit-scaled confidence log(p_y / (1 − p_y)) computed

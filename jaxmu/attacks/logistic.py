@@ -1,6 +1,6 @@
 """Batched one-feature logistic regression as scikit-learn's ``LogisticRegression()`` fits it.
 
-The population MIA (protocol.md §6.2, ``munl/evaluation/membership_inference_attack.py``)
+The population MIA (docs/protocol.md §6.2, ``munl/evaluation/membership_inference_attack.py``)
 fits ``LogisticRegression()`` with its defaults to a single unscaled feature (a per-example
 loss) in each of 10 cross-validation folds, once per model. This module fits all of those
 problems at once: arrays have a batch axis ``[P, n]`` (P problems, e.g. models × folds, of n

@@ -1,4 +1,4 @@
-"""The NeurIPS 2023 unlearning-challenge forgetting score (protocol.md §9).
+"""The NeurIPS 2023 unlearning-challenge forgetting score (docs/protocol.md §9).
 
 Host-side NumPy, vectorised over decision rules (threshold-grid sizes depend on the data,
 so this never runs under ``jit``; §9.4). Reproduces ``google-deepmind/unlearning_evaluation``
@@ -66,7 +66,7 @@ _CHUNK = 2048  # right thresholds per chunk (x 400 left thresholds)
 
 
 def logit_scaled_confidence_reference(logits: Any, labels: Any) -> np.ndarray:
-    """Reference float64 φ with the 1e-45 floor (protocol.md §9.2 step 1, LiRA ``score.py``).
+    """Reference float64 φ with the 1e-45 floor (docs/protocol.md §9.2 step 1, LiRA ``score.py``).
 
     Args:
       logits: ``[..., C]`` (e.g. ``[M, n, C]``), any float dtype; computed in float64.
@@ -470,7 +470,7 @@ def _phi_matrix(name: str, x: Any) -> np.ndarray:
 def per_example_epsilon(
     phi_unlearned: Any, phi_retrained: Any, delta: float = DELTA, cap: float = EPSILON_CAP
 ) -> np.ndarray:
-    """Per-example ε lower bounds (protocol.md §9.2 steps 2–8).
+    """Per-example ε lower bounds (docs/protocol.md §9.2 steps 2–8).
 
     Args:
       phi_unlearned: ``[N_u, n]`` φ of the n forget examples under N_u unlearned models.

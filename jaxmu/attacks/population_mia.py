@@ -1,4 +1,4 @@
-"""Population (loss-threshold) membership inference of Deep Unlearn (protocol.md §6.2).
+"""Population (loss-threshold) membership inference of Deep Unlearn (docs/protocol.md §6.2).
 
 Host-side NumPy (scikit-learn for the reference path); only the per-example losses come from
 the device (``jaxmu.metrics.per_example_ce``). Procedure for one model and a held-out set H
@@ -84,7 +84,7 @@ def population_mia(
     test_size: float = 0.1,
     cv_random_state: int = REFERENCE_SEED,
 ) -> float:
-    """Loss-based population MIA accuracy of one model (protocol.md §6.2, exact procedure).
+    """Loss-based population MIA accuracy of one model (docs/protocol.md §6.2, exact procedure).
 
     Args:
       forget_losses: ``[n_f]`` per-example CE losses on D_f (stored order).

@@ -1,4 +1,4 @@
-"""ROC statistics of membership / unlearning attacks (protocol.md §8.2, §8.3 item 10).
+"""ROC statistics of membership / unlearning attacks (docs/protocol.md §8.2, §8.3 item 10).
 
 Host-side NumPy. Convention: a higher score means "positive" (member / unlearned), and a
 threshold t predicts positive iff score ≥ t. Ties are handled by grouping equal scores into one

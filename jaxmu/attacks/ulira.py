@@ -1,4 +1,4 @@
-"""U-LiRA: per-example unlearning inference, both formulations of protocol.md §8.3 (items 5, 9).
+"""U-LiRA: per-example unlearning inference, both formulations of docs/protocol.md §8.3 (items 5, 9).
 
 Inputs are the recorded arrays of §8.3 item 4: φ ``[M, N, A]`` for every model, example and
 augmentation, and a role array ``[M, N]`` saying what each model did with each example:

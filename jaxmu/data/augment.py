@@ -13,7 +13,7 @@ last two. Augmentations (torchvision semantics):
 
 All functions are pure and shape-static, so they work under ``jax.jit`` and
 under ``jax.vmap`` over a model axis of keys (one augmentation stream per
-model, design §5). Per-example randomness comes from one key per batch:
+model, docs/sharp_edges.md). Per-example randomness comes from one key per batch:
 ``k_crop, k_flip = split(key)``; offsets ``randint(k_crop, [B, 2], 0, 9)``,
 flips ``bernoulli(k_flip, 0.5, [B])`` (see :func:`sample_augment_params`).
 Random draws do not match torchvision's stream; only the distribution does.

@@ -24,7 +24,7 @@ unused in that mode.
 
 A :class:`Splits` carries a content hash over its four index arrays; files
 written by :func:`save_splits` are verified on load, and :func:`splits_for`
-keeps one file per (dataset, arguments) in a cache folder (design §11).
+keeps one file per (dataset, arguments) in a cache folder (docs/protocol.md §2).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """How the model axis of a stack executes: ``vmap``, a loop, or vmapped chunks.
 
-The model axis is a concept; its execution is a performance choice (design.md §5, 7):
+The model axis is a concept; its execution is a performance choice (docs/performance.md §3):
 
 * ``vmap``: all models at once. Best on GPUs/TPUs (one small model leaves the chip idle) and
   for overhead-bound CPU work (small MLPs, many tiny steps).
 * ``loop``: one model at a time inside the *same* compiled program (``lax.map``). On 2 CPU
   cores convolutional nets are compute-bound, so vmapping buys nothing there and batched
-  small matrix products are slower than one model's larger ones (cpu-performance.md).
+  small matrix products are slower than one model's larger ones (docs/performance.md §3).
 * ``chunked``: ``lax.map`` over vmapped chunks of ``chunk_size`` models: bounds memory when
   M models do not fit at once, still one program.
 

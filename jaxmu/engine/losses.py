@@ -1,4 +1,4 @@
-"""Losses and model calls shared by the trainer and the methods (``methods.md`` §2.3, §2.6).
+"""Losses and model calls shared by the trainer and the methods (``docs/methods.md`` §2.3, §2.6).
 
 * ``cross_entropy_per_example``: softmax cross-entropy ``[batch]`` (logits cast to float32);
   ``cross_entropy``: its mean over the batch (PyTorch ``CrossEntropyLoss``, reduction mean).

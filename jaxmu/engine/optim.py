@@ -1,4 +1,4 @@
-"""PyTorch-semantics optimizers with hyperparameters as state arrays (``methods.md`` §2.4-2.5).
+"""PyTorch-semantics optimizers with hyperparameters as state arrays (``docs/methods.md`` §2.4-2.5).
 
 * ``torch_sgd``: PyTorch SGD (dampening 0, no Nesterov) with *coupled* weight decay:
   ``d = g + wd * theta; m <- mu * m + d`` (m starts at 0, so the first step uses ``m = d``);
@@ -6,7 +6,7 @@
 * ``torch_adam``: PyTorch Adam with L2-coupled weight decay (not AdamW):
   ``d = g + wd * theta``, betas (0.9, 0.999), eps 1e-8 added to sqrt(v_hat).
 
-Both are wrapped in ``optax.inject_hyperparams`` (design.md §2) so learning rate, momentum
+Both are wrapped in ``optax.inject_hyperparams`` (docs/methods.md §2.4) so learning rate, momentum
 and weight decay live in ``opt_state.hyperparams`` as arrays: under ``vmap`` each model of a
 stack carries its own values and one compiled program serves a whole hyperparameter grid.
 Schedules set ``hyperparams["learning_rate"]`` at epoch boundaries (``set_hyperparam``).
@@ -71,7 +71,7 @@ def cosine_factor(epoch, total_epochs, eta_min_ratio=0.0):
 
 
 def step_decay_factor(epoch, total_epochs, rate, *, one_based: bool):
-    """Step decay of ``methods.md`` §2.5: ``rate ** #{d in (floor(.5E), floor(.8E), floor(.9E)) : e > d}``.
+    """Step decay of ``docs/methods.md`` §2.5: ``rate ** #{d in (floor(.5E), floor(.8E), floor(.9E)) : e > d}``.
 
     ``one_based`` selects SCRUB's epoch count (e = 1..E) versus CF-k/EU-k's (e = 0..E-1);
     pass the epoch in that convention.

@@ -1,4 +1,4 @@
-"""Data passes of the methods (``methods.md`` §2.2) and their key convention.
+"""Data passes of the methods (``docs/methods.md`` §2.2) and their key convention.
 
 No augmentation (test transform) unless asked, a fresh shuffle per pass from the pass key,
 partial last batches kept — the full batches run in one ``lax.scan`` and the remainder batch in a

@@ -10,12 +10,12 @@ and two static fields:
   trainer's fused-update layout on XLA:CPU) instead of the parameter tree.
 
 The optimizer's hyperparameters live in ``opt_state.hyperparams`` as arrays
-(``optax.inject_hyperparams``, ``methods.md`` §2.4-2.5), so one compiled program serves a grid of
+(``optax.inject_hyperparams``, ``docs/methods.md`` §2.4-2.5), so one compiled program serves a grid of
 learning rates and schedules just set ``hyperparams["learning_rate"]`` (``with_lr``). The
 optimizer transformation is rebuilt from those hyperparameters (``tx``) — inject_hyperparams reads
 them from the state in ``update`` anyway, so this is the same computation.
 
-``apply_gradients`` has the semantics of ``methods.md`` §2.4:
+``apply_gradients`` has the semantics of ``docs/methods.md`` §2.4:
 
 * ``grad_scale`` (a tree like params) multiplies the raw gradient *before* the optimizer
   (SalUn's 0/1 mask, MSG's 1/0.1 multiplier): coupled decay and momentum act afterwards;

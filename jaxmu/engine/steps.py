@@ -1,4 +1,4 @@
-"""Gradient steps on a ``TrainState`` (``methods.md`` §2.3-2.4).
+"""Gradient steps on a ``TrainState`` (``docs/methods.md`` §2.3-2.4).
 
 * ``loss_step``: one optimizer step on an arbitrary loss ``params -> (loss, new batch_stats)``;
   ``grad_scale`` / ``trainable`` as in ``TrainState.apply_gradients``.

@@ -11,7 +11,7 @@ Recipe (protocol §4.1): train-mode cross-entropy, PyTorch SGD with coupled weig
 ``B`` with the partial last batch kept (its own static shape, its own BatchNorm statistics),
 data reshuffled every epoch, augmentation on device from the step key.
 
-Randomness (protocol §4.2, design.md §11): epoch ``e`` permutes the subset with
+Randomness (protocol §4.2, docs/sharp_edges.md): epoch ``e`` permutes the subset with
 ``fold_in(data_key, e)``; batch ``b`` augments with ``fold_in(fold_in(data_key, e), b)``.
 With ``shared_data`` (faithful mode) one data key and one subset serve every model (vmap
 ``in_axes=None``): identical order and augmentation for all seeds, only the initialisation

@@ -1,4 +1,4 @@
-"""The unlearning methods of the Deep Unlearn benchmark (``methods.md``), as pure functions.
+"""The unlearning methods of the Deep Unlearn benchmark (``docs/methods.md``), as pure functions.
 
     >>> import jaxmu.methods as M
     >>> M.names()                        # every registered id

@@ -1,6 +1,6 @@
 """The method contract: hyperparameters as data, ``init`` / ``update`` / ``plan``, a registry entry.
 
-A method is written the optax way (design.md §1, ``jaxmu.methods.plan``): pure ``init`` and
+A method is written the optax way (docs/architecture.md#the-method-contract, ``jaxmu.methods.plan``): pure ``init`` and
 ``update`` functions over ONE model, a static ``plan`` of phases and passes, and optionally a
 ``result``; the one driver (``jaxmu.methods.driver``) runs every method's plan, and
 ``jaxmu.methods.stack`` maps it over the models axis. ``MethodSpec.unlearn_one`` is the per-model
@@ -74,7 +74,7 @@ NL = Int(1, 10)
 
 def generic_space(lr: str = "learning_rate", wd: str = "weight_decay", bs: str = "batch_size",
                   ep: str | None = "epochs") -> dict[str, Dist]:
-    """The generic set G of ``methods.md`` §2.9 (momentum fixed at 0.9, hence not searched)."""
+    """The generic set G of ``docs/methods.md`` §2.9 (momentum fixed at 0.9, hence not searched)."""
     space: dict[str, Dist] = {lr: LR, wd: WD, bs: BS}
     if ep:
         space[ep] = EP
@@ -250,7 +250,7 @@ class SplitData(NamedTuple):
     ``images`` uint8 ``[N, H, W, C]`` and ``labels`` int32 ``[N]`` are shared by every model.
     ``retain``, ``forget``, ``val`` are int32 index arrays: shared (``[n]``) in the main
     benchmark, or per model (``[M, n]`` before vmapping) in U-LiRA. D_t is never given to a
-    method (``methods.md`` §2.1).
+    method (``docs/methods.md`` §2.1).
     """
 
     images: Array
@@ -265,7 +265,7 @@ class MethodSpec:
     """A registered method: defaults, search space, static names, and its driver.
 
     Attributes:
-      name: registry id (``methods.md`` §1).
+      name: registry id (``docs/methods.md`` §1).
       init, update, plan, result: the method (``jaxmu.methods.plan``); ``result`` defaults to
         the trained ``TrainState``'s parameters and statistics.
       defaults: every hyperparameter's default (the reference config's value).
@@ -279,7 +279,7 @@ class MethodSpec:
       domains: every hyperparameter's domain (``Interval`` / ``OneOf``): where its value means
         something; wider than (or equal to) its search range. Required for every default.
       ragged: static epoch counts that may instead be given per model as array hyperparameters
-        (``Phase.count``, ``methods.md`` §6.2): ``ragged_split`` moves them, one program then
+        (``Phase.count``, ``docs/methods.md`` §6.2): ``ragged_split`` moves them, one program then
         serves every count up to the compiled maximum.
     """
 

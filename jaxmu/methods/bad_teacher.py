@@ -1,4 +1,4 @@
-"""BT — bad teaching: competent / incompetent teacher distillation (``methods.md`` §4.7).
+"""BT — bad teaching: competent / incompetent teacher distillation (``docs/methods.md`` §4.7).
 
 Reference: ``munl/unlearning/bad_teacher.py`` (from vikram2000b/bad-teaching-unlearning
 ``unlearn.py``; Chundawat et al., "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks
@@ -14,7 +14,7 @@ batch B, unaugmented (the combined stream of ``relabel``). Per batch, with T = `
     "batchmean_t2" (clean):    L = T^2 (1 / B) sum_i sum_c q_ic (log q_ic - log p_ic)
     theta <- Adam(lr, wd as coupled L2).step(theta, grad L)      (no schedule)
 
-Quirk flags and faithful defaults (``methods.md`` §5 #15, #16):
+Quirk flags and faithful defaults (``docs/methods.md`` §5 #15, #16):
   ``incompetent_teacher="resnet18"`` (faithful): always a torchvision-style ResNet-18 with C
     outputs and the ImageNet stem (``jaxmu.models.build_model("resnet18", C, input_shape)``, the
     student's input shape), also when the student is TinyViT / cnn / mlp. It runs on the tiny 8x8

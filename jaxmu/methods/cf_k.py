@@ -1,4 +1,4 @@
-"""CF-k — catastrophic forgetting of the last k blocks (``methods.md`` §4.10).
+"""CF-k — catastrophic forgetting of the last k blocks (``docs/methods.md`` §4.10).
 
 Reference: ``munl/unlearning/catastrophic_forgetting_k.py`` with ``munl/unlearning/scrub_utils.py:
 fk_finetune, run_train_epoch, l2_penalty`` (adapted from meghdadk/SCRUB
@@ -23,7 +23,7 @@ Static: ``epochs`` (E), ``batch_size`` (B), ``num_blocks`` (k), flags ``bn_mode`
 Dead (accepted, ignored, never searched): ``sgda_learning_rate`` (the reference passes
 ``learning_rate`` as the schedule's base), ``momentum`` (the SGD has none).
 
-Quirk flags (faithful defaults, ``methods.md`` §5 #19 and the TinyViT note):
+Quirk flags (faithful defaults, ``docs/methods.md`` §5 #19 and the TinyViT note):
 
 * ``bn_mode="eval"``: the reference calls ``model.eval()`` in every epoch, so the run never
   uses batch statistics. ``"train"`` uses batch statistics and updates running statistics of

@@ -1,4 +1,4 @@
-"""CFW — stem-conv noise ("confuser") + class-weighted fine-tuning (``methods.md`` §4.14).
+"""CFW — stem-conv noise ("confuser") + class-weighted fine-tuning (``docs/methods.md`` §4.14).
 
 Reference: ``munl/unlearning/kgltop3.py`` (xcadet/deepunlearn), a port of a NeurIPS 2023
 Machine Unlearning Challenge solution (Kaggle); paper: Deep Unlearn, arXiv 2410.01276.

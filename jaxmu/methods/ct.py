@@ -1,4 +1,4 @@
-"""CT — Convolution Transpose (``methods.md`` §4.16; reference ``munl/unlearning/kgltop5.py``,
+"""CT — Convolution Transpose (``docs/methods.md`` §4.16; reference ``munl/unlearning/kgltop5.py``,
 a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, arXiv 2410.01276).
 
 Update rule:

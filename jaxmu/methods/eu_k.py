@@ -1,4 +1,4 @@
-"""EU-k — exact unlearning of the last k blocks: re-initialise them and retrain (``methods.md`` §4.11).
+"""EU-k — exact unlearning of the last k blocks: re-initialise them and retrain (``docs/methods.md`` §4.11).
 
 Reference: ``munl/unlearning/exact_unlearning_k.py`` (+ ``scrub_utils.py: fk_finetune``,
 ``munl/models/__init__.py: init_weights``); EU-k as in Goel et al., arXiv 2201.06640, used as a

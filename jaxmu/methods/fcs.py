@@ -1,4 +1,4 @@
-"""FCS — uniform-KL on D_f, then contrastive forget rounds + retain rounds (``methods.md`` §4.12).
+"""FCS — uniform-KL on D_f, then contrastive forget rounds + retain rounds (``docs/methods.md`` §4.12).
 
 Reference: ``munl/unlearning/kgltop1.py`` (xcadet/deepunlearn), a port of a NeurIPS 2023
 Machine Unlearning Challenge solution (Kaggle); paper: Deep Unlearn, arXiv 2410.01276.

@@ -1,4 +1,4 @@
-"""FT — fine-tune on the retain set (``methods.md`` §4.1, reference ``munl/unlearning/finetune.py``).
+"""FT — fine-tune on the retain set (``docs/methods.md`` §4.1, reference ``munl/unlearning/finetune.py``).
 
 Update rule, for E epochs over D_r (shuffled, unaugmented, train mode):
 

@@ -1,4 +1,4 @@
-"""FF — Fisher forgetting (``methods.md`` §4.8; reference ``munl/unlearning/fisher.py``:
+"""FF — Fisher forgetting (``docs/methods.md`` §4.8; reference ``munl/unlearning/fisher.py``:
 ``hessian``, ``get_mean_var``, ``fisher_new``, from OPTML-Group/Unlearn-Sparse; Golatkar et al.,
 "Eternal Sunshine of the Spotless Net", arXiv 1911.04933; Deep Unlearn, arXiv 2410.01276).
 

@@ -1,4 +1,4 @@
-"""GA — gradient ascent on the forget set (``methods.md`` §4.2).
+"""GA — gradient ascent on the forget set (``docs/methods.md`` §4.2).
 
 Reference: ``munl/unlearning/gradient_ascent.py`` (adapted from OPTML-Group/Unlearn-Sparse
 ``unlearn/GA.py``; Jia et al., "Model Sparsity Can Simplify Machine Unlearning", arXiv 2304.04934).

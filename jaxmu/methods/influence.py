@@ -1,4 +1,4 @@
-"""IU — influence unlearning, WoodFisher-style (``methods.md`` §4.9; reference
+"""IU — influence unlearning, WoodFisher-style (``docs/methods.md`` §4.9; reference
 ``munl/unlearning/iu.py``, adapted from OPTML-Group/Unlearn-Saliency
 ``Classification/unlearn/Wfisher.py``; Izzo et al. arXiv 2002.10077 / Singh & Alistarh
 WoodFisher arXiv 2004.14340; Deep Unlearn, arXiv 2410.01276).

@@ -1,4 +1,4 @@
-"""KDE — reset stem and head, distil on D_v, then distil + CE on D_r (``methods.md`` §4.17).
+"""KDE — reset stem and head, distil on D_v, then distil + CE on D_r (``docs/methods.md`` §4.17).
 
 Reference: ``munl/unlearning/kgltop6.py`` (xcadet/deepunlearn), adapted from the Kaggle notebook
 "unlearning-by-resetting-layers-7th-on-private-lb" (NeurIPS 2023 Machine Unlearning

@@ -1,11 +1,11 @@
-"""Which parameters a method may select or train, per architecture (``methods.md`` §2.7, §4, §5).
+"""Which parameters a method may select or train, per architecture (``docs/methods.md`` §2.7, §4, §5).
 
 * Block layouts (CF-k, EU-k, RNI) and trainable masks: ``LAYOUTS``, ``layout``, ``check_layout``,
   ``selected_groups``, ``trainable_mask``.
 * BatchNorm modules of a tree (``bn_modules``).
-* Class-shaped parameters (Fisher, ``methods.md`` §4.8 step 4): ``class_shaped_flags``; models
+* Class-shaped parameters (Fisher, ``docs/methods.md`` §4.8 step 4): ``class_shaped_flags``; models
   without convolutions (``require_convs``: CT, MSG).
-* The TinyViT eval-mode attention-bias quirk (``methods.md`` §5, last trap): the reference's
+* The TinyViT eval-mode attention-bias quirk (``docs/methods.md`` §5, last trap): the reference's
   eval-mode forward uses a cached bias table, so ``attention_biases`` get no gradient in eval-mode
   phases: they are frozen (no update, no decay) in CF-k/EU-k, get zero saliency in SalUn's mask
   pass, and get a zero gradient in NG+ (whose L2-to-init term reaches them, so decay and momentum
@@ -93,7 +93,7 @@ def selected_groups(arch: str, params, k: int) -> tuple[str, ...]:
 def trainable_mask(arch: str, params, k: int, *, attention_biases: str = "frozen"):
     """Static tree of Python bools: True on the leaves of the last ``k`` blocks + classifier.
 
-    ``attention_biases="frozen"`` (faithful, ``methods.md`` §5 TinyViT note): TinyViT attention
+    ``attention_biases="frozen"`` (faithful, ``docs/methods.md`` §5 TinyViT note): TinyViT attention
     biases get no gradient in the reference's eval-mode forward, so they stay frozen in CF-k/EU-k.
     """
     if attention_biases not in ATTENTION_BIAS_MODES:
@@ -122,7 +122,7 @@ def require_convs(ctx: StaticContext, params: Any, method: str, why: str) -> Non
 
 
 def class_shaped_flags(arch: str, params: Any, num_classes: int) -> list[bool]:
-    """Per leaf: is it "class-shaped" (``methods.md`` §4.8 step 4)?
+    """Per leaf: is it "class-shaped" (``docs/methods.md`` §4.8 step 4)?
 
     Implemented as "classifier parameters"; raises ``MethodError`` if another tensor's PyTorch
     leading dimension also equals C (the reference's shape rule would then select it too) or if
@@ -137,7 +137,7 @@ def class_shaped_flags(arch: str, params: Any, num_classes: int) -> list[bool]:
         if not head and lead == num_classes:
             raise MethodError(
                 f"{arch}: {'/'.join(path)} has PyTorch leading dimension {lead} == C; the reference would treat it "
-                "as class-shaped but jaxmu's rule selects only the classifier (methods.md §4.8 step 4)")
+                "as class-shaped but jaxmu's rule selects only the classifier (docs/methods.md §4.8 step 4)")
         flags.append(head)
     return flags
 

@@ -1,4 +1,4 @@
-"""MSG — Masked Small Gradients (``methods.md`` §4.13; reference ``munl/unlearning/kgltop2.py``,
+"""MSG — Masked Small Gradients (``docs/methods.md`` §4.13; reference ``munl/unlearning/kgltop2.py``,
 a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, arXiv 2410.01276).
 
 1. Gradient pass (``get_grads_for_snip``), no optimizer step: R' = a uniformly random subset of

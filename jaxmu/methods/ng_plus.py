@@ -1,4 +1,4 @@
-"""NG+ — negative gradient plus retain descent (``methods.md`` §4.4).
+"""NG+ — negative gradient plus retain descent (``docs/methods.md`` §4.4).
 
 Reference: ``munl/unlearning/neggradplus.py`` (adapted from the meghdadk/SCRUB notebooks;
 Kurmanji et al., "Towards Unbounded Machine Unlearning", arXiv 2302.09880).
@@ -16,7 +16,7 @@ with theta_0 the original parameters. CE means are over the examples actually pr
 recurring partial forget batch is evaluated at its own static shape, selected with ``lax.cond``,
 which is exact in both BatchNorm modes).
 
-Quirk flags and faithful defaults (``methods.md`` §5 #7, #8):
+Quirk flags and faithful defaults (``docs/methods.md`` §5 #7, #8):
   ``bn_mode="eval"`` (faithful): the reference calls ``model.eval()`` for the whole run, so
     BatchNorm uses theta_0's running statistics and never updates them, and TinyViT drop-path is
     off. ``"train"`` (clean): batch statistics, running stats updated by the retain forward then
@@ -28,7 +28,7 @@ Quirk flags and faithful defaults (``methods.md`` §5 #7, #8):
     biases — but its ``l2_penalty(model, model_init, 0.0)`` term touches every parameter that
     requires grad, so they get a *zero* gradient, not ``None``, and SGD still applies coupled
     weight decay and momentum to them. jaxmu scales their gradient by 0 before the optimizer
-    (``grad_scale``). ``methods.md`` §5 said they were frozen entirely (no update, no decay,
+    (``grad_scale``). ``docs/methods.md`` §5 said they were frozen entirely (no update, no decay,
     no momentum); that was wrong and is not followed here (issue 13). ``"trainable"`` (clean)
     differentiates them.
 

@@ -1,6 +1,6 @@
 """The method contract, optax-style: ``init`` / ``update`` pure functions and a static plan.
 
-A method (``methods.md`` §6.1, design.md §1) is three pure functions over ONE model — the driver
+A method (``docs/methods.md`` §6.1, docs/architecture.md#the-method-contract) is three pure functions over ONE model — the driver
 (``jaxmu.methods.driver``) maps them over the models axis:
 
 * ``init(params, batch_stats, hp, key, ctx, data) -> State``: everything the method carries, as
@@ -18,7 +18,7 @@ A method (``methods.md`` §6.1, design.md §1) is three pure functions over ONE 
 ``hp`` holds the *array* hyperparameters (float32 scalars per model; they may differ along the
 models axis, so one compiled program serves a grid); ``ctx`` (``StaticContext``) holds the
 architecture, the class count and the static hyperparameters; ``data`` (``SplitData``) the
-on-device dataset and split indices (D_t is never given to a method, ``methods.md`` §2.1).
+on-device dataset and split indices (D_t is never given to a method, ``docs/methods.md`` §2.1).
 
 Randomness, one convention for every method: phase ``p`` runs on ``fold(key, p.key)``; epoch
 ``e`` of a phase on ``k_e = fold_in(phase key, e)``; the epoch-start hook gets ``k_e``; a pass
@@ -57,7 +57,7 @@ class Batch(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """A learning rate set at every epoch start: ``hp[rate] * factor(e)`` (``methods.md`` §2.5).
+    """A learning rate set at every epoch start: ``hp[rate] * factor(e)`` (``docs/methods.md`` §2.5).
 
     Attributes:
       kind: ``cosine`` (CosineAnnealingLR stepped per epoch, T = the phase's epochs, eta_min 0),
@@ -81,7 +81,7 @@ class Pass:
     Attributes:
       phase: the ``phase`` given to ``update`` at each step.
       stream: which examples (``Stream``).
-      batch_size: B; the partial last batch is kept at its own static shape (``methods.md`` §2.2).
+      batch_size: B; the partial last batch is kept at its own static shape (``docs/methods.md`` §2.2).
       shuffle: a fresh permutation per pass (else the stored order).
       key: ``fold_in`` path from the epoch key to the pass key.
       epochs: ``(lo, hi)``: the pass runs only in epochs lo <= e < hi (SCRUB's max steps).
@@ -115,7 +115,7 @@ class Phase:
       schedule: the learning rate of the state's ``TrainState`` set at every epoch start.
       key: ``fold_in`` path from the method key to the phase key.
       count: the name of the epoch-count hyperparameter that ``epochs`` comes from, for ragged
-        epochs (``methods.md`` §6.2): when the array hyperparameters hold it, ``epochs`` is only
+        epochs (``docs/methods.md`` §6.2): when the array hyperparameters hold it, ``epochs`` is only
         the compiled maximum; each model runs its own first ``hp[count]`` epochs (later ones are
         skipped, ``lax.cond``) and schedules use ``hp[count]`` as the phase length, so one
         program serves every epoch count up to ``epochs`` with the results of a program compiled

@@ -1,4 +1,4 @@
-"""PRMQ — Prune, Retrain, Mask, Quantize (``methods.md`` §4.15).
+"""PRMQ — Prune, Retrain, Mask, Quantize (``docs/methods.md`` §4.15).
 
 Reference: ``munl/unlearning/kgltop4.py`` (xcadet/deepunlearn), a port of a NeurIPS 2023
 Machine Unlearning Challenge solution (Kaggle); paper: Deep Unlearn, arXiv 2410.01276.

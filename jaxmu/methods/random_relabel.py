@@ -1,4 +1,4 @@
-"""SRL — successive random relabelling (``methods.md`` §4.3).
+"""SRL — successive random relabelling (``docs/methods.md`` §4.3).
 
 Reference: ``munl/unlearning/successive_random_labels.py`` -> ``salun.py: RandomRelabel`` with no
 mask (the "RL" baseline of Fan et al., SalUn, arXiv 2310.12508, ``Unlearn-Saliency/.../RL.py``);
@@ -12,7 +12,7 @@ train mode:
 
 No schedule: the reference configures a cosine scheduler but never steps it.
 
-Quirk flag (``methods.md`` §5 #9), see ``jaxmu.methods.relabel``:
+Quirk flag (``docs/methods.md`` §5 #9), see ``jaxmu.methods.relabel``:
   ``relabel="sequence"`` (faithful): one label sequence drawn once; in each epoch the k-th forget
   example reached by that epoch's permutation gets its k-th label. ``"independent"`` (clean):
   fresh draw per (epoch, example). Both may draw the true label (probability 1/C).

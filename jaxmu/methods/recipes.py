@@ -1,6 +1,6 @@
 """Training recipes shared by several methods: their init / update / plan pieces.
 
-* ``sgd_init`` / ``ce_update`` / ``cosine_finetune_plan`` — FT (``methods.md`` §4.1), reused by
+* ``sgd_init`` / ``ce_update`` / ``cosine_finetune_plan`` — FT (``docs/methods.md`` §4.1), reused by
   CT (§4.16) after its kernel transpose and, ascending, by GA (§4.2): E epochs over D_r
   (shuffled, unaugmented, train mode) of ``theta <- SGD(lr_e, mu, wd).step(theta, grad CE)``,
   ``lr_e = lr (1 + cos(pi e / E)) / 2``.
@@ -80,7 +80,7 @@ def fk_update(state: Anchored, batch: Batch, hp, key, ctx: StaticContext, *, pha
 
 def fk_plan(ctx: StaticContext, *, augmented: bool = False) -> Plan:
     """E epochs of one pass over D_r (shuffled, batch B) on ``fold_in(key, 1)``; 0-based step decay
-    ``lr_e = learning_rate * sgda_decay_rate ** m(e)`` set at every epoch start (methods.md §2.5)."""
+    ``lr_e = learning_rate * sgda_decay_rate ** m(e)`` set at every epoch start (docs/methods.md §2.5)."""
     s = ctx.static
     return (Phase("finetune", s["epochs"], passes=(Pass("augmented" if augmented else "step", "retain",
                                                         s["batch_size"]),),

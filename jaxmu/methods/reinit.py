@@ -1,4 +1,4 @@
-"""Re-initialisation of parameters (``methods.md`` §2.7), one function per reference init rule.
+"""Re-initialisation of parameters (``docs/methods.md`` §2.7), one function per reference init rule.
 
 * ``reinit_groups`` — Re-initialisation (``munl/models/__init__.py: init_weights`` applied to the selected modules):
 conv kernels kaiming-uniform, mode fan_out, ReLU gain (bound sqrt(6 / fan_out), fan_out =
@@ -13,7 +13,7 @@ untouched.
 * ``reset_classifier`` — PyTorch ``nn.Linear.reset_parameters`` on the classifier (RNI): the same
   law as ``torch_default_reinit`` but the reference's key use (one split into weight and bias key).
 * ``redraw_zeros`` — PRMQ's re-draw of pruned (zero) conv/dense kernel entries from
-  U(+-sqrt(1/fan_in)) (``methods.md`` §4.15); leaf ``i`` draws from ``fold_in(key, i)``. The bound is
+  U(+-sqrt(1/fan_in)) (``docs/methods.md`` §4.15); leaf ``i`` draws from ``fold_in(key, i)``. The bound is
   computed as ``sqrt(1/fan_in)`` there and ``1/sqrt(fan_in)`` in ``torch_default_reinit``, as before
   (the two may differ in the last bit, so they are not merged).
 """

@@ -1,4 +1,4 @@
-"""The combined D_f ∪ D_r stream and its random relabelling (SRL, SalUn, BT; ``methods.md`` §4.3).
+"""The combined D_f ∪ D_r stream and its random relabelling (SRL, SalUn, BT; ``docs/methods.md`` §4.3).
 
 Combined stream (SRL, SalUn ``RandomRelabel``; BT ``DiscernibleCombinedDataset``): the
 concatenation ``concat(forget, retain)`` addressed by *positions* ``0 .. n_f + n_r - 1``; a position
@@ -6,7 +6,7 @@ concatenation ``concat(forget, retain)`` addressed by *positions* ``0 .. n_f + n
 ``fold_in(epoch_key, 0)`` and walks it in batches of B (partial last batch kept, its own static
 shape): the driver's shuffled pass over the ``combined`` stream (``jaxmu.methods.plan``).
 
-Random relabelling (``methods.md`` §4.3, reference ``munl/datasets/common.py: RandomRelabelDataset``):
+Random relabelling (``docs/methods.md`` §4.3, reference ``munl/datasets/common.py: RandomRelabelDataset``):
 
 * ``relabel="sequence"`` (faithful): the reference re-creates its generator with seed 123 at the
   start of every epoch and consumes it in access order. jaxmu draws ONE label sequence

@@ -1,5 +1,5 @@
 """RNI — reset the head, train random parameter subsets with noise injection, then fine-tune all
-(``methods.md`` §4.18).
+(``docs/methods.md`` §4.18).
 
 Reference: ``munl/unlearning/kgltop7.py`` (a port of a NeurIPS 2023 Machine Unlearning Challenge
 Kaggle solution; no paper; the expansion of "RNI" is unconfirmed).

@@ -1,4 +1,4 @@
-"""SalUn — saliency-masked random relabelling (``methods.md`` §4.5).
+"""SalUn — saliency-masked random relabelling (``docs/methods.md`` §4.5).
 
 Reference: ``munl/unlearning/salun.py`` (adapted from OPTML-Group/Unlearn-Saliency
 ``Classification/generate_mask.py`` and ``unlearn/RL.py``; Fan et al., "SalUn: Empowering Machine

@@ -1,4 +1,4 @@
-"""SCRUB — teacher-student max/min distillation with checkpoint selection (``methods.md`` §4.6).
+"""SCRUB — teacher-student max/min distillation with checkpoint selection (``docs/methods.md`` §4.6).
 
 Paper: Kurmanji et al., "Towards Unbounded Machine Unlearning" (SCRUB), arXiv 2302.09880; benchmark:
 Deep Unlearn, arXiv 2410.01276. Reference: ``munl/unlearning/scrubv2.py`` with

@@ -2,14 +2,14 @@
 
 ``unlearn_stack`` compiles a method with its static settings over a stack (once per signature:
 pass a ``programs`` cache to reuse executables across calls, as tuning does) and runs it; it is
-the only place that times unlearning, compile time and run time apart (``methods.md`` §2.8).
+the only place that times unlearning, compile time and run time apart (``docs/methods.md`` §2.8).
 The unlearning key follows the setting's convention (``unlearning_key``), so tuning and the
 final run agree.
 
 ``Unlearner`` vmaps (or loops, per ``model_axis``) a method's per-model ``unlearn_one`` over the models
 axis: parameters, BatchNorm statistics and array hyperparameters carry the axis (``in_axes=0``);
 the dataset is shared; split indices are shared (main benchmark) or per model (U-LiRA); the
-unlearning key is shared in faithful mode (``methods.md`` §2.3: the reference reseeds with 123
+unlearning key is shared in faithful mode (``docs/methods.md`` §2.3: the reference reseeds with 123
 before every run, so all seeds see the same unlearning randomness) or per model.
 """
 

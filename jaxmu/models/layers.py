@@ -1,6 +1,6 @@
 """Layers with PyTorch semantics and a convolution that is fast on XLA:CPU.
 
-Two facts from ``shared/spec/cpu-performance.md`` shape this module:
+Two facts from ``docs/performance.md`` §2 shape this module:
 
 1. Gradient convolutions inside ``lax.scan``/``while`` loops run ~35x slower on XLA:CPU.
 2. ``jax.vmap`` over convolution weights becomes a grouped convolution, 4-8x slower per model.
@@ -21,7 +21,7 @@ Two facts from ``shared/spec/cpu-performance.md`` shape this module:
 
 ``"auto"`` resolves to ``im2col`` on CPU and ``xla`` elsewhere (``resolve_conv_impl``).
 
-BatchNorm follows PyTorch (``methods.md`` §2.6): eps 1e-5, running statistics updated with
+BatchNorm follows PyTorch (``docs/methods.md`` §2.6): eps 1e-5, running statistics updated with
 momentum 0.1 and the *unbiased* batch variance, normalisation with the biased variance.
 """
 
@@ -220,7 +220,7 @@ class Dense(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """BatchNorm with PyTorch semantics over all axes but the last (``methods.md`` §2.6).
+    """BatchNorm with PyTorch semantics over all axes but the last (``docs/methods.md`` §2.6).
 
     Train mode: normalise with the biased batch variance; update
     ``mean <- 0.9 mean + 0.1 batch_mean`` and ``var <- 0.9 var + 0.1 * n/(n-1) * batch_var``

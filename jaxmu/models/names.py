@@ -1,4 +1,4 @@
-"""Reference (torchvision / TinyViT) names of jaxmu parameters (``methods.md`` §2.7).
+"""Reference (torchvision / TinyViT) names of jaxmu parameters (``docs/methods.md`` §2.7).
 
 Several methods select parameters by their names in the PyTorch reference (RNI's ``"bn"``
 substring filter, CFW's top-level ``conv*`` children, KDE's ``conv1``/``fc``/``head``, CF-k's

@@ -1,4 +1,4 @@
-"""ResNet-18 exactly as torchvision's ``resnet18(num_classes=C)`` (``protocol.md`` §3.1).
+"""ResNet-18 exactly as torchvision's ``resnet18(num_classes=C)`` (``docs/protocol.md`` §3.1).
 
 Architecture (NHWC, PyTorch symmetric padding everywhere)::
 
@@ -19,7 +19,7 @@ On 32x32 input with the ImageNet stem the spatial sizes are 16 (stem conv), 8 (m
 
 Initialisation (torchvision): conv kernels kaiming-normal, mode fan_out, ReLU gain; BN scale 1,
 bias 0, running mean 0, running variance 1; ``fc`` PyTorch default U(+-1/sqrt(512)). BatchNorm
-has PyTorch semantics (``methods.md`` §2.6, ``jaxmu.models.layers.BatchNorm``).
+has PyTorch semantics (``docs/methods.md`` §2.6, ``jaxmu.models.layers.BatchNorm``).
 
 Parameter tree (top-level keys = ``block_names``; reference names in ``jaxmu.models.names``)::
 
@@ -114,7 +114,7 @@ class ResLayer(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """torchvision ResNet-18 (``protocol.md`` §3.1); see the module docstring.
+    """torchvision ResNet-18 (``docs/protocol.md`` §3.1); see the module docstring.
 
     Attributes:
       num_classes: number of logits C.
@@ -152,7 +152,7 @@ def build_resnet18(
     conv_impl: str = "auto",
     stem: str = "imagenet",
 ) -> Model:
-    """ResNet-18 as a :class:`~jaxmu.models.base.Model` (``protocol.md`` §3.1).
+    """ResNet-18 as a :class:`~jaxmu.models.base.Model` (``docs/protocol.md`` §3.1).
 
     Args:
       num_classes: number of logits C.

@@ -3,7 +3,7 @@
 ``mlp``: flatten -> 128 -> ReLU -> 128 -> ReLU -> C (on digits: 64-128-128-10).
 ``cnn``: conv3x3(16, pad 1) -> BN -> ReLU -> conv3x3(32, pad 1) -> BN -> ReLU ->
 2x2 average pool -> flatten -> dense C. On 8x8 digits this is the CNN measured in
-``shared/spec/cpu-performance.md`` (about 2.6 GFLOP per model-epoch) plus BatchNorm, so that
+``docs/performance.md`` §1 (about 2.6 GFLOP per model-epoch) plus BatchNorm, so that
 the methods' BatchNorm modes are exercised on the CPU default as on ResNet-18.
 PyTorch default initialisation throughout.
 """

@@ -1,5 +1,5 @@
 """TinyViT-11M, a port of Microsoft's ``tiny_vit.py`` as used by the benchmark
-(``protocol.md`` §3.2: ``munl/models/vit11m.py`` -> ``thirdparty/tiny_vit.py``, timm 0.4.12).
+(``docs/protocol.md`` §3.2: ``munl/models/vit11m.py`` -> ``thirdparty/tiny_vit.py``, timm 0.4.12).
 
 Configuration: embed_dims [64, 128, 256, 448], depths [2, 2, 6, 2], num_heads [2, 4, 8, 14],
 window_sizes [7, 7, 14, 7], drop_path_rate 0.1 (linearly spaced over the 12 blocks), mlp_ratio 4,
@@ -39,12 +39,12 @@ Units (reference class names):
 Initialisation (reference ``_init_weights`` + PyTorch defaults): Linear weights truncated normal
 (std 0.02, absolute bounds +-2, i.e. effectively N(0, 0.02^2)), Linear biases 0; LayerNorm 1/0
 (eps 1e-5); conv kernels PyTorch default U(+-1/sqrt(fan_in)), fan_in = (I/groups)*kh*kw;
-BatchNorm (PyTorch semantics, ``methods.md`` §2.6) scale ``bn_weight_init``, bias 0, running
+BatchNorm (PyTorch semantics, ``docs/methods.md`` §2.6) scale ``bn_weight_init``, bias 0, running
 mean 0, running variance 1; attention biases 0.
 
 Depthwise convolutions (groups = channels) use ``lax.conv_general_dilated(feature_group_count=C)``
 for ``conv_impl="xla"`` and, for ``"im2col"``, a sum of kh*kw shifted (strided) slices times the
-per-channel kernel taps, which contains no convolution op (``cpu-performance.md``).
+per-channel kernel taps, which contains no convolution op (``docs/performance.md`` §2).
 
 Parameter tree: top-level keys ``patch_embed``, ``layers_0`` .. ``layers_3``, ``norm_head``,
 ``head`` (``TINYVIT_BLOCK_NAMES``); inside, ``seq_0``/``seq_2``, ``blocks_<i>``, ``downsample``,
@@ -524,7 +524,7 @@ def build_tinyvit_11m(
     conv_impl: str = "auto",
     stem: str = "imagenet",
 ) -> Model:
-    """TinyViT-11M as a :class:`~jaxmu.models.base.Model` (``protocol.md`` §3.2).
+    """TinyViT-11M as a :class:`~jaxmu.models.base.Model` (``docs/protocol.md`` §3.2).
 
     Args:
       num_classes: number of logits C.

@@ -1,4 +1,4 @@
-"""Parameter trees addressed by string paths, and the PyTorch axis rules (``methods.md`` §2.7).
+"""Parameter trees addressed by string paths, and the PyTorch axis rules (``docs/methods.md`` §2.7).
 
 * Leaf maps: ``leaves_with_paths``, ``leaf_dict``, ``map_with_path``, ``map_with_index``,
   ``replace_leaves``, ``unflatten_like`` — paths are ``jaxmu.models.names.tree_paths`` tuples of
