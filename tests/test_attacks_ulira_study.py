@@ -1,4 +1,4 @@
-"""The study's own U-LiRA variant (protocol.md §8.1) and the ToW score, on hand-computed cases."""
+"""The study's own U-LiRA variant (docs/protocol.md §8.1) and the ToW score, on hand-computed cases."""
 
 from __future__ import annotations
 

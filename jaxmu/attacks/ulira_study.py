@@ -1,4 +1,4 @@
-"""The Deep Unlearn study's own U-LiRA variant (protocol.md §8.1), replayed on jaxmu's populations.
+"""The Deep Unlearn study's own U-LiRA variant (docs/protocol.md §8.1), replayed on jaxmu's populations.
 
 The reference (``munl/lira/gather_lira_predictions.py``, ``consolidate_predictions.py``; CIFAR-10
 with ResNet-18 only) scores each forgotten instance with a per-example Gaussian likelihood ratio on
@@ -13,7 +13,7 @@ the **0/1 correctness** z = 1[argmax p(x) = y] of the *same method's* unlearned 
   P(member) = N(z; μ_f, σ_f) / (N(z; μ_f, σ_f) + N(z; μ_n, σ_n)), equal priors.
 
 The step that turns these per-instance P into the paper's single number is not in the reference
-repository; jaxmu reports, as protocol.md §8.1 recommends, the mean P over forgotten instances
+repository; jaxmu reports, as docs/protocol.md §8.1 recommends, the mean P over forgotten instances
 (0.5 = indistinguishable), the fraction with P > 0.5, and the number of degenerate examples.
 **Where the reference is silent, jaxmu decides**: with 0/1 statistics σ = 0 whenever a side is
 all-correct or all-wrong and the Gaussian density is undefined (the reference does not guard);
@@ -37,7 +37,7 @@ __all__ = ["StudyULiRA", "ulira_study"]
 @dataclass(frozen=True)
 class StudyULiRA:
     """Per-instance P(member) ``[M, N]`` (NaN where x was not forgotten by m or is degenerate)
-    and the summary of protocol.md §8.1."""
+    and the summary of docs/protocol.md §8.1."""
 
     p_member: np.ndarray
     mean_p: float
