@@ -170,6 +170,60 @@ def plot_rte(path: Path, rte: dict[str, float]) -> None:
     plt.close(fig)
 
 
+TUNING_PLOTS = ("history", "importances", "pareto")
+
+
+def plot_tuning(out_dir: Path, method: str, storage: str, study_names: Sequence[str]) -> dict[str, str]:
+    """Optuna's own plots of a method's tuning studies (``optuna.visualization.matplotlib``):
+
+    * ``history``: the objective norm ‖(|ΔRA|, |ΔFA|, |ΔVA|, |2·ValMIA − 1|)‖₂ (the selection
+      score, protocol §7.2) of every trial in order, all tuning seeds' studies together;
+    * ``importances``: fANOVA hyperparameter importances for that score (first study);
+    * ``pareto``: the Pareto front of the first study in two of its four objectives (the summed
+      accuracy gaps against the MIA objective: Optuna draws at most three).
+
+    Returns ``{kind: file name}`` of the plots written; a plot Optuna cannot draw (e.g. importances
+    with fewer than two completed trials, or no searched hyperparameter) is left out and its reason
+    recorded under ``{kind}_skipped``.
+    """
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as om
+
+    from jaxmu.metrics import objective_score
+
+    score = lambda t: float(objective_score(np.asarray(t.values)))  # noqa: E731
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in study_names]
+    draw = {
+        "history": lambda: om.plot_optimization_history(studies, target=score, target_name="objective norm"),
+        "importances": lambda: om.plot_param_importances(studies[0], target=score, target_name="objective norm"),
+        "pareto": lambda: om.plot_pareto_front(studies[0], targets=lambda t: (sum(t.values[:3]), t.values[3]),
+                                               target_names=["accuracy gaps (sum of 3)", "|2 ValMIA - 1|"]),
+    }
+    out: dict[str, str] = {}
+    for kind, fn in draw.items():
+        name = f"optuna_{kind}_{method}.png"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+                ax = fn()
+            fig = np.ravel(ax)[0].figure
+            fig.set_size_inches(6, 4)
+            fig.tight_layout()
+            fig.savefig(out_dir / name, dpi=110)
+            plt.close(fig)
+            out[kind] = name
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials / no parameters
+            plt.close("all")
+            out[f"{kind}_skipped"] = f"{type(e).__name__}: {e}"
+    return out
+
+
 def plot_pareto(path: Path, method: str, objectives: np.ndarray) -> None:
     """Tuning trials: summed accuracy-gap objectives vs the MIA objective, Pareto front marked."""
     import matplotlib

@@ -79,7 +79,8 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
             bar.update(done - bar.n)
 
     t_tune = time.perf_counter()
-    trials = tune(setting, method, evaluator, storage, f"{method.name}_{sdir.name}", progress,
+    prefix = f"{method.name}_{sdir.name}"
+    trials = tune(setting, method, evaluator, storage, prefix, progress,
                   worker=worker, wait=not helper)
     tuning_wall = time.perf_counter() - t_tune
     if bar is not None:
@@ -87,6 +88,9 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     if helper:
         return None  # tuning workers contribute trials; the main worker finishes the sweep
     best = select_best(trials)
+    seeds = sorted({t.seed for t in trials})
+    tuning_plots = R.plot_tuning(sdir, method.name, storage, [f"{prefix}_seed{s}" for s in seeds]) \
+        if any(t.params for t in trials) else {}
     # protocol §7.2: the reference's best-configuration generator casts every *num_epochs value
     # with int() (truncation): PRMQ's float epochs 3.7 -> 3 in the final runs. Reproduced; both
     # values are recorded (best_trial.params holds the searched one).
@@ -110,6 +114,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
         "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},  # NaN for diverged seeds
         "status": R.seed_status(metrics),
         "klom": klom_scores(margins, oracle_margins) if oracle_margins is not None else None,
+        "tuning_plots": {k: (str(sdir / v) if k in R.TUNING_PLOTS else v) for k, v in tuning_plots.items()},
         "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
         "tuning": {**dataclasses.asdict(evaluator.counters), "wall_s": tuning_wall},
@@ -118,6 +123,23 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     }
     write_text_atomic(final, json.dumps(out, indent=1, default=str))
     return out
+
+
+def _tuning_plot_lines(out_dir: Path, plots: dict[str, str]) -> list[str]:
+    """Copy a method's Optuna plots beside the report and link them (``report.plot_tuning``)."""
+    import shutil
+
+    from jaxmu import report as R
+
+    lines = []
+    for kind in R.TUNING_PLOTS:
+        src = plots.get(kind)
+        if src and Path(src).exists():
+            shutil.copy(src, out_dir / Path(src).name)
+            lines.append(f"![{kind}]({Path(src).name})")
+        elif f"{kind}_skipped" in plots:
+            lines.append(f"(Optuna {kind} plot not drawn: {plots[kind + '_skipped']})")
+    return lines + ([""] if lines else [])
 
 
 def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict, refs: dict,
@@ -167,6 +189,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
         if r["trials"]:
             R.plot_pareto(out_dir / f"pareto_{r['method']}.png", r["method"],
                           np.array([t["objectives"] for t in r["trials"]]))
+        lines += _tuning_plot_lines(out_dir, r.get("tuning_plots") or {})
     rte = {r["method"]: r["rte"] for r in results}
     R.plot_rte(out_dir / "rte.png", rte)
     if len(results) > 1:

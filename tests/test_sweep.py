@@ -68,8 +68,12 @@ def test_sweep_writes_results_report_and_plots(uninterrupted):
     assert meta["config"]["tune"]["trials"] == 3
     report = (sdir / "report.md").read_text()
     assert "| retrain |" in report and "| original |" in report and "RTE" in report
-    for png in ("gaps_finetune.png", "pareto_finetune.png", "rte.png"):
+    for png in ("gaps_finetune.png", "pareto_finetune.png", "rte.png", "optuna_history_finetune.png",
+                "optuna_importances_finetune.png", "optuna_pareto_finetune.png"):
         assert (sdir / png).stat().st_size > 1000
+        assert f"({png})" in report or png in ("gaps_finetune.png", "pareto_finetune.png", "rte.png")
+    assert "## KLOM" in report and "| original |" in report.split("## KLOM")[1]
+    assert "tow" in rows[0] and 0 <= float(rows[0]["tow"]) <= 1
     trials = json.loads(next(out.rglob("final.json")).read_text())["trials"]
     assert len(trials) == 6 and len({(t["seed"], t["number"]) for t in trials}) == 6
 
