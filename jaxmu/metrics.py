@@ -31,6 +31,7 @@ __all__ = [
     "retention",
     "run_time_efficiency",
     "summarize",
+    "tug_of_war",
 ]
 
 

@@ -10,6 +10,8 @@ Modules:
   lira            φ (JAX), per-example Gaussian fits and LiRA scores (§8.2, §8.3).
   crossfit        hold-out folds over models: no in-sample scoring (§8.3 item 8).
   ulira           Hayes-style and Deep-Unlearn-style U-LiRA (§8.3 items 5, 9).
+  ulira_study     the study's own U-LiRA variant on 0/1 correctness (§8.1).
+  klom            KLOM: KL divergence of margins to oracle retrains (Georgiev et al. 2024).
   roc             ROC, AUC, balanced accuracy, TPR at FPR, bootstrap intervals.
 """
 
@@ -19,6 +21,7 @@ from jaxmu.attacks.crossfit import (
     holdout_folds,
     leave_one_out_folds,
 )
+from jaxmu.attacks.klom import klom, klom_summary
 from jaxmu.attacks.lira import (
     GaussianFit,
     choose_fixed_variance,
@@ -59,6 +62,7 @@ from jaxmu.attacks.ulira import (
     ulira_deepunlearn,
     ulira_hayes,
 )
+from jaxmu.attacks.ulira_study import StudyULiRA, ulira_study
 
 __all__ = [
     "FORGOTTEN",
@@ -66,6 +70,7 @@ __all__ = [
     "RETAINED",
     "CrossFitScores",
     "ForgetScore",
+    "StudyULiRA",
     "GaussianFit",
     "ULiraResult",
     "attack_summary",
@@ -78,6 +83,8 @@ __all__ = [
     "final_score",
     "fit_gaussians",
     "forget_score",
+    "klom",
+    "klom_summary",
     "gaussian_logpdf",
     "holdout_folds",
     "leave_one_out_folds",
@@ -95,4 +102,5 @@ __all__ = [
     "tpr_at_fpr",
     "ulira_deepunlearn",
     "ulira_hayes",
+    "ulira_study",
 ]
