@@ -24,7 +24,10 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "digits_cnn": ("digits_cnn", []),
     "digits_cnn_wd0": ("digits_cnn", ["train.weight_decay=0.0"]),
     "digits_cnn_small": ("digits_cnn", ["train.weight_decay=0.0", "data.val_ratio=0.5"]),
+    "digits_cnn_val50": ("digits_cnn", ["data.val_ratio=0.5"]),
     "digits_mlp": ("digits_mlp", []),
+    "digits_mlp_wd0": ("digits_mlp", ["train.weight_decay=0.0"]),
+    "digits_mlp_val50": ("digits_mlp", ["data.val_ratio=0.5"]),
     "digits_mlp_small": ("digits_mlp", ["train.weight_decay=0.0", "data.val_ratio=0.5"]),
     "digits_cnn_class": ("digits_cnn", ["data.forget_mode=class", "data.forget_class=3"]),
 }

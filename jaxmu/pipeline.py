@@ -204,12 +204,17 @@ def with_retention(metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray
     |TA/TA_R - 1| (§6.4) and ToW = Π (1 - |acc - acc_R|) over retain, forget, test (Zhao et al.
     2024, ``metrics.tug_of_war``).
 
-    NaN for a seed where either model diverged (its accuracies are NaN).
+    NaN for a seed where either model diverged (its accuracies are NaN). RetDev divides by R's
+    accuracies, so it is also NaN for a seed whose R scores 0 on a split — class-wise forgetting,
+    where R never saw the class and FA_R = 0 (the reference asserts FA_R > 0 and stops); ToW
+    stays defined there.
     """
     keys = ("retain_acc", "forget_acc", "test_acc")
     ok = np.all([~np.isnan(np.asarray(d[k], np.float64)) for d in (metrics, retrain) for k in keys], axis=0)
+    positive = np.all([np.asarray(retrain[k], np.float64) > 0 for k in keys], axis=0)
     pair = (*(metrics[k] for k in keys), *(retrain[k] for k in keys))
-    return {**metrics, "retdev": on_finite_rows(retdev, ok, *pair), "tow": on_finite_rows(tug_of_war, ok, *pair)}
+    return {**metrics, "retdev": on_finite_rows(retdev, ok & positive, *pair),
+            "tow": on_finite_rows(tug_of_war, ok, *pair)}
 
 
 # --------------------------------------------------------------------------- unlearning

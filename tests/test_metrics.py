@@ -109,3 +109,15 @@ def test_hpo_objectives_and_score_by_hand():
     np.testing.assert_allclose(scores, [5.0, np.inf])
     with pytest.raises(ValueError, match="last axis"):
         M.objective_score([1.0, 2.0, 3.0])
+
+
+def test_class_wise_retrain_with_zero_forget_accuracy_leaves_retdev_undefined_not_a_crash():
+    """Class-wise forgetting: R never saw the class, FA_R = 0; RetDev divides by it (NaN for that
+    seed), ToW stays defined; a seed whose R scores > 0 keeps its RetDev."""
+    from jaxmu.pipeline import with_retention
+
+    m = {"retain_acc": np.array([0.99, 0.98]), "forget_acc": np.array([0.2, 0.3]), "test_acc": np.array([0.9, 0.9])}
+    r = {"retain_acc": np.array([0.99, 0.97]), "forget_acc": np.array([0.0, 0.1]), "test_acc": np.array([0.88, 0.9])}
+    out = with_retention(m, r)
+    assert np.isnan(out["retdev"][0]) and np.isfinite(out["retdev"][1])
+    np.testing.assert_allclose(out["tow"], [1.0 * 0.8 * (1 - 0.02), (1 - 0.01) * 0.8 * 1.0])
