@@ -198,6 +198,48 @@ def generic_domains(lr: str = "learning_rate", wd: str = "weight_decay", bs: str
     return out
 
 
+E_MAX_PROBES = (1, 2, 10, 19, 37)
+"""Epoch caps at which ``check_spec`` resolves ``E_max`` (small, odd and large settings)."""
+
+
+def check_spec(spec: "MethodSpec") -> None:
+    """Raise ``MethodError`` unless ``spec`` is a well-formed method (built-in or registered).
+
+    Every default lies inside its domain; searched, static and ragged names are hyperparameters
+    (dead ones are never searched); every search range lies inside its domain for several
+    ``E_max`` (``E_MAX_PROBES``); the name is an identifier (so ``NAME(key=value)`` parses).
+
+        >>> check_spec(dataclasses.replace(spec, defaults={**spec.defaults, "learning_rate": -1.0}))
+        Traceback (most recent call last):
+        MethodError: method 'mine': default learning_rate = -1.0 is outside its domain [0, inf) ...
+    """
+    if not isinstance(spec, MethodSpec):
+        raise MethodError(f"expected a MethodSpec, got {type(spec).__name__}: build one with jaxmu.methods.MethodSpec")
+    who = f"method {spec.name!r}"
+    if not isinstance(spec.name, str) or not spec.name.isidentifier():
+        raise MethodError(f"{who}: the name must be a Python identifier (letters, digits, _)")
+    for what, names in (("searched", set(spec.search_space)), ("static", set(spec.static)),
+                        ("dead", set(spec.dead)), ("tune_overrides", set(spec.tune_overrides))):
+        unknown = names - set(spec.defaults)
+        if what == "dead":
+            unknown = names & set(spec.search_space)
+            if unknown:
+                raise MethodError(f"{who}: dead hyperparameters {sorted(unknown)} must not be searched")
+            continue
+        if unknown:
+            raise MethodError(f"{who}: {what} names {sorted(unknown)} have no default: add them to defaults")
+    for k, v in spec.defaults.items():
+        dom = spec.domains[k]
+        if not dom.contains(v):
+            raise MethodError(f"{who}: default {k} = {v!r} is outside its domain {dom}: widen the domain or "
+                              "change the default")
+    for e_max in E_MAX_PROBES:
+        for k, dist in resolve_space(spec.search_space, e_max).items():
+            if not spec.domains[k].covers(dist):
+                raise MethodError(f"{who}: search range of {k} {dist} is not inside its domain {spec.domains[k]} "
+                                  f"(E_max {e_max}): narrow the search space or widen the domain")
+
+
 # --------------------------------------------------------------------------- context
 
 
