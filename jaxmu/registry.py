@@ -62,6 +62,7 @@ class Registry(Generic[T]):
         self.error = error
         self._builtins = dict(builtins)
         self._user: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
         self._loader = loader
         self._loaded = loader is None
         self.view: Mapping[str, T] = _View(self)
@@ -93,16 +94,23 @@ class Registry(Generic[T]):
         """Every name, sorted."""
         return tuple(sorted(self.table()))
 
-    def add(self, name: str, item: T, *, replace: bool = False) -> None:
-        """Register ``item`` under ``name``; a built-in name is refused, a taken one unless ``replace``."""
+    def add(self, name: str, item: T, *, replace: bool = False, origin: str | None = None) -> None:
+        """Register ``item`` under ``name``; a built-in name is refused, a taken one unless ``replace``
+        (or unless it is the very same ``item``, or came from the same ``origin``, e.g. an entry
+        point loaded again: then the first registration stays)."""
         if not isinstance(name, str) or not name.isidentifier():
             raise self.error(f"{self.kind} name {name!r} must be a Python identifier (letters, digits, _)")
         if name in self._builtins:
             raise self.error(f"{self.kind} {name!r} is built in and cannot be replaced: "
                              "register yours under another name")
-        if name in self._user and not replace and self._user[name] is not item:
+        if name in self._user and not replace:
+            if self._user[name] is item or (origin is not None and self._origins.get(name) == origin):
+                return
             raise self.error(f"{self.kind} {name!r} is already registered: pass replace=True to replace it")
         self._user[name] = item
+        self._origins.pop(name, None)
+        if origin is not None:
+            self._origins[name] = origin
 
     def remove(self, name: str) -> None:
         """Remove a user entry (built-ins stay); an unknown name raises."""
@@ -111,3 +119,4 @@ class Registry(Generic[T]):
         if name not in self._user:
             raise self.error(f"{self.kind} {name!r} is not registered")
         del self._user[name]
+        self._origins.pop(name, None)

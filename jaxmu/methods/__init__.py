@@ -33,8 +33,9 @@ import pkgutil
 from typing import Any, Callable, Mapping, TypeVar
 
 from jaxmu.methods._base import (
-    BS, EMAX, EP, EPF, ETA, LR, NL, TEMP, U01, WD, Choice, Dist, Domain, Float, Int, Interval, MethodError,
-    MethodSpec, OneOf, SplitData, StaticContext, check_spec, epoch_cap, generic_space, resolve_space,
+    BS, E_MAX_PROBES, EMAX, EP, EPF, ETA, LR, NL, TEMP, U01, WD, Choice, Dist, Domain, Float, Int, Interval, MethodError,
+    MethodSpec, OneOf, SplitData, StaticContext, check_spec, epoch_cap, generic_domains, generic_space,
+    resolve_space,
 )
 from jaxmu.registry import Registry
 
@@ -80,9 +81,7 @@ def load_entry_points() -> None:
         except Exception as e:  # noqa: BLE001 - any import failure of a third-party package
             raise MethodError(f"{where} failed to load ({type(e).__name__}: {e}): fix or uninstall its package") from None
         spec = _spec_of(obj, where)
-        if _REGISTRY.view.get(spec.name) is spec:
-            continue
-        _register(spec, replace=False)
+        _register(spec, replace=False, origin=where)
 
 
 _REGISTRY: Registry[MethodSpec] = Registry("method", _discover(), MethodError, loader=load_entry_points)
@@ -101,9 +100,9 @@ def builtin_names() -> tuple[str, ...]:
     return _REGISTRY.builtin_names()
 
 
-def _register(spec: MethodSpec, *, replace: bool) -> MethodSpec:
+def _register(spec: MethodSpec, *, replace: bool, origin: str | None = None) -> MethodSpec:
     check_spec(spec)
-    _REGISTRY.add(spec.name, spec, replace=replace)
+    _REGISTRY.add(spec.name, spec, replace=replace, origin=origin)
     return spec
 
 
@@ -190,8 +189,8 @@ def get(name: str, **hparams: Any) -> Method:
 
 
 __all__ = [
-    "BS", "EMAX", "EP", "EPF", "ETA", "LR", "NL", "TEMP", "U01", "WD", "Choice", "Dist", "Domain", "Float", "Int",
+    "BS", "E_MAX_PROBES", "EMAX", "EP", "EPF", "ETA", "LR", "NL", "TEMP", "U01", "WD", "Choice", "Dist", "Domain", "Float", "Int",
     "Interval", "METHODS", "Method", "MethodError", "MethodSpec", "SplitData", "StaticContext", "epoch_cap",
-    "ENTRY_POINT_GROUP", "OneOf", "builtin_names", "check_spec", "generic_space", "get", "load_entry_points",
+    "ENTRY_POINT_GROUP", "OneOf", "builtin_names", "check_spec", "generic_domains", "generic_space", "get", "load_entry_points",
     "names", "parse_call", "register", "resolve_space", "unregister",
 ]
