@@ -275,6 +275,26 @@ def test_model_with_and_without_layout(tiny, digits):
     _one_line(e, "layout must be a jaxmu.models.BlockLayout")
 
 
+def test_every_builtin_method_runs_on_a_registered_model_or_says_why(tiny, digits):
+    """As for the built-in architectures: each method traces, or refuses in one line (no
+    convolutions, no reference parameter names, no reset rule)."""
+    try:
+        Mo.register("two_layer", build_two_layer, layout=LAYOUT)
+        model = Mo.build_model("two_layer", 10, digits.images.shape[1:])
+        refused = {}
+        for name in M.builtin_names():
+            try:
+                out = _trace(name, model, tiny.data)
+            except (M.MethodError, Mo.ModelError) as e:
+                assert "\n" not in str(e) and "two_layer" in str(e), str(e)
+                refused[name] = str(e)
+                continue
+            assert set(out[0]) == {"stem", "body", "head"}
+        assert set(refused) == {"ct", "kde", "msg", "rni"}, refused
+    finally:
+        Mo.unregister("two_layer")
+
+
 def test_model_fingerprint_tells_modules_apart():
     a = build_two_layer(10, (8, 8, 1), "im2col", "imagenet")
     b = dataclasses.replace(a, module=TwoLayer(7), num_classes=7)
