@@ -207,7 +207,7 @@ def check_finite(run: ContractRun) -> None:
 
 
 def check_ragged(run: ContractRun, tiny: TinySetting) -> None:
-    """Ragged epochs (``methods.md`` §6.2): every name in ``spec.ragged`` is some phase's count;
+    """Ragged epochs (docs/methods.md §6.2): every name in ``spec.ragged`` is some phase's count;
     compiled for 2 epochs with per-model counts [1, 2], model 0 gets the 1-epoch program's result
     (vmap-versus-loop tolerance) and model 1 one more epoch."""
     from jaxmu.methods.driver import with_stream_sizes

@@ -1,4 +1,4 @@
-"""The contract every built-in method meets (design.md §12), parameterized over the registry.
+"""The contract every built-in method meets (docs/architecture.md#adding-a-method), parameterized over the registry.
 
 The checks are ``jaxmu.testing``'s (the same code ``check_method`` runs on a researcher's method);
 this file adds the benchmark's own rules (momentum fixed, every architecture, goldens). For each
@@ -62,7 +62,7 @@ def test_defaults_give_finite_models(contract):
 
 
 def test_ragged_epochs_equal_a_program_compiled_for_the_count(contract, tiny):
-    """Ragged epochs (methods.md §6.2, issue 13): a method compiled for 2 epochs with per-model
+    """Ragged epochs (docs/methods.md §6.2, issue 13): a method compiled for 2 epochs with per-model
     counts [1, 2] (``Phase.count``) gives model 0 the result of the 1-epoch program, and model 1
     one more epoch. Under vmap the two programs fuse differently, so the tolerance is the
     vmap-versus-loop one (Adam in BT amplifies last-bit differences); in a loop over models the
@@ -76,7 +76,7 @@ def test_spec_is_well_formed(contract):
     more, below); the benchmark's own rule on top: momentum is fixed."""
     spec = contract.spec
     M.check_spec(spec)
-    assert "momentum" not in spec.search_space, "momentum is fixed at 0.9 (methods.md §2.4)"
+    assert "momentum" not in spec.search_space, "momentum is fixed at 0.9 (docs/methods.md §2.4)"
 
 
 def test_registry_api():
