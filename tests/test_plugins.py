@@ -295,11 +295,34 @@ def test_every_builtin_method_runs_on_a_registered_model_or_says_why(tiny, digit
         Mo.unregister("two_layer")
 
 
-def test_model_fingerprint_tells_modules_apart():
+class Wider(TwoLayer):
+    """Another module under the same registered name (wider body)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(32, name="stem")(x.reshape(x.shape[0], -1)))
+        x = nn.relu(nn.Dense(48, name="body")(x))
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+def test_registered_model_is_a_config_name_keyed_by_its_fingerprint(tmp_path):
+    from jaxmu.config import load_config
+    from jaxmu.pipeline import prepare
+
     a = build_two_layer(10, (8, 8, 1), "im2col", "imagenet")
-    b = dataclasses.replace(a, module=TwoLayer(7), num_classes=7)
     assert Mo.fingerprint(a) == Mo.fingerprint(build_two_layer(10, (8, 8, 1), "xla", "cifar"))
-    assert Mo.fingerprint(a) != Mo.fingerprint(b)
+    assert Mo.fingerprint(a) != Mo.fingerprint(dataclasses.replace(a, module=TwoLayer(7), num_classes=7))
+    cfg = load_config("digits_mlp", ["model.name=two_layer", "seeds=1"])
+    try:
+        Mo.register("two_layer", build_two_layer)
+        first = prepare(cfg, tmp_path)
+        assert first.model.name == "two_layer" and first.run_dir.name.startswith("digits_two_layer_")
+        Mo.register("two_layer", lambda c, shape, impl, stem: dataclasses.replace(
+            build_two_layer(c, shape, impl, stem), module=Wider(c)), replace=True)
+        second = prepare(cfg, tmp_path)
+        assert second.run_dir != first.run_dir  # another module under the same name: no shared checkpoints
+    finally:
+        Mo.unregister("two_layer")
 
 
 # --------------------------------------------------------------------------- data
