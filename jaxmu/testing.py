@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmu.methods as M
+from jaxmu.data import Dataset, Splits
 from jaxmu.methods.stack import Unlearner, stack_hparams, unlearning_key
 
 K = 2
@@ -53,7 +54,7 @@ class TinySetting:
         >>> tiny = TinySetting(digits, splits, arch="mlp", num_models=3)
     """
 
-    def __init__(self, digits, splits, arch: str = "cnn", num_models: int = 2):
+    def __init__(self, digits: Dataset, splits: Splits, arch: str = "cnn", num_models: int = 2):
         from jaxmu.engine.trainer import DeviceData, Trainer
         from jaxmu.models import build_model
 

@@ -202,12 +202,18 @@ def test_plugin_as_module_name(tmp_path, monkeypatch):
     (tmp_path / "my_lab_methods.py").write_text(
         "import dataclasses, jaxmu.methods as M\n"
         "M.register(dataclasses.replace(M.METHODS['finetune'], name='lab_ft'))\n")
+    (tmp_path / "lab_data.py").write_text(
+        "import numpy as np, jaxmu.data as D\n"
+        "x = np.zeros((10, 4, 4), np.uint8); x[::2] = 255\n"
+        "D.register('lab_data', D.from_arrays(x[:8], np.arange(8) % 2, x[8:], np.arange(2), name='lab_data'))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        (module,) = load_plugins(["my_lab_methods"])
+    try:  # --plugin is repeatable: a module name and a file, in order
+        module, data = load_plugins(["my_lab_methods", str(tmp_path / "lab_data.py")])
         assert module.__name__ == "my_lab_methods" and "lab_ft" in M.names()
+        assert D.load_dataset("lab_data").n_train == 8
     finally:
         M.unregister("lab_ft")
+        D.unregister("lab_data")
         sys.modules.pop("my_lab_methods", None)
 
 
