@@ -242,9 +242,13 @@ class UnlearnStageResult:
 def unlearn_stage(setting: Setting, method, original: StageResult) -> UnlearnStageResult:
     """Unlearn every seed of the original stack in one program; checkpointed and reused.
 
-    The checkpoint lives in ``run_dir/unlearn/<method>_<hash of its hyperparameters>/``.
+    The checkpoint lives in ``run_dir/unlearn/<method>_<hash of its hyperparameters>/`` (and, for
+    a registered method, of its code: ``jaxmu.methods.fingerprint``).
     """
-    hp_blob = json.dumps({"hp": dict(method.hparams), "keys": setting.cfg.unlearn_keys}, sort_keys=True, default=str)
+    blob = {"hp": dict(method.hparams), "keys": setting.cfg.unlearn_keys}
+    if method.name not in M.builtin_names():
+        blob["code"] = M.fingerprint(method.spec)  # a registered method: keyed by its code too
+    hp_blob = json.dumps(blob, sort_keys=True, default=str)
     key = hashlib.sha256(hp_blob.encode()).hexdigest()[:12]
     path = setting.run_dir / "unlearn" / f"{method.name}_{key}"
     template = jax.eval_shape(lambda s: (s.params, s.batch_stats), original.state)

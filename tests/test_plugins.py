@@ -139,6 +139,25 @@ def test_register_as_call_and_decorator_and_its_refusals():
     assert "bad_lr" not in M.names() and "wide" not in M.names()
 
 
+def test_method_fingerprint_follows_its_code():
+    """Registered methods' unlearned checkpoints are keyed by ``M.fingerprint`` (their code)."""
+    ga, ft = M.METHODS["gradient_ascent"], M.METHODS["finetune"]
+
+    def make(sign):
+        def update(state, batch, hp, key, ctx, *, phase):
+            return state, {"sign": sign}
+        return update
+
+    fp = M.fingerprint
+    assert fp(ga) == fp(dataclasses.replace(ga)) and fp(ga) != fp(dataclasses.replace(ga, plan=ft.plan))
+    assert fp(dataclasses.replace(ga, update=make(1.0))) != fp(dataclasses.replace(ga, update=make(-1.0)))
+    code = "import jaxmu.methods as M; print(M.fingerprint(M.METHODS['ng_plus']))"
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2")}
+    assert runs == {fp(M.METHODS["ng_plus"]) + "\n"}  # stable across interpreters
+
+
 ENTRY_MODULE = '''
 import dataclasses
 import jaxmu.methods as M

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from jaxmu.methods._base import (
     BS, E_MAX_PROBES, EMAX, EP, EPF, ETA, LR, NL, TEMP, U01, WD, Choice, Dist, Domain, Float, Int, Interval, MethodError,
-    MethodSpec, OneOf, SplitData, StaticContext, check_spec, epoch_cap, generic_domains, generic_space,
+    MethodSpec, OneOf, SplitData, StaticContext, check_spec, epoch_cap, fingerprint, generic_domains, generic_space,
     resolve_space,
 )
 from jaxmu.registry import Registry
@@ -191,6 +191,6 @@ def get(name: str, **hparams: Any) -> Method:
 __all__ = [
     "BS", "E_MAX_PROBES", "EMAX", "EP", "EPF", "ETA", "LR", "NL", "TEMP", "U01", "WD", "Choice", "Dist", "Domain", "Float", "Int",
     "Interval", "METHODS", "Method", "MethodError", "MethodSpec", "SplitData", "StaticContext", "epoch_cap",
-    "ENTRY_POINT_GROUP", "OneOf", "builtin_names", "check_spec", "generic_domains", "generic_space", "get", "load_entry_points",
+    "ENTRY_POINT_GROUP", "OneOf", "builtin_names", "check_spec", "fingerprint", "generic_domains", "generic_space", "get", "load_entry_points",
     "names", "parse_call", "register", "resolve_space", "unregister",
 ]

@@ -19,7 +19,9 @@ compile groups.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import types
 from typing import Any, Mapping, NamedTuple
 
 from jaxmu.methods import driver
@@ -410,3 +412,58 @@ class MethodSpec:
             arrays[name] = float(static[name])
             static[name] = int(maxima[name])
         return static, arrays
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` that does not depend on string hashing (sets sorted, tuples element-wise)."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_stable_repr(v) for v in value) + ")"
+    return repr(value)
+
+
+def _code_digest(obj: Any, h: "hashlib._Hash", depth: int = 0) -> None:
+    """Feed ``h`` with what a function computes: its name, bytecode, constants (nested functions
+    included), the names it reads and the simple values or functions it closes over;
+    ``functools.partial`` objects by their function and arguments; anything else by its type."""
+    if depth > 8:
+        return
+    fn = getattr(obj, "func", None) if not hasattr(obj, "__code__") else None
+    if fn is not None:  # functools.partial
+        _code_digest(fn, h, depth + 1)
+        h.update(_stable_repr((tuple(getattr(obj, "args", ())), tuple(sorted(getattr(obj, "keywords", {}).items()))))
+                 .encode())
+        return
+    code = getattr(obj, "__code__", obj if isinstance(obj, types.CodeType) else None)
+    if code is None:
+        h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+        return
+    h.update(f"{code.co_name}|{code.co_names}|{code.co_varnames}".encode())
+    h.update(code.co_code)
+    for cell in getattr(obj, "__closure__", None) or ():  # values a factory closed over
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(value):
+            _code_digest(value, h, depth + 1)
+        elif isinstance(value, (bool, int, float, str, bytes, tuple, frozenset)) or value is None:
+            h.update(_stable_repr(value).encode())
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _code_digest(c, h, depth + 1)
+        else:
+            h.update(_stable_repr(c).encode())
+
+
+def fingerprint(spec: MethodSpec) -> str:
+    """16 hex digits naming a method's code (``init``, ``update``, ``plan``, ``result``) and its
+    hyperparameter names: keys the unlearned checkpoints of registered methods, so a method
+    re-registered with changed code never reuses the old one's results. (Helpers the functions
+    call are not followed: change the method's own code, or its name, when they change.)"""
+    h = hashlib.sha256(spec.name.encode())
+    for fn in (spec.init, spec.update, spec.plan, spec.result):
+        _code_digest(fn, h)
+    h.update(repr((sorted(spec.defaults), sorted(spec.static), sorted(spec.ragged))).encode())
+    return h.hexdigest()[:16]
