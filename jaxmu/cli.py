@@ -2,7 +2,9 @@
 
 Every CLI (``jaxmu.train``, ``jaxmu.unlearn``, ``jaxmu.attack``, ``jaxmu.sweep``) runs its
 ``main`` through ``run_cli``: a known bad input (config, data, checkpoint, method, run
-directory) prints one line ``error: ...`` on stderr and exits with code 2, no traceback.
+directory, plugin) prints one line ``error: ...`` on stderr and exits with code 2, no traceback.
+Every stage CLI takes ``--plugin MODULE|FILE.py`` (repeatable, ``jaxmu.plugins``): a
+researcher's code that registers methods, models or data, imported before the config is read.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxmu.stages import RunDirError
 
     from jaxmu.models import ModelError
+    from jaxmu.plugins import PluginError
 
     errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError, ModelError,
-                                        DivergedError]
+                                        DivergedError, PluginError]
     try:
         from jaxmu.methods import MethodError
 
@@ -68,6 +71,9 @@ def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "di
                    help="dotted override, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--seeds", type=int, default=None, help="number of model seeds (0..N-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import a module or file that registers your own methods, models or data "
+                        "(jaxmu.methods.register, ...) before anything else (repeatable)")
     g = p.add_argument_group("multi-host (see README; SLURM and TPU pods are detected automatically)")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="coordinator of process 0")
     g.add_argument("--num-processes", type=int, default=None)
@@ -88,7 +94,8 @@ def request_host_devices(n: int) -> None:
 
 
 def config_from_args(args: argparse.Namespace, *, multihost: bool = True):
-    """The config of the command line; starts JAX's distributed runtime when asked to.
+    """The config of the command line (after importing its ``--plugin``s); starts JAX's
+    distributed runtime when asked to.
 
     Paths the config names (``data.data_dir``, ``data.path``, a file-backed ``tune.storage``)
     are made absolute against the current directory here, once (``jaxmu.paths``).
@@ -98,7 +105,9 @@ def config_from_args(args: argparse.Namespace, *, multihost: bool = True):
     """
     from jaxmu.config import load_config
     from jaxmu.paths import with_absolute_paths
+    from jaxmu.plugins import load_plugins
 
+    load_plugins(getattr(args, "plugins", []))
     overrides = list(args.overrides)
     if args.seeds is not None:
         if args.seeds < 1:

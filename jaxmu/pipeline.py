@@ -23,6 +23,8 @@ from jaxmu.attacks.population_mia import model_mias_stacked
 from jaxmu.checkpoint import load_tree, save_tree
 from jaxmu.config import Config
 from jaxmu.data import Dataset, Splits, load_dataset, splits_for
+from jaxmu.data import fingerprint as data_fingerprint
+from jaxmu.data import is_builtin as data_is_builtin
 from jaxmu.engine.evaluate import Evaluator, evaluate_splits
 from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
 from jaxmu.engine.finite import finite_loss_rows, finite_rows
@@ -30,6 +32,8 @@ from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.metrics import indiscernibility, on_finite_rows, retdev, tug_of_war
 from jaxmu.models import Model, build_model
+from jaxmu.models import fingerprint as model_fingerprint
+from jaxmu.models import is_builtin as model_is_builtin
 from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage
 
 SPLIT_NAMES = ("retain", "forget", "val", "test")
@@ -81,13 +85,24 @@ class Setting:
         return jnp.stack([jax.random.fold_in(base, s) for s in self.cfg.seeds])
 
 
+def content_key(cfg: Config, ds: Dataset, model: Model) -> dict[str, str]:
+    """Fingerprints of the registered (not built-in) dataset and model of a setting: their names
+    alone do not say what they hold, so these key the run directory (``stages.run_dir_for``)."""
+    key = {}
+    if not data_is_builtin(cfg.data.name):
+        key["data"] = data_fingerprint(ds)
+    if not model_is_builtin(cfg.model.name):
+        key["model"] = model_fingerprint(model)
+    return key
+
+
 def prepare(cfg: Config, out: str | Path) -> Setting:
     d = cfg.data
     ds = load_dataset(d.name, data_dir=d.data_dir, path=d.path)
     # the model is built before anything is written: a model that cannot apply leaves no run directory
     model = build_model(cfg.model.name, ds.num_classes, ds.images.shape[1:3] + (ds.images.shape[3],),
                         conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
-    run_dir = run_dir_for(out, cfg)
+    run_dir = run_dir_for(out, cfg, content_key(cfg, ds, model))
     splits = splits_for(
         ds, run_dir.parent / "splits", val_ratio=d.val_ratio, forget_ratio=d.forget_ratio,
         seed=d.split_seed, forget_mode=d.forget_mode, forget_class=d.forget_class,
@@ -263,9 +278,13 @@ class UnlearnStageResult:
 def unlearn_stage(setting: Setting, method, original: StageResult) -> UnlearnStageResult:
     """Unlearn every seed of the original stack in one program; checkpointed and reused.
 
-    The checkpoint lives in ``run_dir/unlearn/<method>_<hash of its hyperparameters>/``.
+    The checkpoint lives in ``run_dir/unlearn/<method>_<hash of its hyperparameters>/`` (and, for
+    a registered method, of its code: ``jaxmu.methods.fingerprint``).
     """
-    hp_blob = json.dumps({"hp": dict(method.hparams), "keys": setting.cfg.unlearn_keys}, sort_keys=True, default=str)
+    blob = {"hp": dict(method.hparams), "keys": setting.cfg.unlearn_keys}
+    if method.name not in M.builtin_names():
+        blob["code"] = M.fingerprint(method.spec)  # a registered method: keyed by its code too
+    hp_blob = json.dumps(blob, sort_keys=True, default=str)
     key = hashlib.sha256(hp_blob.encode()).hexdigest()[:12]
     path = setting.run_dir / "unlearn" / f"{method.name}_{key}"
     template = jax.eval_shape(lambda s: (s.params, s.batch_stats), original.state)

@@ -22,6 +22,7 @@ seeds; nothing is written for the diverged epochs (no ``final/``), and the last 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 import time
@@ -86,9 +87,19 @@ def check_writable_dir(out: Path) -> None:
                           "choose a directory you can write to") from None
 
 
-def run_dir_for(out: str | Path, cfg: Config) -> Path:
-    """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it)."""
+def run_dir_for(out: str | Path, cfg: Config, content: dict[str, str] | None = None) -> Path:
+    """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it).
+
+    ``content`` names what the config's names do not pin down: the fingerprints of a registered
+    dataset and model (``{"data": ..., "model": ...}``, ``jaxmu.pipeline.content_key``). It is
+    hashed into the directory name and stored in ``config.json``, so two datasets (or modules)
+    registered under one name never share a run directory; built-in settings pass none and keep
+    their directories.
+    """
     key = cfg.hash("data", "model", "train", "seeds")
+    if content:
+        blob = json.dumps({"config": key, "content": content}, sort_keys=True).encode()
+        key = hashlib.sha256(blob).hexdigest()[:16]
     out = absolute_path(out)
     run = out / f"{cfg.data.name}_{cfg.model.name}_{key}"
     check_writable_dir(out)
@@ -98,6 +109,8 @@ def run_dir_for(out: str | Path, cfg: Config) -> Path:
         raise RunDirError(f"cannot create the run directory {run} ({e.strerror or e}): choose another --out") from None
     cfile = run / "config.json"
     want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
+    if content:
+        want["content"] = dict(content)
     if cfile.exists():
         try:
             have = json.loads(cfile.read_text())

@@ -2,7 +2,8 @@
 
 Compilation dominates the suite's time on 2 CPU cores, so the persistent XLA cache is on
 (``~/.cache/jaxmu/xla-tests`` unless ``JAXMU_TEST_CACHE`` says otherwise) and expensive
-objects (the digits dataset, its split, trained tiny stacks) are session-scoped fixtures.
+objects (the digits dataset, its split, trained tiny stacks) are session-scoped fixtures. The tiny
+method setting (``TinySetting``) is ``jaxmu.testing``'s, shared with ``check_method``.
 """
 
 from __future__ import annotations
@@ -40,47 +41,9 @@ def digits_splits(digits):
     return make_splits(digits)
 
 
-class TinySetting:
-    """A small digits CNN stack for method tests: 2 models trained 3 epochs, small splits.
-
-    Attributes: ``ctx`` (StaticContext), ``data`` (SplitData with 240 retain, 60 forget,
-    60 val indices), ``params``/``batch_stats`` (stacked, 2 models), ``test_idx``, ``model``.
-    """
-
-    def __init__(self, digits, splits, arch="cnn", num_models=2):
-        import jax.numpy as jnp
-
-        from jaxmu.engine.trainer import DeviceData, Trainer
-        from jaxmu.methods import SplitData, StaticContext
-        from jaxmu.models import build_model
-
-        self.model = build_model(arch, digits.num_classes, digits.images.shape[1:])
-        self.ctx = StaticContext(self.model, digits.num_classes, digits.mean, digits.std, "flip")
-        retain, forget, val = splits.retain[:240], splits.forget[:60], splits.val[:60]
-        self.data = SplitData(jnp.asarray(digits.images), jnp.asarray(digits.labels),
-                              jnp.asarray(retain), jnp.asarray(forget), jnp.asarray(val))
-        self.test_idx = splits.test[:200]
-        tr = Trainer(self.model, 32, 3, "none", digits.mean, digits.std)
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in range(num_models)])
-        st = tr.init(keys, 0.05, 0.9, 5e-4)
-        train_idx = jnp.concatenate([self.data.retain, self.data.forget])
-        st = tr.run_epochs(st, train_idx, jax.random.PRNGKey(123), jnp.int32(3),
-                           DeviceData(self.data.images, self.data.labels))
-        self.params, self.batch_stats = st.params, st.batch_stats
-
-    def accuracy(self, params, batch_stats, idx):
-        """Accuracy ``[models]`` of a stack on index set ``idx`` (eval mode)."""
-        import numpy as np
-
-        from jaxmu.engine.evaluate import Evaluator
-        from jaxmu.metrics import accuracy
-        from jaxmu.engine.trainer import DeviceData
-
-        ev = Evaluator(self.model, self.ctx.mean, self.ctx.std, batch_size=256)
-        logits = ev.logits(params, batch_stats, np.asarray(idx), DeviceData(self.data.images, self.data.labels))
-        return np.asarray(accuracy(logits, self.data.labels[np.asarray(idx)]))
-
-
 @pytest.fixture(scope="session")
-def tiny(digits, digits_splits) -> TinySetting:
+def tiny(digits, digits_splits):
+    """``jaxmu.testing.TinySetting``: the digits CNN stack (2 models) of the method tests."""
+    from jaxmu.testing import TinySetting
+
     return TinySetting(digits, digits_splits)

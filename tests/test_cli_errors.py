@@ -79,12 +79,14 @@ def prepared(repo_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
-    """Bad input files: a YAML syntax error, a YAML list, an existing file, an empty data dir."""
+    """Bad input files: a YAML syntax error, a YAML list, an existing file, an empty data dir, a
+    plugin that fails while importing (it re-registers a built-in method)."""
     d = tmp_path_factory.mktemp("inputs")
     (d / "syntax.yaml").write_text("data: [digits\n")
     (d / "list.yaml").write_text("- data\n- model\n")
     (d / "afile").write_text("not a directory\n")
     (d / "empty").mkdir()
+    (d / "broken_plugin.py").write_text("import jaxmu.methods as M\nM.register(M.METHODS['finetune'])\n")
     return d
 
 
@@ -142,6 +144,13 @@ CASES = [
     ("seeds-zero", "train", ["--seeds", "0"], "--seeds must be >= 1", 0, None),
     ("ulira-odd-splits", "attack", ["--set", "attack.num_splits=5"], "attack.num_splits must be even", 0, None),
     ("ulira-folds", "attack", ["--set", "attack.folds=9"], "attack.folds must be in [2, num_splits / 2]", 0, None),
+    # plugins (--plugin MODULE|FILE.py)
+    ("plugin-missing-file", "unlearn", ["--plugin", "{files}/nope.py", "--method", "finetune"],
+     "--plugin {files}/nope.py: no such file", SUB, None),
+    ("plugin-no-module", "train", ["--plugin", "no_such_plugin_mod"], "no module named 'no_such_plugin_mod'", 0, None),
+    ("plugin-fails", "sweep", ["--plugin", "{files}/broken_plugin.py", "--method", "finetune"],
+     "broken_plugin.py failed while importing (MethodError: method 'finetune' is built in and cannot be replaced",
+     0, None),
     # data and models
     ("unknown-dataset", "train", ["--set", "data.name=nope"], "unknown dataset 'nope'", 0, None),
     ("unknown-model", "train", ["--set", "model.name=vgg"], "unknown model 'vgg'", 0, None),
@@ -177,6 +186,7 @@ def test_bad_input_is_one_line_and_changes_nothing(cli, extra, needle, sub, dama
         shutil.copytree(prepared, out)
         damage(out)
     extra = [e.replace("{files}", str(files)) for e in extra]
+    needle = needle.replace("{files}", str(files))
     before = _snapshot(out)
     argv = _cmd(cli, out, extra)
     code, stderr = (_subprocess(repo_root, cli, argv) if sub

@@ -17,7 +17,7 @@ COUNTS = (1, 2, 3)
 
 @pytest.fixture(scope="module")
 def mlp(digits, digits_splits):
-    from conftest import TinySetting
+    from jaxmu.testing import TinySetting
 
     return TinySetting(digits, digits_splits, arch="mlp", num_models=len(COUNTS))
 

@@ -3,6 +3,9 @@
 * :func:`load_dataset` -> :class:`Dataset` (uint8 images, official train set
   first); ``digits`` is the embedded offline default; tfds datasets are read
   from prepared array_record files (``python -m jaxmu.data.prepare``).
+* :func:`from_arrays` -> :class:`Dataset` from a researcher's arrays;
+  :func:`register` makes it (or a loader) a ``data.name``; :func:`fingerprint`
+  names its content.
 * :func:`make_splits` / :func:`splits_for` -> :class:`Splits` (retain, forget,
   val, test indices with a content hash; protocol §2).
 * :func:`preprocess` / :func:`augment_batch` / :func:`normalize`: jit- and
@@ -18,8 +21,9 @@ from jaxmu.data.augment import (
     preprocess,
     sample_augment_params,
 )
+from jaxmu.data.arrays import fingerprint, from_arrays
 from jaxmu.data.core import AUGMENTATIONS, DataError, Dataset
-from jaxmu.data.load import DATASETS, load_dataset
+from jaxmu.data.load import DATASETS, dataset_names, is_builtin, load_dataset, register, unregister
 from jaxmu.data.splits import Splits, load_splits, make_splits, save_splits, splits_for
 from jaxmu.data.tfds_source import TFDS_SPECS, TfdsSpec, load_tfds
 
@@ -34,14 +38,20 @@ __all__ = [
     "TfdsSpec",
     "augment_batch",
     "crop_with_offsets",
+    "dataset_names",
+    "fingerprint",
     "flip_where",
+    "from_arrays",
+    "is_builtin",
     "load_dataset",
     "load_splits",
     "load_tfds",
     "make_splits",
     "normalize",
     "preprocess",
+    "register",
     "sample_augment_params",
     "save_splits",
     "splits_for",
+    "unregister",
 ]

@@ -19,7 +19,9 @@ compile groups.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import types
 from typing import Any, Mapping, NamedTuple
 
 from jaxmu.methods import driver
@@ -198,6 +200,48 @@ def generic_domains(lr: str = "learning_rate", wd: str = "weight_decay", bs: str
     return out
 
 
+E_MAX_PROBES = (1, 2, 10, 19, 37)
+"""Epoch caps at which ``check_spec`` resolves ``E_max`` (small, odd and large settings)."""
+
+
+def check_spec(spec: "MethodSpec") -> None:
+    """Raise ``MethodError`` unless ``spec`` is a well-formed method (built-in or registered).
+
+    Every default lies inside its domain; searched, static and ragged names are hyperparameters
+    (dead ones are never searched); every search range lies inside its domain for several
+    ``E_max`` (``E_MAX_PROBES``); the name is an identifier (so ``NAME(key=value)`` parses).
+
+        >>> check_spec(dataclasses.replace(spec, defaults={**spec.defaults, "learning_rate": -1.0}))
+        Traceback (most recent call last):
+        MethodError: method 'mine': default learning_rate = -1.0 is outside its domain [0, inf) ...
+    """
+    if not isinstance(spec, MethodSpec):
+        raise MethodError(f"expected a MethodSpec, got {type(spec).__name__}: build one with jaxmu.methods.MethodSpec")
+    who = f"method {spec.name!r}"
+    if not isinstance(spec.name, str) or not spec.name.isidentifier():
+        raise MethodError(f"{who}: the name must be a Python identifier (letters, digits, _)")
+    for what, names in (("searched", set(spec.search_space)), ("static", set(spec.static)),
+                        ("dead", set(spec.dead)), ("tune_overrides", set(spec.tune_overrides))):
+        unknown = names - set(spec.defaults)
+        if what == "dead":
+            unknown = names & set(spec.search_space)
+            if unknown:
+                raise MethodError(f"{who}: dead hyperparameters {sorted(unknown)} must not be searched")
+            continue
+        if unknown:
+            raise MethodError(f"{who}: {what} names {sorted(unknown)} have no default: add them to defaults")
+    for k, v in spec.defaults.items():
+        dom = spec.domains[k]
+        if not dom.contains(v):
+            raise MethodError(f"{who}: default {k} = {v!r} is outside its domain {dom}: widen the domain or "
+                              "change the default")
+    for e_max in E_MAX_PROBES:
+        for k, dist in resolve_space(spec.search_space, e_max).items():
+            if not spec.domains[k].covers(dist):
+                raise MethodError(f"{who}: search range of {k} {dist} is not inside its domain {spec.domains[k]} "
+                                  f"(E_max {e_max}): narrow the search space or widen the domain")
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -368,3 +412,58 @@ class MethodSpec:
             arrays[name] = float(static[name])
             static[name] = int(maxima[name])
         return static, arrays
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` that does not depend on string hashing (sets sorted, tuples element-wise)."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_stable_repr(v) for v in value) + ")"
+    return repr(value)
+
+
+def _code_digest(obj: Any, h: "hashlib._Hash", depth: int = 0) -> None:
+    """Feed ``h`` with what a function computes: its name, bytecode, constants (nested functions
+    included), the names it reads and the simple values or functions it closes over;
+    ``functools.partial`` objects by their function and arguments; anything else by its type."""
+    if depth > 8:
+        return
+    fn = getattr(obj, "func", None) if not hasattr(obj, "__code__") else None
+    if fn is not None:  # functools.partial
+        _code_digest(fn, h, depth + 1)
+        h.update(_stable_repr((tuple(getattr(obj, "args", ())), tuple(sorted(getattr(obj, "keywords", {}).items()))))
+                 .encode())
+        return
+    code = getattr(obj, "__code__", obj if isinstance(obj, types.CodeType) else None)
+    if code is None:
+        h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+        return
+    h.update(f"{code.co_name}|{code.co_names}|{code.co_varnames}".encode())
+    h.update(code.co_code)
+    for cell in getattr(obj, "__closure__", None) or ():  # values a factory closed over
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(value):
+            _code_digest(value, h, depth + 1)
+        elif isinstance(value, (bool, int, float, str, bytes, tuple, frozenset)) or value is None:
+            h.update(_stable_repr(value).encode())
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _code_digest(c, h, depth + 1)
+        else:
+            h.update(_stable_repr(c).encode())
+
+
+def fingerprint(spec: MethodSpec) -> str:
+    """16 hex digits naming a method's code (``init``, ``update``, ``plan``, ``result``) and its
+    hyperparameter names: keys the unlearned checkpoints of registered methods, so a method
+    re-registered with changed code never reuses the old one's results. (Helpers the functions
+    call are not followed: change the method's own code, or its name, when they change.)"""
+    h = hashlib.sha256(spec.name.encode())
+    for fn in (spec.init, spec.update, spec.plan, spec.result):
+        _code_digest(fn, h)
+    h.update(repr((sorted(spec.defaults), sorted(spec.static), sorted(spec.ragged))).encode())
+    return h.hexdigest()[:16]

@@ -36,45 +36,39 @@ blocks (the stem stays frozen). k < 1 is rejected (NL ranges over 1..10).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 import jax
 
 from jaxmu.methods._base import MethodError, StaticContext
+from jaxmu.models import block_layout
+from jaxmu.models.blocks import BUILTIN_LAYOUTS, BlockLayout
 from jaxmu.models.names import Path, key_str, tree_paths
 from jaxmu.models.trees import conv_kernel_indices, is_head, leaves_with_paths, torch_out_axis
 
-class BlockLayout(NamedTuple):
-    """Top-level parameter groups of an architecture (see the module docstring)."""
-
-    stem: tuple[str, ...]
-    blocks: tuple[tuple[str, ...], ...]
-    classifier: str
-    never: tuple[str, ...] = ()
-
-
-LAYOUTS: dict[str, BlockLayout] = {
-    "resnet18": BlockLayout(("conv1", "bn1"), (("layer1",), ("layer2",), ("layer3",), ("layer4",)), "fc"),
-    "tinyvit_11m": BlockLayout(("patch_embed", "layers_0"), (("layers_1",), ("layers_2",), ("layers_3",)),
-                               "head", ("norm_head",)),
-    "cnn": BlockLayout(("conv1", "bn1"), (("conv2", "bn2"),), "head"),
-    "mlp": BlockLayout(("fc1",), (("fc2",),), "head"),
-}
+LAYOUTS: Mapping[str, BlockLayout] = MappingProxyType(BUILTIN_LAYOUTS)
+"""The built-in architectures' layouts (read-only); registered models carry their own."""
 
 ATTENTION_BIAS_MODES = ("frozen", "trainable")
 ATTN_BIAS_MODES = ATTENTION_BIAS_MODES
 
 
 def layout(arch: str) -> BlockLayout:
-    if arch not in LAYOUTS:
-        raise MethodError(f"no block layout for architecture {arch!r}: known are {', '.join(LAYOUTS)}")
-    return LAYOUTS[arch]
+    """The block layout of ``arch`` (built-in, or given to ``jaxmu.models.register``)."""
+    lay = block_layout(arch)
+    if lay is None:
+        raise MethodError(f"model {arch!r} has no block layout, which block-wise methods (cf_k, eu_k) need: "
+                          f"register it with jaxmu.models.register({arch!r}, build, layout=jaxmu.models.BlockLayout("
+                          "stem=..., blocks=..., classifier=...))")
+    return lay
 
 
 def check_layout(arch: str, params) -> BlockLayout:
     """The layout of ``arch``, checked against the top-level keys of ``params``."""
     lay = layout(arch)
-    groups = set(lay.stem) | {g for b in lay.blocks for g in b} | {lay.classifier} | set(lay.never)
+    groups = lay.groups()
     keys = set(params)
     if keys != groups:
         raise MethodError(f"{arch}: parameter groups {sorted(keys)} do not match the block layout {sorted(groups)}")

@@ -37,6 +37,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxmu.models import ModelError, block_layout
+
 Path = tuple[str, ...]
 
 ARCHS: tuple[str, ...] = ("mlp", "cnn", "resnet18", "tinyvit_11m")
@@ -61,8 +63,12 @@ _RESNET_MODULES: Mapping[str, str] = MappingProxyType(
 
 
 def _check_arch(arch: str) -> None:
+    """Raise ``ModelError`` (a ``ValueError``: one ``error:`` line at the command line) for an
+    architecture without reference names: a registered model's parameters have no PyTorch
+    counterpart to be named after."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHS)}")
+        raise ModelError(f"architecture {arch!r} has no reference parameter names (known for {', '.join(ARCHS)}): "
+                         "methods that select parameters by their PyTorch names (e.g. rni) cannot apply to it")
 
 
 def key_str(k: Any) -> str:
@@ -147,11 +153,14 @@ def stem_paths(arch: str) -> tuple[Path, ...]:
 
 
 def head_paths(arch: str, *, with_norm: bool = False) -> tuple[Path, ...]:
-    """Path prefixes of the classifier (the reference's ``fc`` or ``head`` linear layer).
+    """Path prefixes of the classifier (the reference's ``fc`` or ``head`` linear layer; for a
+    registered model, the ``classifier`` of its block layout).
 
     ``with_norm=True`` adds TinyViT's ``norm_head`` LayerNorm in front of ``head`` (no effect on
     the other architectures).
     """
+    if arch not in ARCHS and (lay := block_layout(arch)) is not None:
+        return ((lay.classifier,),)  # a registered model: the classifier its block layout names
     _check_arch(arch)
     if arch == "resnet18":
         return (("fc",),)
