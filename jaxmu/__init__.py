@@ -4,7 +4,7 @@ Every stage (train, retrain, unlearn, attack) runs a *stack* of models (a pytree
 leaves carry a leading ``models`` axis) as one compiled program. See ``README.md``.
 """
 
-__version__ = "0.1.0"
+from jaxmu.version import __version__
 
 __all__ = ["Experiment", "ResultTable", "Tuned", "__version__"]
 

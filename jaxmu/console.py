@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand (which exits through ``run_cli``); 2 for a missing or unknown one."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--version":
-        from jaxmu import __version__
+        from jaxmu.version import __version__
 
         print(f"jaxmu {__version__}")
         return 0

@@ -51,11 +51,11 @@ def environment() -> dict[str, Any]:
     import optax
     import orbax.checkpoint
 
-    import jaxmu
+    from jaxmu.version import __version__
 
     dev = jax.devices()[0]
     return {
-        "jaxmu": jaxmu.__version__,
+        "jaxmu": __version__,
         "jax": jax.__version__,
         "flax": flax.__version__,
         "optax": optax.__version__,
