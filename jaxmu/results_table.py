@@ -18,6 +18,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +29,12 @@ from jaxmu.stats import METHOD_NOTE, interval
 __all__ = ["ResultTable"]
 
 _NOT_SUMMARISED = ("seed",)
+
+
+def _short_label(text: str, width: int = 64) -> str:
+    """A plot label: long floats rounded to 3 significant digits, then cut to ``width`` characters."""
+    text = re.sub(r"\d+\.\d{4,}(?:e-?\d+)?", lambda m: f"{float(m.group()):.3g}", text)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _is_number(v: Any) -> bool:
@@ -157,7 +164,7 @@ class ResultTable:
         if not cols:
             raise ValueError("nothing to plot: no numeric column")
         summary = self.summary(cols)
-        labels = [" / ".join(str(s[g]) for g in self.group_by) for s in summary]
+        labels = [_short_label(" / ".join(str(s[g]) for g in self.group_by)) for s in summary]
         if ax is None:
             fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 0.35 * len(labels) + 1.6), squeeze=False)
             axes = axes[0]
@@ -169,6 +176,7 @@ class ResultTable:
             a.errorbar(means, range(len(labels)), xerr=errs, fmt="o", capsize=3)
             a.set_yticks(range(len(labels)), labels if a is axes[0] else [""] * len(labels))
             a.invert_yaxis()
-            a.set_title(c)
+            a.set_title(c, fontsize=9)
+            a.tick_params(axis="x", labelsize=7)
         fig.tight_layout()
         return fig
