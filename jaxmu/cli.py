@@ -54,7 +54,7 @@ def enable_compile_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "digits_cnn") -> None:
+def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "digits_mlp_half") -> None:
     """The arguments every stage CLI shares: config, output, overrides, seeds, multi-host.
 
     ``--out`` is made absolute against the current directory as it is parsed (argparse applies

@@ -1,7 +1,7 @@
 """The notebook's front door: one setting, its reference stacks, and what you do with them.
 
     >>> import jaxmu
-    >>> exp = jaxmu.Experiment("digits_cnn", seeds=3, out="runs")      # shipped name, path or Config
+    >>> exp = jaxmu.Experiment("digits_mlp_half", seeds=3, out="runs")      # shipped name, path or Config
     >>> exp.references()                        # original + retrain stacks (Orbax, cached, resumable)
     >>> r = exp.unlearn("ng_plus", alpha=[0.80, 0.90, 0.95, 0.99])   # a list: one program, 4 x 3 models
     >>> r                                       # a table in a notebook: means ± 95% t-intervals
@@ -74,7 +74,7 @@ class Experiment:
       progress: show progress bars (``tqdm.auto``: notebook-friendly).
     """
 
-    def __init__(self, config: str | Path | Config = "digits_cnn", *, seeds: int | Sequence[int] | None = None,
+    def __init__(self, config: str | Path | Config = "digits_mlp_half", *, seeds: int | Sequence[int] | None = None,
                  out: str | Path = "runs", overrides: Sequence[str] = (), progress: bool = True):
         cfg = config if isinstance(config, Config) else load_config(config, list(overrides))
         if isinstance(config, Config) and overrides:

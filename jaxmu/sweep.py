@@ -1,6 +1,6 @@
 """``python -m jaxmu.sweep --method ng_plus``: the benchmark end to end for one method (or all).
 
-    python -m jaxmu.sweep --method ng_plus [--config digits_cnn] [--out runs]
+    python -m jaxmu.sweep --method ng_plus [--config digits_mlp_half] [--out runs]
         [--seeds 10] [--trials 8] [--set key=value] [--storage URL] [--ulira] [--method all]
 
 Reusing whatever the run directory already holds, it trains the original and retrained stacks,

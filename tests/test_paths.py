@@ -84,7 +84,7 @@ def test_config_from_args_makes_paths_absolute(tmp_path, monkeypatch):
     assert args.out == Path(cwd, "runs")
     assert (cfg.data.data_dir, cfg.data.path) == (f"{cwd}/tfds", f"{cwd}/utk")
     assert cfg.tune.storage == f"sqlite:///{cwd}/s.db"
-    assert cfg.model.name == "cnn"  # the default is the shipped digits_cnn
+    assert (cfg.model.name, cfg.data.val_ratio) == ("mlp", 0.5)  # the default is the shipped digits_mlp_half
     assert with_absolute_paths(cfg) == cfg
 
 
