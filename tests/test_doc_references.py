@@ -201,3 +201,49 @@ def test_bad_references_fail(repo: Path, line: str, why: str):
     problems = _problems(repo, line)
     assert len(problems) == 1 and why in problems[0], problems
     assert problems[0].startswith("pkg/mod.py:3:"), problems
+
+
+def test_every_name_in_the_api_reference_exists():
+    """docs/api.md: each name in the first column of its tables resolves in the section's module."""
+    import importlib
+    import re
+
+    bases = {"The front door": "jaxmu", "Methods": "jaxmu.methods", "Models and data": "jaxmu",
+             "Scores": "jaxmu", "Configuration": "jaxmu.config"}
+    base, checked, missing = None, 0, []
+    for line in (ROOT / "docs" / "api.md").read_text().splitlines():
+        if line.startswith("## "):
+            base = next(v for k, v in bases.items() if line[3:].startswith(k))
+        if not (line.startswith("| ") and base) or line.startswith("| name") or line.startswith("|---"):
+            continue
+        prefix = ""
+        for token in re.findall(r"`([^`]+)`", line.split(" | ")[0]):
+            path = re.sub(r"\(.*", "", token).lstrip("@").strip().removeprefix("jaxmu.")
+            if not re.fullmatch(r"[A-Za-z_][\w.]*", path):
+                continue  # prose such as an entry-point group
+            if "." in path and path.split(".")[0].islower():
+                prefix = path.rsplit(".", 1)[0] + "."  # `models.register(...)`, `model_names()`: same module
+            elif prefix:
+                path = prefix + path
+            if _resolve(base, path) is None:
+                missing.append(f"{base}: {token}")
+            checked += 1
+    assert not missing, f"docs/api.md names what does not exist: {missing}"
+    assert checked > 40
+
+
+def _resolve(base: str, dotted: str):
+    """The object ``base.dotted`` names, importing submodules on the way; None if it does not exist."""
+    import importlib
+
+    obj, mod = importlib.import_module(base), base
+    for part in dotted.split("."):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+        else:
+            try:
+                obj = importlib.import_module(f"{mod}.{part}")
+            except ImportError:
+                return None
+        mod = f"{mod}.{part}"
+    return obj
