@@ -205,7 +205,6 @@ def test_bad_references_fail(repo: Path, line: str, why: str):
 
 def test_every_name_in_the_api_reference_exists():
     """docs/api.md: each name in the first column of its tables resolves in the section's module."""
-    import importlib
     import re
 
     bases = {"The front door": "jaxmu", "Methods": "jaxmu.methods", "Models and data": "jaxmu",
