@@ -173,7 +173,7 @@ def plot_rte(path: Path, rte: dict[str, float]) -> None:
 TUNING_PLOTS = ("history", "importances", "pareto")
 
 
-def plot_tuning(out_dir: Path, method: str, storage: str, study_names: Sequence[str]) -> dict[str, str]:
+def plot_tuning(out_dir: Path, method: str, storage: Any, study_names: Sequence[str]) -> dict[str, str]:
     """Optuna's own plots of a method's tuning studies (``optuna.visualization.matplotlib``):
 
     * ``history``: the objective norm ‖(|ΔRA|, |ΔFA|, |ΔVA|, |2·ValMIA − 1|)‖₂ (the selection
@@ -181,6 +181,9 @@ def plot_tuning(out_dir: Path, method: str, storage: str, study_names: Sequence[
     * ``importances``: fANOVA hyperparameter importances for that score (first study);
     * ``pareto``: the Pareto front of the first study in two of its four objectives (the summed
       accuracy gaps against the MIA objective: Optuna draws at most three).
+
+    ``storage``: an Optuna storage object or URL (``tuning.open_storage`` makes one from any URL
+    jaxmu accepts, ``journal://`` included).
 
     Returns ``{kind: file name}`` of the plots written; a plot Optuna cannot draw (e.g. importances
     with fewer than two completed trials, or no searched hyperparameter) is left out and its reason

@@ -50,7 +50,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     """
     from jaxmu import report as R
     from jaxmu.pipeline import klom_scores, stack_scores, unlearn_stage, with_retention
-    from jaxmu.tuning import TrialEvaluator, select_best, tune, tuning_method
+    from jaxmu.tuning import TrialEvaluator, open_storage, select_best, tune, tuning_method
 
     cfg = setting.cfg
     method = tuning_method(method)
@@ -89,7 +89,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
         return None  # tuning workers contribute trials; the main worker finishes the sweep
     best = select_best(trials)
     seeds = sorted({t.seed for t in trials})
-    tuning_plots = R.plot_tuning(sdir, method.name, storage, [f"{prefix}_seed{s}" for s in seeds]) \
+    tuning_plots = R.plot_tuning(sdir, method.name, open_storage(storage), [f"{prefix}_seed{s}" for s in seeds]) \
         if any(t.params for t in trials) else {}
     # protocol §7.2: the reference's best-configuration generator casts every *num_epochs value
     # with int() (truncation): PRMQ's float epochs 3.7 -> 3 in the final runs. Reproduced; both
