@@ -21,10 +21,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxmu.engine.finite import DivergedError
     from jaxmu.stages import RunDirError
 
+    from jaxmu.merge import ResultsError
     from jaxmu.models import ModelError
 
     errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError, ModelError,
-                                        DivergedError]
+                                        DivergedError, ResultsError]
     try:
         from jaxmu.methods import MethodError
 

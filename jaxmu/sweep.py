@@ -116,27 +116,30 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
 
 def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict, refs: dict,
                   ulira: dict | None = None) -> Path:
-    """``results.csv`` (one row per method and seed, ``status`` ok/diverged), ``results.json``,
-    ``report.md`` (means over the finite seeds, diverged ones counted) and the plots."""
+    """``results.csv`` (one row per method and seed: the identifying columns of ``jaxmu.results``,
+    ``status`` ok/diverged, the metrics, timings and ``hp_*``), ``results.json``, ``report.md``
+    (means over the finite seeds, diverged ones counted) and the plots."""
     from jaxmu import report as R
+    from jaxmu.results import identity, write_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    ident = identity(setting.cfg, "sweep")
     rows = []
     for r in results:
         m = r["metrics"]
         status = r.get("status") or R.seed_status(m)
         for i, seed in enumerate(setting.cfg.seeds):
-            row = {"method": r["method"], "seed": seed, "status": status[i], **{k: m[k][i] for k in R.CSV_METRICS},
+            row = {**ident, "method": r["method"], "call": r["call"], "seed": seed, "status": status[i],
+                   **{k: m[k][i] for k in R.CSV_METRICS},
                    "unlearn_s": r["unlearn_s"], "compile_s": r["compile_s"], "rte": r["rte"]}
             row.update({f"hp_{k}": v for k, v in r["hparams"].items()})
             rows.append(row)
-    R.write_csv(out_dir / "results.csv", rows)
-    R.write_json(out_dir / "results.json", {
+    meta = {
         "config": setting.cfg.to_dict(), "config_hash": setting.cfg.hash(), "run_dir": str(setting.run_dir),
         "methods": {r["method"]: {k: r[k] for k in ("call", "hparams", "best_trial", "unlearn_s", "compile_s",
                                                      "rte", "tuning_compile_s", "tuning_run_s")} for r in results},
         "retrain_run_s": refs["retrain"].run_s, "ulira": ulira,
-    })
+    }
     lines = [f"# jaxmu sweep — {setting.cfg.data.name} / {setting.cfg.model.name}", "",
              f"Config hash `{setting.cfg.hash()}`, {len(setting.cfg.seeds)} seeds, "
              f"{setting.cfg.tune.trials} trials per tuning seed {list(setting.cfg.tune.seeds)}; "
@@ -167,8 +170,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
                                                                       r["metrics"].items()} for r in results}, rte), ""]
     if ulira:
         lines += ["## U-LiRA", "", "```", ulira["table"], "```", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
-    return out_dir / "report.md"
+    return write_results(out_dir, rows, columns=R.CSV_COLUMNS, meta=meta, report=lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
