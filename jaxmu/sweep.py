@@ -169,7 +169,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
         lines += ["## Leaderboard", "", R.leaderboard({r["method"]: {k: np.asarray(v) for k, v in
                                                                       r["metrics"].items()} for r in results}, rte), ""]
     if ulira:
-        lines += ["## U-LiRA", "", "```", ulira["table"], "```", ""]
+        lines += ["## U-LiRA", "", ulira["table"], ""]
     return write_results(out_dir, rows, columns=R.CSV_COLUMNS, meta=meta, report=lines)
 
 
@@ -220,15 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ulira = None
     if args.ulira:
-        from jaxmu.attack import attack_rows
+        from jaxmu.attack import write_attack_results
         from jaxmu.ulira_stage import run_ulira
-        from jaxmu.cli import format_table
 
         tables = []
         for r in results:
-            rep = run_ulira(setting, M.get(r["method"], **r["hparams"]))
-            tables.append(format_table(["unlearned", "formulation", "accuracy", "AUC", "TPR@1%", "TPR@0.1%", "pairs"],
-                                       attack_rows(rep)))
+            tuned = M.get(r["method"], **r["hparams"])
+            attack_report = write_attack_results(setting, run_ulira(setting, tuned), tuned)
+            body = attack_report.read_text().split("\n", 1)[1]  # its table and interval note, under our heading
+            tables.append(f"### `{tuned.call_string()}`\n{body}\nAttack results: `{attack_report.parent}`")
         ulira = {"table": "\n\n".join(tables)}
     tag = "all" if args.method == "all" else methods[0].name
     path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira)

@@ -192,3 +192,5 @@ def test_sweep_with_ulira_adds_the_attack_to_the_report(uninterrupted, repo_root
     assert res.returncode == 0, res.stderr[-3000:]
     report = (next(out.rglob("sweep_finetune")) / "report.md").read_text()
     assert "## U-LiRA" in report and "retrain (perfect)" in report and "hayes" in report
+    assert "bootstrap over target models" in report  # AUC and TPRs with their intervals
+    assert list(out.rglob("ulira_*/results_finetune/results.csv"))
