@@ -201,7 +201,6 @@ def run_training_stage(
         saved = _history_from_meta(meta)
         if saved is not None and saved.shape == history.shape:
             history = saved
-    history = place(jnp.asarray(history))
 
     subset = jnp.asarray(subset)
     exe, compile_s = trainer.compile(state, subset, data_key, data, logged=True)
@@ -212,8 +211,9 @@ def run_training_stage(
     while epoch < total:
         stop = min(epoch + checkpoint_every, total)
         t0 = time.perf_counter()
-        state, history = exe(state, history, subset, data_key, jnp.int32(stop), data)
+        state, chunk = exe(state, subset, data_key, jnp.int32(stop), data)
         jax.block_until_ready(state)
+        history[:, epoch:stop] = to_host(chunk)[:, epoch:stop]  # the rows of the epochs just run
         run_s += time.perf_counter() - t0
         last_good = _epoch_dirs(stage_dir)
         _check_finite(state, label, model_names,
@@ -225,18 +225,17 @@ def run_training_stage(
         if epoch < total:
             path = stage_dir / f"epoch_{epoch:04d}"
             save_tree(path, state, {**metadata, "epoch": epoch, "run_s": run_s,
-                                    "history": _history_meta(to_host(history))})
+                                    "history": _history_meta(history)})
             _drop_epochs(stage_dir, keep=path)
             if on_checkpoint is not None:
                 on_checkpoint(epoch)
             checkpoint_reached(f"stage:{label}:epoch")
     if bar is not None:
         bar.close()
-    host_history = to_host(history)
     save_tree(final, state, {**metadata, "epoch": total, "run_s": run_s, "compile_s": compile_s,
-                             "done": True, "environment": environment(), "history": _history_meta(host_history)})
+                             "done": True, "environment": environment(), "history": _history_meta(history)})
     _drop_epochs(stage_dir)
-    return StageResult(state, compile_s, run_s, False, resumed, history_dict(host_history))
+    return StageResult(state, compile_s, run_s, False, resumed, history_dict(history))
 
 
 def _check_finite(state: TrainProgress, label: str, names: Sequence[Any] | None, where: str) -> None:

@@ -196,11 +196,12 @@ class _DivergingTrainer:
 
     def compile(self, state, subset, data_key, data, logged=False):
         assert logged  # the stage runner records the learning curves
-        def exe(st, history, subset, key, stop, data):
+        def exe(st, subset, key, stop, data):
             e = int(stop)
             p = jax.tree_util.tree_map(lambda x: x + (e - int(st.epoch[0])), st.params)
             if e >= 3:
                 p = jax.tree_util.tree_map(lambda x: x.at[1].set(jnp.nan), p)
+            history = jnp.zeros((st.epoch.shape[0], self.num_epochs, 2))  # the stage keeps its learning curves
             return st._replace(state=st.state.replace(params=p), epoch=jnp.full_like(st.epoch, e)), history
         return exe, 0.0
 

@@ -172,25 +172,22 @@ class Trainer:
             loss_sum, correct = loss_sum + last[0] * rem, correct + last[1]
         return prog._replace(state=state, epoch=epoch + 1), jnp.stack([loss_sum / n, correct / n])
 
-    def _run_logged(self, prog, history, subset, data_key, stop, data):
-        """Epochs until ``stop``; row ``e`` of ``history`` ``[num_epochs, 2]`` gets epoch e's (loss, accuracy)."""
+    def _run_logged(self, prog, subset, data_key, stop, data):
+        """Epochs until ``stop``, and ``[num_epochs, 2]`` (loss, accuracy) with row ``e`` set for
+        each epoch e run here (NaN for the others)."""
 
         def body(carry):
             p, h = carry
             new, log = self._epoch(p, subset, data_key, data)
             return new, h.at[p.epoch].set(log)
 
+        history = jnp.full((self.num_epochs, 2), jnp.nan, jnp.float32)
         return jax.lax.while_loop(lambda c: c[0].epoch < stop, body, (prog, history))
 
     def _run_one(self, prog, subset, data_key, stop, data):
         return jax.lax.while_loop(
             lambda p: p.epoch < stop, lambda p: self._epoch(p, subset, data_key, data)[0], prog
         )
-
-    def empty_history(self, num_models: int | None = None) -> Array:
-        """NaN history ``[num_epochs, 2]`` (``[M, num_epochs, 2]`` with ``num_models``): no epoch run yet."""
-        shape = (self.num_epochs, 2) if num_models is None else (num_models, self.num_epochs, 2)
-        return jnp.full(shape, jnp.nan, jnp.float32)
 
     # ------------------------------------------------------------------ stacks
 
@@ -210,19 +207,19 @@ class Trainer:
 
     @functools.cached_property
     def run_epochs_logged(self):
-        """Jitted ``(progress, history, subset, data_key, stop, data) -> (progress, history)``.
+        """Jitted ``(progress, subset, data_key, stop, data) -> (progress, history)``.
 
-        ``run_epochs`` that also records every epoch's training loss and accuracy (computed in
-        the step from the logits it already has): ``history`` ``[M, num_epochs, 2]`` (columns
-        loss, accuracy; NaN for epochs not run yet) is carried through the loop and through
-        chunks of epochs. The parameters are those of ``run_epochs``, bit for bit
-        (``tests/test_results.py``).
+        ``run_epochs`` that also records the training loss and accuracy of every epoch it runs
+        (computed in the step from the logits it already has): ``history`` ``[M, num_epochs, 2]``
+        (columns loss, accuracy) has the rows of the epochs run in this call, NaN elsewhere, so
+        the caller merges chunks of epochs. The parameters are those of ``run_epochs``, bit for
+        bit (``tests/test_results.py``).
         """
         ax = None if self.shared_data else 0
         fn = map_models(
-            self._run_logged, (0, 0, ax, ax, None, None), mode=self.model_axis, chunk_size=self.chunk_size
+            self._run_logged, (0, ax, ax, None, None), mode=self.model_axis, chunk_size=self.chunk_size
         )
-        return jax.jit(fn, donate_argnums=(0, 1))
+        return jax.jit(fn, donate_argnums=(0,))
 
     def bytes_per_model(self, data: DeviceData) -> int:
         """Memory of one model's training step (arguments, outputs, temporaries), from XLA.
@@ -246,9 +243,6 @@ class Trainer:
         """Ahead-of-time compile ``run_epochs`` (``run_epochs_logged`` with ``logged``) for these
         shapes; returns (executable, seconds)."""
         t0 = time.perf_counter()
-        if logged:
-            history = self.empty_history(jax.tree_util.tree_leaves(state)[0].shape[0])
-            exe = self.run_epochs_logged.lower(state, history, subset, data_key, jnp.int32(0), data).compile()
-        else:
-            exe = self.run_epochs.lower(state, subset, data_key, jnp.int32(0), data).compile()
+        fn = self.run_epochs_logged if logged else self.run_epochs
+        exe = fn.lower(state, subset, data_key, jnp.int32(0), data).compile()
         return exe, time.perf_counter() - t0
