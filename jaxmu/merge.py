@@ -68,7 +68,7 @@ def method_label(row: dict[str, str]) -> str:
     return row["call"] if row.get("call") not in (None, "", NO_CALL) else row["method"]
 
 
-def seed_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+def unique_seed_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
     """The per-seed rows, one per (run hash, method, seed), columns of duplicates merged in order."""
     merged: dict[tuple[str, str, str], dict[str, str]] = {}
     for r in rows:
@@ -93,7 +93,7 @@ def leaderboard_rows(rows: Iterable[dict[str, str]], metrics: Sequence[str] = ME
     """One entry per (dataset, model, method): ``runs``, ``seeds`` and every metric's ``Interval``
     over the group's seeds (None where no row of the group has the metric)."""
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
-    for r in seed_rows(rows):
+    for r in unique_seed_rows(rows):
         groups.setdefault((r["dataset"], r["model"], method_label(r)), []).append(r)
     out = []
     for (dataset, model, method), members in groups.items():

@@ -69,7 +69,7 @@ def write_train_results(setting, stages: dict, metrics: dict[str, dict[str, np.n
     from jaxmu import report as R
     from jaxmu.pipeline import METRICS
     from jaxmu.results import NO_CALL, identity, seed_rows, write_csv, write_results
-    from jaxmu.stats import METHOD_NOTE
+    from jaxmu.stats import METHOD_NOTE, interval
 
     cfg = setting.cfg
     out = setting.run_dir / "results" / "train"
@@ -100,7 +100,7 @@ def write_train_results(setting, stages: dict, metrics: dict[str, dict[str, np.n
     if histories:
         lines += ["## Training loss and accuracy, last epoch", "", "| stack | train loss | train accuracy |",
                   "|---|---|---|"]
-        lines += [f"| {k} | {R._fmt(h['loss'][:, -1])} | {R._fmt(h['accuracy'][:, -1])} |"
+        lines += [f"| {k} | {interval(h['loss'][:, -1]).format()} | {interval(h['accuracy'][:, -1]).format()} |"
                   for k, h in histories.items()]
         lines += ["", "Per epoch: `learning_curves.csv`, `learning_curves.png` (training mode, augmented "
                   "batches, each example scored by the parameters of its step).", ""]
