@@ -23,11 +23,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxmu.engine.finite import DivergedError
     from jaxmu.stages import RunDirError
 
+    from jaxmu.merge import ResultsError
     from jaxmu.models import ModelError
     from jaxmu.plugins import PluginError
 
     errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, RunDirError, ModelError,
-                                        DivergedError, PluginError]
+                                        DivergedError, PluginError, ResultsError]
     try:
         from jaxmu.methods import MethodError
 

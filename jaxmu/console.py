@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jaxmu.train", "train the original and retrained stacks"),
     "unlearn": ("jaxmu.unlearn", "unlearn every seed with one method"),
     "attack": ("jaxmu.attack", "U-LiRA attack on one method"),
+    "report": ("jaxmu.report", "merge the results of run directories into one leaderboard"),
     "prepare": ("jaxmu.data.prepare", "prepare tensorflow-datasets data for offline use"),
 }
 

@@ -1,4 +1,13 @@
-"""Sweep outputs: ``results.csv``, ``results.json``, ``report.md`` and plots (protocol §6.7).
+"""Report tables and plots (protocol §6.7), and ``jaxmu report``: one leaderboard of many runs.
+
+    jaxmu report RUN_DIR [RUN_DIR ...] [--out FILE.csv]   # = python -m jaxmu.report ...
+
+prints the leaderboard of every ``results.csv`` under the run directories (``jaxmu.merge``:
+grouped by dataset, model and method, mean ± 95% t half-width over seeds) as markdown, with the
+attack rows in a table of their own, and with ``--out`` writes the leaderboard as CSV. A missing
+directory, or one without results, is one ``error:`` line and exit code 2.
+
+The sweep's tables:
 
 Every table shows the retrained reference beside each method, the mean over seeds with its 95%
 Student-t interval (``jaxmu.stats``; single seed flagged), Val and Test MIA both, and the
@@ -9,44 +18,18 @@ metrics) is left out of every mean and interval, and the table says how many:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from jaxmu.checkpoint import write_text_atomic
 from jaxmu.metrics import summarize
 from jaxmu.stats import interval, paired
 
 CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
                "retdev", "tow")
 CSV_COLUMNS = ("method", "seed", "status", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """One row per (method, seed); hyperparameter columns ``hp_<name>`` after the fixed ones."""
-    hp_cols = sorted({k for r in rows for k in r if k.startswith("hp_")})
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=[*CSV_COLUMNS, *hp_cols], extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    write_text_atomic(path, buf.getvalue())
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=_plain))
-
-
-def _plain(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _fmt(values) -> str:
@@ -247,3 +230,66 @@ def plot_pareto(path: Path, method: str, objectives: np.ndarray) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_learning_curves(path: Path, histories: dict[str, dict[str, np.ndarray]]) -> None:
+    """Training loss and accuracy per epoch, one thin line per seed and the mean over seeds per stack.
+
+    ``histories``: ``{stack: {"loss": [seeds, epochs], "accuracy": [seeds, epochs]}}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for c, (stack, h) in enumerate(histories.items()):
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            v = np.asarray(h[key], np.float64)
+            epochs = np.arange(1, v.shape[1] + 1)
+            ax.plot(epochs, v.T, color=f"C{c}", lw=0.6, alpha=0.35)
+            ax.plot(epochs, np.nanmean(v, axis=0), color=f"C{c}", lw=1.8, label=stack)
+    axes[0].set(xlabel="epoch", ylabel="training loss (CE)", title="training loss")
+    axes[1].set(xlabel="epoch", ylabel="training accuracy", title="training accuracy", ylim=(0, 1.02))
+    axes[1].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``jaxmu report RUN_DIR... [--out FILE]``: the merged leaderboard (markdown on stdout)."""
+    from jaxmu import merge
+    from jaxmu.checkpoint import write_text_atomic
+    from jaxmu.paths import absolute_path
+    from jaxmu.stats import METHOD_NOTE
+
+    p = argparse.ArgumentParser(prog="python -m jaxmu.report", description=__doc__.split("\n")[0])
+    p.add_argument("run_dirs", nargs="+", type=absolute_path, metavar="RUN_DIR",
+                   help="run directories (or any folders holding results.csv files, searched recursively)")
+    p.add_argument("--out", default=None, type=absolute_path, metavar="FILE", help="also write the leaderboard as CSV")
+    args = p.parse_args(argv)
+    rows = merge.load_rows(args.run_dirs)
+    board = merge.leaderboard_rows(rows)
+    metrics = merge.present_metrics(board)
+    lines = [f"# jaxmu report — {len(args.run_dirs)} run directories, {len(rows)} rows", ""]
+    if board:
+        lines += ["## Leaderboard", "", f"Grouped by dataset, model and method; {METHOD_NOTE}; `runs` counts the "
+                  "run hashes pooled.", "", merge.leaderboard_markdown(board, metrics), ""]
+    attack = merge.attack_markdown(rows)
+    if attack:
+        lines += ["## U-LiRA attacks", "", attack, ""]
+    print("\n".join(lines))
+    if args.out is not None:
+        if args.out.is_dir():
+            raise merge.ResultsError(f"--out {args.out} is a directory: name a CSV file")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out, merge.leaderboard_csv(board, metrics))
+        print(f"leaderboard: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from jaxmu.cli import run_cli
+
+    run_cli(main)

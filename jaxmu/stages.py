@@ -31,11 +31,12 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
 from jaxmu.engine.finite import DivergedError, diverged_names, finite_rows
-from jaxmu.engine.sharding import place
+from jaxmu.engine.sharding import place, to_host
 from jaxmu.config import Config
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 from jaxmu.paths import absolute_path
@@ -96,7 +97,9 @@ def run_dir_for(out: str | Path, cfg: Config, content: dict[str, str] | None = N
     registered under one name never share a run directory; built-in settings pass none and keep
     their directories.
     """
-    key = cfg.hash("data", "model", "train", "seeds")
+    from jaxmu.results import run_hash
+
+    key = run_hash(cfg)
     if content:
         blob = json.dumps({"config": key, "content": content}, sort_keys=True).encode()
         key = hashlib.sha256(blob).hexdigest()[:16]
@@ -127,13 +130,40 @@ def run_dir_for(out: str | Path, cfg: Config, content: dict[str, str] | None = N
 
 @dataclasses.dataclass
 class StageResult:
-    """A finished training stage: the stacked state and its timings (seconds)."""
+    """A finished training stage: the stacked state, its timings (seconds) and its learning curves.
+
+    ``history``: ``{"loss": [M, epochs], "accuracy": [M, epochs]}``, each epoch's training loss
+    and accuracy per model as the trainer computed them during the epoch (``Trainer._epoch``);
+    None for a stage finished before jaxmu recorded them.
+    """
 
     state: TrainProgress
     compile_s: float
     run_s: float
     skipped: bool
     resumed_from: int
+    history: dict[str, np.ndarray] | None = None
+
+
+HISTORY_COLUMNS = ("loss", "accuracy")
+
+
+def history_dict(history: Any) -> dict[str, np.ndarray]:
+    """``[M, epochs, 2]`` (loss, accuracy) as ``{"loss": [M, epochs], "accuracy": [M, epochs]}``."""
+    h = np.asarray(history, np.float64)
+    return {name: h[..., i] for i, name in enumerate(HISTORY_COLUMNS)}
+
+
+def _history_meta(history: np.ndarray) -> dict[str, list]:
+    """The history as JSON lists for ``meta.json`` (NaN, for epochs not run, is written ``NaN``)."""
+    return {k: v.tolist() for k, v in history_dict(history).items()}
+
+
+def _history_from_meta(meta: dict[str, Any]) -> np.ndarray | None:
+    h = meta.get("history")
+    if not h:
+        return None
+    return np.stack([np.asarray(h[k], np.float32) for k in HISTORY_COLUMNS], axis=-1)
 
 
 def _epoch_dirs(stage_dir: Path) -> list[Path]:
@@ -158,7 +188,9 @@ def run_training_stage(
     """Train ``init_state`` to ``trainer.num_epochs`` epochs, resumably, under ``stage_dir``.
 
     ``on_checkpoint(epoch)`` is called after each resumable checkpoint is on disk (tests use it
-    to interrupt a run at a known point). ``model_names`` (the seeds) name the models of the
+    to interrupt a run at a known point). The per-epoch training loss and accuracy
+    (``Trainer.run_epochs_logged``) travel with the checkpoints in ``meta.json`` (``history``)
+    and come back as ``StageResult.history``. ``model_names`` (the seeds) name the models of the
     stack in a ``DivergedError``; row indices are used without them.
     """
     stage_dir = Path(stage_dir)
@@ -168,16 +200,23 @@ def run_training_stage(
     if (final / "meta.json").exists():
         state, meta = load_tree(final, template)
         _check_finite(state, label, model_names, f"its checkpoint {final} holds them: delete it")
-        return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs)
+        hist = _history_from_meta(meta)
+        return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs,
+                           None if hist is None else history_dict(hist))
 
+    num_models = jax.tree_util.tree_leaves(init_state)[0].shape[0]
+    history = np.full((num_models, trainer.num_epochs, 2), np.nan, np.float32)
     state, prior_run_s, resumed = place(init_state), 0.0, 0  # the layout the program keeps
     epochs_done = _epoch_dirs(stage_dir)  # written atomically: each one is complete
     if epochs_done:
         state, meta = load_tree(epochs_done[-1], template)  # corrupt or foreign: CheckpointError
         prior_run_s, resumed = meta.get("run_s", 0.0), int(meta["epoch"])
+        saved = _history_from_meta(meta)
+        if saved is not None and saved.shape == history.shape:
+            history = saved
 
     subset = jnp.asarray(subset)
-    exe, compile_s = trainer.compile(state, subset, data_key, data)
+    exe, compile_s = trainer.compile(state, subset, data_key, data, logged=True)
     total = trainer.num_epochs
     bar = _progress(total, resumed, label, progress)
     run_s = prior_run_s
@@ -185,8 +224,9 @@ def run_training_stage(
     while epoch < total:
         stop = min(epoch + checkpoint_every, total)
         t0 = time.perf_counter()
-        state = exe(state, subset, data_key, jnp.int32(stop), data)
+        state, chunk = exe(state, subset, data_key, jnp.int32(stop), data)
         jax.block_until_ready(state)
+        history[:, epoch:stop] = to_host(chunk)[:, epoch:stop]  # the rows of the epochs just run
         run_s += time.perf_counter() - t0
         last_good = _epoch_dirs(stage_dir)
         _check_finite(state, label, model_names,
@@ -197,7 +237,8 @@ def run_training_stage(
             bar.update(stop - bar.n)
         if epoch < total:
             path = stage_dir / f"epoch_{epoch:04d}"
-            save_tree(path, state, {**metadata, "epoch": epoch, "run_s": run_s})
+            save_tree(path, state, {**metadata, "epoch": epoch, "run_s": run_s,
+                                    "history": _history_meta(history)})
             _drop_epochs(stage_dir, keep=path)
             if on_checkpoint is not None:
                 on_checkpoint(epoch)
@@ -205,9 +246,9 @@ def run_training_stage(
     if bar is not None:
         bar.close()
     save_tree(final, state, {**metadata, "epoch": total, "run_s": run_s, "compile_s": compile_s,
-                             "done": True, "environment": environment()})
+                             "done": True, "environment": environment(), "history": _history_meta(history)})
     _drop_epochs(stage_dir)
-    return StageResult(state, compile_s, run_s, False, resumed)
+    return StageResult(state, compile_s, run_s, False, resumed, history_dict(history))
 
 
 def _check_finite(state: TrainProgress, label: str, names: Sequence[Any] | None, where: str) -> None:

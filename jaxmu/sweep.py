@@ -144,28 +144,31 @@ def _tuning_plot_lines(out_dir: Path, plots: dict[str, str]) -> list[str]:
 
 def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict, refs: dict,
                   ulira: dict | None = None, klom_original: dict | None = None) -> Path:
-    """``results.csv`` (one row per method and seed, ``status`` ok/diverged), ``results.json``,
-    ``report.md`` (means over the finite seeds, diverged ones counted) and the plots."""
+    """``results.csv`` (one row per method and seed: the identifying columns of ``jaxmu.results``,
+    ``status`` ok/diverged, the metrics, timings and ``hp_*``), ``results.json``, ``report.md``
+    (means over the finite seeds, diverged ones counted) and the plots."""
     from jaxmu import report as R
+    from jaxmu.results import identity, write_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    ident = identity(setting.cfg, "sweep")
     rows = []
     for r in results:
         m = r["metrics"]
         status = r.get("status") or R.seed_status(m)
         for i, seed in enumerate(setting.cfg.seeds):
-            row = {"method": r["method"], "seed": seed, "status": status[i], **{k: m[k][i] for k in R.CSV_METRICS},
+            row = {**ident, "method": r["method"], "call": r["call"], "seed": seed, "status": status[i],
+                   **{k: m[k][i] for k in R.CSV_METRICS},
                    "unlearn_s": r["unlearn_s"], "compile_s": r["compile_s"], "rte": r["rte"]}
             row.update({f"hp_{k}": v for k, v in r["hparams"].items()})
             rows.append(row)
-    R.write_csv(out_dir / "results.csv", rows)
-    R.write_json(out_dir / "results.json", {
+    meta = {
         "config": setting.cfg.to_dict(), "config_hash": setting.cfg.hash(), "run_dir": str(setting.run_dir),
         "methods": {r["method"]: {k: r[k] for k in ("call", "hparams", "best_trial", "unlearn_s", "compile_s",
                                                      "rte", "tuning_compile_s", "tuning_run_s")} for r in results},
         "retrain_run_s": refs["retrain"].run_s, "ulira": ulira,
         "klom": {"original": klom_original, **{r["method"]: r.get("klom") for r in results}},
-    })
+    }
     lines = [f"# jaxmu sweep — {setting.cfg.data.name} / {setting.cfg.model.name}", "",
              f"Config hash `{setting.cfg.hash()}`, {len(setting.cfg.seeds)} seeds, "
              f"{setting.cfg.tune.trials} trials per tuning seed {list(setting.cfg.tune.seeds)}; "
@@ -198,9 +201,8 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
     lines += R.klom_section({"original": klom_original, **{r["method"]: r.get("klom") for r in results}},
                             len(setting.cfg.seeds))
     if ulira:
-        lines += ["## U-LiRA", "", "```", ulira["table"], "```", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
-    return out_dir / "report.md"
+        lines += ["## U-LiRA", "", ulira["table"], ""]
+    return write_results(out_dir, rows, columns=R.CSV_COLUMNS, meta=meta, report=lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,15 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ulira = None
     if args.ulira:
-        from jaxmu.attack import attack_rows
+        from jaxmu.attack import write_attack_results
         from jaxmu.ulira_stage import run_ulira
-        from jaxmu.cli import format_table
 
         tables = []
         for r in results:
-            rep = run_ulira(setting, M.get(r["method"], **r["hparams"]))
-            tables.append(format_table(["unlearned", "formulation", "accuracy", "AUC", "TPR@1%", "TPR@0.1%", "pairs"],
-                                       attack_rows(rep)))
+            tuned = M.get(r["method"], **r["hparams"])
+            attack_report = write_attack_results(setting, run_ulira(setting, tuned), tuned)
+            body = attack_report.read_text().split("\n", 1)[1]  # its table and interval note, under our heading
+            tables.append(f"### `{tuned.call_string()}`\n{body}\nAttack results: `{attack_report.parent}`")
         ulira = {"table": "\n\n".join(tables)}
     tag = "all" if args.method == "all" else methods[0].name
     path = write_outputs(setting.run_dir / f"sweep_{tag}", setting, results, ref_metrics, refs, ulira,

@@ -13,6 +13,12 @@ A seed whose unlearned model diverged (parameters or losses not finite, e.g. a l
 means (``mean±std (2 of 3; 1 diverged)``), the other seeds are reported exactly as without it,
 and the command ends with one ``warning:`` line naming the diverged seeds on stderr.
 
+Results go to ``<run dir>/results/unlearn/<method>_<hash>/`` (the hash of the hyperparameters, as
+the checkpoint's folder): ``results.csv`` (one row per seed for the method and for the retrain
+and original references: the identifying columns of ``jaxmu.results``, status, accuracies, MIAs,
+indiscernibility, RetDev, run time, RTE, ``hp_*``), ``results.json`` and ``report.md`` (means ±
+95% t-intervals over seeds beside the retrained and original stacks, as the sweep's).
+
 Exit codes: 0 all models finite; 2 bad input (one ``error:`` line, e.g. a diverged *training*
 stage); 3 (``EXIT_DIVERGED``) the run finished but some unlearned models diverged.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, format_table, run_cli
@@ -40,6 +47,45 @@ def diverged_warning(what: str, seeds: Sequence[object], diverged) -> str | None
     return (f"warning: {what}: {int(d.sum())} of {d.size} models diverged (seeds {diverged_names(~d, seeds)}): "
             f"parameters or losses not finite; their metrics are NaN and left out of the means "
             f"(exit code {EXIT_DIVERGED})")
+
+
+UNLEARN_COLUMNS = ("unlearn_s", "compile_s", "rte")
+
+
+def write_unlearn_results(setting, method, res, metrics: dict[str, dict], retrain_run_s: float,
+                          rte: float) -> Path:
+    """The unlearn stage's results under ``<run dir>/results/unlearn/<checkpoint folder>/``.
+
+    ``metrics``: ``{method.name: ..., "retrain": ..., "original": ...}``, each
+    ``with_retention(stack_metrics(...), retrain)``; returns the report's path.
+    """
+    from jaxmu import report as R
+    from jaxmu.results import NO_CALL, identity, seed_rows, write_results
+    from jaxmu.stats import METHOD_NOTE
+
+    cfg = setting.cfg
+    ident = identity(cfg, "unlearn")
+    call = method.call_string()
+    rows = []
+    for name, m in metrics.items():
+        own = name == method.name
+        stack_rows = seed_rows(ident, name, call if own else NO_CALL, cfg.seeds, m, R.CSV_METRICS,
+                               R.seed_status(m))
+        if own:
+            for r in stack_rows:
+                r.update(unlearn_s=res.run_s, compile_s=res.compile_s, rte=rte,
+                         **{f"hp_{k}": v for k, v in method.hparams.items()})
+        rows += stack_rows
+    lines = [f"# jaxmu unlearn — {cfg.data.name} / {cfg.model.name}: `{call}`", "",
+             f"Config hash `{ident['config_hash']}`, {len(cfg.seeds)} seeds; run directory `{setting.run_dir}`. "
+             f"Means over seeds; {METHOD_NOTE}.", "", R.summary_table(metrics), "",
+             f"Unlearning: {res.run_s:.3f} s for {len(cfg.seeds)} models (compile {res.compile_s:.2f} s apart); "
+             f"retrain {retrain_run_s:.2f} s; RTE {rte:.1f}x.", ""]
+    meta = {"config": cfg.to_dict(), "run_dir": str(setting.run_dir), "call": call,
+            "hparams": dict(method.hparams), "checkpoint": str(res.path), "unlearn_s": res.run_s,
+            "compile_s": res.compile_s, "retrain_run_s": retrain_run_s, "rte": rte}
+    out = setting.run_dir / "results" / "unlearn" / res.path.name
+    return write_results(out, rows, columns=(*R.CSV_METRICS, *UNLEARN_COLUMNS), meta=meta, report=lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{method.call_string()} {how}: run {res.run_s:.3f} s for {len(cfg.seeds)} models "
           f"(compile {res.compile_s:.2f} s apart); retrain {t_r:.3f} s; RTE {rte:.1f}x")
     print(f"checkpoint: {res.path}")
+    import jax
+
+    original = with_retention(stack_metrics(setting, refs["original"].state), retrain)  # collective
+    if jax.process_index() == 0:  # every process holds the metrics; one writes them
+        path = write_unlearn_results(setting, method, res, {**results, "original": original}, t_r, rte)
+        print(f"results: {path.parent}")
     warning = diverged_warning(method.call_string(), cfg.seeds, results[method.name]["diverged"])
     if warning:
         print(warning, file=sys.stderr)

@@ -79,7 +79,7 @@ def test_attack_cli_reuses_shadows_and_writes_scores_and_plot(report, out_dir, r
 
     tmp_path = out_dir
     cmd = [sys.executable, "-m", "jaxmu.attack", "--config", "configs/ulira_digits_cnn.yaml", "--method",
-           METHOD, "--out", str(tmp_path), "--quiet"]
+           METHOD, "--out", str(tmp_path), "--quiet", "--bootstrap", "200"]
     for o in TINY:
         cmd += ["--set", o]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root)
@@ -90,8 +90,46 @@ def test_attack_cli_reuses_shadows_and_writes_scores_and_plot(report, out_dir, r
     assert npz and png and png[0].stat().st_size > 1000
     data = np.load(npz[0])
     assert data["finetune_hayes_scores"].shape == data["finetune_hayes_labels"].shape
+    import csv
+    import json
+
+    import jaxmu.methods as M
+    from jaxmu.results import ID_COLUMNS
+
+    folder = npz[0].parent / "results_finetune"  # the per-population table, beside the npz
+    with (folder / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[: len(ID_COLUMNS)] == list(ID_COLUMNS) and len(rows) == 6
+    assert {r["stage"] for r in rows} == {"attack"} and {r["seed"] for r in rows} == {"-"}
+    assert {r["population"] for r in rows} == {"finetune", "original", "retrain (perfect)"}
+    assert {r["call"] for r in rows if r["population"] == "finetune"} == {M.get(METHOD).call_string()}
+    assert all(r["bootstrap_resamples"] == "200" and float(r["auc_lo"]) <= float(r["auc"]) <= float(r["auc_hi"])
+               for r in rows)
+    report_md = (folder / "report.md").read_text()
+    assert "200 resamples" in report_md and "bootstrap over target models" in report_md
+    assert len(json.loads((folder / "results.json").read_text())["rows"]) == 6
     bad = subprocess.run(cmd + ["--set", "attack.num_splits=5"], capture_output=True, text=True, cwd=repo_root)
     assert bad.returncode == 2 and "num_splits" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_population_rows_have_grouped_bootstrap_intervals(report):
+    """Each (population, formulation) row: the statistics of its summary and the percentile
+    bootstrap interval over target models (``bootstrap_ci`` grouped by ``model_index``), the
+    same on every call (fixed seed)."""
+    from jaxmu.attack import BOOTSTRAP_SEED, STATISTICS, population_rows
+    from jaxmu.attacks.roc import bootstrap_ci
+
+    pops, rep = report
+    rows = population_rows(rep, "finetune", "finetune(...)", {"stage": "attack"}, n_boot=50)
+    assert rows == population_rows(rep, "finetune", "finetune(...)", {"stage": "attack"}, n_boot=50)
+    assert [(r["population"], r["formulation"]) for r in rows] == [
+        (p, f) for p in ("finetune", "original", "retrain (perfect)") for f in ("hayes", "deepunlearn")]
+    res = pops["original"].deepunlearn
+    ci = bootstrap_ci(res.scores, res.labels, res.model_index, 50, np.random.default_rng(BOOTSTRAP_SEED))
+    row = rows[3]
+    for k in STATISTICS:
+        assert row[k] == res.summary[k] and (row[f"{k}_lo"], row[f"{k}_hi"]) == ci[k]
+    assert row["call"] == "-" and rows[0]["call"] == "finetune(...)"
 
 
 @pytest.mark.slow

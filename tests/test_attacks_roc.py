@@ -92,6 +92,25 @@ def test_bootstrap_ci_covers_and_is_deterministic():
     assert ci_rs["auc"][0] < point
 
 
+def test_bootstrap_fast_path_equals_pooling_the_drawn_groups():
+    """The default statistic's weighted replicates (one sort) equal pooling the drawn groups'
+    pairs and recomputing the summary (any other statistic takes that path), ties included."""
+    g = np.random.default_rng(3)
+    groups = np.repeat(np.arange(12), 30)
+    y = g.random(groups.size) < 0.3
+    s = np.round(g.normal(size=y.size) + y * 0.8, 1)  # rounded: many ties, across groups too
+    fast = bootstrap_ci(s, y, groups, 200, np.random.default_rng(7))
+    pooled = bootstrap_ci(s, y, groups, 200, np.random.default_rng(7),
+                          statistic=lambda a, b: attack_summary(a, b))
+    assert set(fast) == set(pooled) == {"accuracy", "auc", "tpr_at_1pct", "tpr_at_0.1pct"}
+    for k in fast:
+        np.testing.assert_allclose(fast[k], pooled[k], rtol=0, atol=1e-12, err_msg=k)
+    few = np.repeat(np.arange(3), 2)  # resamples missing a class are redrawn the same way on both paths
+    y3, s3 = np.array([1, 1, 0, 0, 1, 0], bool), np.array([0.9, 0.8, 0.2, 0.1, 0.7, 0.3])
+    assert bootstrap_ci(s3, y3, few, 30, np.random.RandomState(0)) == bootstrap_ci(
+        s3, y3, few, 30, np.random.RandomState(0), statistic=lambda a, b: attack_summary(a, b))
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="both classes"):
         roc_curve([0.1, 0.2], [1, 1])

@@ -66,6 +66,11 @@ def test_two_process_stack_equals_single_device_and_resumes(repo_root, tmp_path)
         assert len(a) == len(b)
         for x, y in zip(a, b):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=stage)
+    for stage in ("original", "retrain"):  # learning curves: gathered from both processes, kept across the kill
+        for k in ("loss", "accuracy"):
+            h, w = (np.asarray(read_metadata(c[stage])["history"][k], np.float64) for c in (got, want))
+            assert h.shape == (4, 2) and np.isfinite(h).all(), (stage, k, h)
+            np.testing.assert_allclose(h, w, rtol=1e-4, atol=1e-6, err_msg=f"{stage} {k}")
 
 
 def test_sweep_refuses_multi_process_launch(repo_root, tmp_path):

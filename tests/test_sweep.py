@@ -60,6 +60,11 @@ def test_sweep_writes_results_report_and_plots(uninterrupted):
                 "indiscernibility", "retdev", "unlearn_s", "compile_s", "rte", "hp_learning_rate", "hp_epochs"):
         assert col in rows[0], col
     assert {r["seed"] for r in rows} == {"0", "1"} and all(r["method"] == METHOD for r in rows)
+    from jaxmu.results import ID_COLUMNS
+
+    assert list(rows[0])[: len(ID_COLUMNS)] == list(ID_COLUMNS)  # the identifying columns of every stage
+    assert all(r["stage"] == "sweep" and r["dataset"] == "digits" and r["model"] == "mlp" and
+               r["call"].startswith(f"{METHOD}(") for r in rows)
     assert all(0 <= float(r["retain_acc"]) <= 1 and float(r["rte"]) > 0 for r in rows)
     sdir = next(out.rglob("sweep_finetune"))
     meta = json.loads((sdir / "results.json").read_text())
@@ -191,3 +196,5 @@ def test_sweep_with_ulira_adds_the_attack_to_the_report(uninterrupted, repo_root
     assert res.returncode == 0, res.stderr[-3000:]
     report = (next(out.rglob("sweep_finetune")) / "report.md").read_text()
     assert "## U-LiRA" in report and "retrain (perfect)" in report and "hayes" in report
+    assert "bootstrap over target models" in report  # AUC and TPRs with their intervals
+    assert list(out.rglob("ulira_*/results_finetune/results.csv"))

@@ -133,11 +133,15 @@ def bootstrap_ci(
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     uniq, inv = np.unique(g, return_inverse=True)
+    draw = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
+    q = [(1.0 - level) / 2.0 * 100.0, (1.0 + level) / 2.0 * 100.0]
+    if statistic is attack_summary:
+        reps = _weighted_replicates(s, y, inv, uniq.size, n_boot, draw)
+        return {k: tuple(float(x) for x in np.percentile(v, q)) for k, v in reps.items()}
     order = np.argsort(inv, kind="stable")
     starts = np.searchsorted(inv[order], np.arange(uniq.size))
     ends = np.r_[starts[1:], s.size]
     members = [order[a:b] for a, b in zip(starts, ends)]
-    draw = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
     reps: dict[str, list[float]] = {}
     done, tries = 0, 0
     while done < n_boot:
@@ -152,5 +156,36 @@ def bootstrap_ci(
             if isinstance(v, float):
                 reps.setdefault(k, []).append(v)
         done += 1
-    q = [(1.0 - level) / 2.0 * 100.0, (1.0 + level) / 2.0 * 100.0]
     return {k: tuple(float(x) for x in np.percentile(v, q)) for k, v in reps.items()}
+
+
+def _weighted_replicates(s: np.ndarray, y: np.ndarray, inv: np.ndarray, n_groups: int, n_boot: int,
+                         draw: Callable[..., np.ndarray]) -> dict[str, list[float]]:
+    """``attack_summary``'s float statistics of ``n_boot`` group resamples, without pooling copies.
+
+    A resample that draws group j c_j times is the pooled sample in which every pair of j has
+    weight c_j: one sort of all pairs serves every replicate, whose ROC is the cumulative weighted
+    positive and negative counts at the tie boundaries (O(P) instead of a sort of the pooled
+    pairs). Groups drawn 0 times add ROC points equal to their predecessor, which change neither
+    the AUC, the best balanced accuracy nor the TPR at an FPR level, so every replicate equals the
+    pooled computation's (to rounding). The draws and redraws are the pooled loop's, in its order.
+    """
+    order = np.argsort(-s, kind="stable")
+    ss, ys, gs = s[order], y[order], inv[order]
+    last = np.r_[ss[1:] != ss[:-1], True]
+    reps: dict[str, list[float]] = {k: [] for k in ("accuracy", "auc", "tpr_at_1pct", "tpr_at_0.1pct")}
+    done, tries = 0, 0
+    while done < n_boot:
+        tries += 1
+        if tries > 20 * n_boot:
+            raise ValueError("bootstrap replicates keep missing a class; too few groups")
+        w = np.bincount(draw(0, n_groups, size=n_groups), minlength=n_groups)[gs]
+        tp, fp = np.cumsum(w * ys)[last], np.cumsum(w * ~ys)[last]
+        if tp[-1] == 0 or fp[-1] == 0:
+            continue
+        tpr, fpr = np.r_[0.0, tp / tp[-1]], np.r_[0.0, fp / fp[-1]]
+        for k, v in (("accuracy", _bal_acc(fpr, tpr)), ("auc", _auc(fpr, tpr)),
+                     ("tpr_at_1pct", _tpr_at(fpr, tpr, 0.01)), ("tpr_at_0.1pct", _tpr_at(fpr, tpr, 0.001))):
+            reps[k].append(v)
+        done += 1
+    return reps

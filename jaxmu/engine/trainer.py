@@ -126,18 +126,28 @@ class Trainer:
     # ------------------------------------------------------------------ one model
 
     def _step(self, state: TrainState, idx: Array, key: PRNGKey, data: DeviceData) -> tuple[TrainState, Array]:
+        """One SGD step on batch ``idx``; returns the new state and ``[loss, correct]`` of the batch
+        (train-mode CE and the number of correctly classified examples, both before the update)."""
         x = preprocess(data.images[idx], key, kind=self.augment, mean=self.mean, std=self.std, train=True)
         y = data.labels[idx]
         dropout_key = jax.random.fold_in(key, 1)
 
         def loss_fn(params):
             logits, new_bs = self.model.apply(params, state.batch_stats, x, train=True, key=dropout_key)
-            return cross_entropy(logits, y), new_bs
+            return cross_entropy(logits, y), (new_bs, logits)
 
-        (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return state.apply_gradients(grads, batch_stats=new_bs), loss
+        (loss, (new_bs, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        correct = jnp.sum(jnp.argmax(jax.lax.stop_gradient(logits), -1) == y).astype(jnp.float32)
+        return state.apply_gradients(grads, batch_stats=new_bs), jnp.stack([loss.astype(jnp.float32), correct])
 
-    def _epoch(self, prog: TrainProgress, subset: Array, data_key: PRNGKey, data: DeviceData) -> TrainProgress:
+    def _epoch(self, prog: TrainProgress, subset: Array, data_key: PRNGKey,
+               data: DeviceData) -> tuple[TrainProgress, Array]:
+        """One epoch; returns the new progress and ``[mean loss, accuracy]`` over the epoch's examples.
+
+        The epoch loss is the example-weighted mean of the batch losses (the partial last batch
+        weighs ``rem / n``), the accuracy the fraction of examples classified correctly by the
+        parameters of their step (train mode, augmented) -- the running figures of a training log.
+        """
         n = subset.shape[0]
         bsz = self.batch_size
         n_full, rem = divmod(n, bsz)
@@ -147,21 +157,36 @@ class Trainer:
         lr = prog.base_lr * cosine_factor(epoch, self.num_epochs)
         state = prog.state.with_lr(lr)
         step_keys = jax.vmap(lambda b: jax.random.fold_in(ekey, b))(jnp.arange(n_full + (rem > 0)))
+        loss_sum = jnp.zeros((), jnp.float32)
+        correct = jnp.zeros((), jnp.float32)
         if n_full:
             batches = order[: n_full * bsz].reshape(n_full, bsz)
 
             def body(st, xs):
-                st, _ = self._step(st, xs[0], xs[1], data)
-                return st, None
+                return self._step(st, xs[0], xs[1], data)
 
-            state, _ = jax.lax.scan(body, state, (batches, step_keys[:n_full]))
+            state, logs = jax.lax.scan(body, state, (batches, step_keys[:n_full]))
+            loss_sum, correct = jnp.sum(logs[:, 0]) * bsz, jnp.sum(logs[:, 1])
         if rem:
-            state, _ = self._step(state, order[n_full * bsz :], step_keys[n_full], data)
-        return prog._replace(state=state, epoch=epoch + 1)
+            state, last = self._step(state, order[n_full * bsz :], step_keys[n_full], data)
+            loss_sum, correct = loss_sum + last[0] * rem, correct + last[1]
+        return prog._replace(state=state, epoch=epoch + 1), jnp.stack([loss_sum / n, correct / n])
+
+    def _run_logged(self, prog, subset, data_key, stop, data):
+        """Epochs until ``stop``, and ``[num_epochs, 2]`` (loss, accuracy) with row ``e`` set for
+        each epoch e run here (NaN for the others)."""
+
+        def body(carry):
+            p, h = carry
+            new, log = self._epoch(p, subset, data_key, data)
+            return new, h.at[p.epoch].set(log)
+
+        history = jnp.full((self.num_epochs, 2), jnp.nan, jnp.float32)
+        return jax.lax.while_loop(lambda c: c[0].epoch < stop, body, (prog, history))
 
     def _run_one(self, prog, subset, data_key, stop, data):
         return jax.lax.while_loop(
-            lambda p: p.epoch < stop, lambda p: self._epoch(p, subset, data_key, data), prog
+            lambda p: p.epoch < stop, lambda p: self._epoch(p, subset, data_key, data)[0], prog
         )
 
     # ------------------------------------------------------------------ stacks
@@ -177,6 +202,22 @@ class Trainer:
         ax = None if self.shared_data else 0
         fn = map_models(
             self._run_one, (0, ax, ax, None, None), mode=self.model_axis, chunk_size=self.chunk_size
+        )
+        return jax.jit(fn, donate_argnums=(0,))
+
+    @functools.cached_property
+    def run_epochs_logged(self):
+        """Jitted ``(progress, subset, data_key, stop, data) -> (progress, history)``.
+
+        ``run_epochs`` that also records the training loss and accuracy of every epoch it runs
+        (computed in the step from the logits it already has): ``history`` ``[M, num_epochs, 2]``
+        (columns loss, accuracy) has the rows of the epochs run in this call, NaN elsewhere, so
+        the caller merges chunks of epochs. The parameters are those of ``run_epochs``, bit for
+        bit (``tests/test_results.py``).
+        """
+        ax = None if self.shared_data else 0
+        fn = map_models(
+            self._run_logged, (0, ax, ax, None, None), mode=self.model_axis, chunk_size=self.chunk_size
         )
         return jax.jit(fn, donate_argnums=(0,))
 
@@ -198,8 +239,10 @@ class Trainer:
                                                              "temp_size_in_bytes"))
         return max(0, total - dataset)  # the dataset is shared by every model
 
-    def compile(self, state, subset, data_key, data) -> tuple[Any, float]:
-        """Ahead-of-time compile ``run_epochs`` for these shapes; returns (executable, seconds)."""
+    def compile(self, state, subset, data_key, data, *, logged: bool = False) -> tuple[Any, float]:
+        """Ahead-of-time compile ``run_epochs`` (``run_epochs_logged`` with ``logged``) for these
+        shapes; returns (executable, seconds)."""
         t0 = time.perf_counter()
-        exe = self.run_epochs.lower(state, subset, data_key, jnp.int32(0), data).compile()
+        fn = self.run_epochs_logged if logged else self.run_epochs
+        exe = fn.lower(state, subset, data_key, jnp.int32(0), data).compile()
         return exe, time.perf_counter() - t0
