@@ -89,7 +89,13 @@ def test_loaded_stage_keeps_its_history(runs):
     from jaxmu.config import load_config
     from jaxmu.pipeline import prepare, reference_stacks
 
-    cfg = load_config(None, ["model.name=mlp", "train.epochs=2", "seeds=[0,1]", "engine.progress=false"])
+    from jaxmu.cli import add_config_args
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_config_args(p)  # the CLI's default config, as the fixture's runs used
+    cfg = load_config(p.get_default("config"), ["model.name=mlp", "train.epochs=2", "seeds=[0,1]",
+                                                "engine.progress=false"])
     stages = reference_stacks(prepare(cfg, runs["out"]))
     rows = _csv(runs["a"] / "results" / "train" / "learning_curves.csv")
     for name, st in stages.items():
