@@ -22,6 +22,7 @@ seeds; nothing is written for the diverged epochs (no ``final/``), and the last 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 import time
@@ -86,9 +87,17 @@ def check_writable_dir(out: Path) -> None:
                           "choose a directory you can write to") from None
 
 
-def run_dir_for(out: str | Path, cfg: Config) -> Path:
-    """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it)."""
+def run_dir_for(out: str | Path, cfg: Config, original: str | None = None) -> Path:
+    """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it).
+
+    ``original``: the content hash of an imported original stack (``jaxmu.originals.stack_hash``);
+    it joins the key, so other weights never reuse this directory's stages.
+    """
     key = cfg.hash("data", "model", "train", "seeds")
+    want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
+    if original is not None:
+        want["original_sha256"] = original
+        key = hashlib.sha256(f"{key}:{original}".encode()).hexdigest()[:16]
     out = absolute_path(out)
     run = out / f"{cfg.data.name}_{cfg.model.name}_{key}"
     check_writable_dir(out)
@@ -97,7 +106,6 @@ def run_dir_for(out: str | Path, cfg: Config) -> Path:
     except OSError as e:
         raise RunDirError(f"cannot create the run directory {run} ({e.strerror or e}): choose another --out") from None
     cfile = run / "config.json"
-    want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
     if cfile.exists():
         try:
             have = json.loads(cfile.read_text())
