@@ -81,6 +81,14 @@ def add_config_args(p: argparse.ArgumentParser, default_config: str | None = "di
     g.add_argument("--process-id", type=int, default=None)
 
 
+def add_original_arg(p: argparse.ArgumentParser) -> None:
+    """``--original PATH...``: start from originals trained elsewhere (sets ``original.path``)."""
+    p.add_argument("--original", nargs="+", default=None, metavar="PATH",
+                   help="the original models, trained elsewhere: one PyTorch state_dict file per seed in "
+                        "seed order (or a glob pattern), or one Orbax checkpoint directory of the stack; "
+                        "the retrained models are still trained here (config: original.path)")
+
+
 def request_host_devices(n: int) -> None:
     """Split the CPU into ``n`` XLA host devices (0 = one per core, at most 8).
 
@@ -118,7 +126,10 @@ def config_from_args(args: argparse.Namespace, *, multihost: bool = True):
         overrides.append(f"seeds=[{','.join(str(s) for s in range(args.seeds))}]")
     if args.quiet:
         overrides.append("engine.progress=false")
-    cfg = with_absolute_paths(load_config(args.config, overrides))
+    cfg = load_config(args.config, overrides)
+    if getattr(args, "original", None):
+        cfg = cfg.replace(original=dataclasses.replace(cfg.original, path=tuple(args.original)))
+    cfg = with_absolute_paths(cfg)
     from jaxmu.distributed import init_kwargs, maybe_initialize
 
     try:

@@ -64,6 +64,24 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class OriginalConfig:
+    """Originals trained elsewhere (``jaxmu.originals``; README "Start from your own trained model").
+
+    Attributes:
+      path: empty: jaxmu trains the original stack. Else one ``state_dict`` file per seed in seed
+        order (a list, or a glob pattern whose matches are sorted by name, e.g.
+        ``originals/seed*.pt``), or one Orbax checkpoint directory holding the whole stack. The
+        retrained references are still trained by jaxmu; the run directory is keyed by the
+        weights' content hash, not by these paths.
+      format: ``auto`` (a directory with meta.json is Orbax, a file a state_dict), ``torch``
+        (``.pt``/``.pth``/``.npz`` state_dicts) or ``orbax``.
+    """
+
+    path: tuple[str, ...] | str = ()
+    format: Literal["auto", "torch", "orbax"] = "auto"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Recipe of the original and retrained models (protocol §4.1).
 
@@ -181,6 +199,7 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    original: OriginalConfig = dataclasses.field(default_factory=OriginalConfig)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
     tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
@@ -193,10 +212,12 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
     def semantic_dict(self) -> dict[str, Any]:
-        """The parts that determine results (everything but ``engine`` and ``description``)."""
+        """The parts that determine results (everything but ``engine``, ``description`` and the
+        paths of ``original``: an imported original is keyed by its content hash instead)."""
         d = self.to_dict()
         d.pop("engine")
         d.pop("description")
+        d.pop("original")
         return d
 
     def hash(self, *sections: str) -> str:

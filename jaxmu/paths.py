@@ -59,7 +59,7 @@ def absolute_storage_url(url: str) -> str:
 
 
 def with_absolute_paths(cfg: "Config") -> "Config":
-    """``cfg`` with ``data.data_dir``, ``data.path`` and ``tune.storage`` made absolute.
+    """``cfg`` with ``data.data_dir``, ``data.path``, ``tune.storage`` and ``original.path`` made absolute.
 
     The run directory's hash covers these values, so the same data reached from two working
     directories keys the same run directory.
@@ -71,7 +71,10 @@ def with_absolute_paths(cfg: "Config") -> "Config":
         path=str(absolute_path(data.path)) if data.path else data.path,
     )
     tune = dataclasses.replace(cfg.tune, storage=absolute_storage_url(cfg.tune.storage))
-    return cfg.replace(data=data, tune=tune)
+    spec = cfg.original.path
+    paths = [str(absolute_path(p)) for p in ([spec] if isinstance(spec, str) else spec)]
+    original = dataclasses.replace(cfg.original, path=paths[0] if isinstance(spec, str) else tuple(paths))
+    return cfg.replace(data=data, tune=tune, original=original)
 
 
 def _shipped_dir() -> Traversable:

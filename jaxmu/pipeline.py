@@ -3,7 +3,9 @@
 ``prepare(cfg, out)`` loads the dataset, computes (or reuses) the split index files, puts the
 data on device, builds the model and opens the run directory. ``reference_stacks`` trains (or
 loads) the ``original`` stack on D_r u D_f and the ``retrain`` stack on D_r, both from the
-same initialisation per seed (protocol §3.3, §4), as checkpointed stages.
+same initialisation per seed (protocol §3.3, §4), as checkpointed stages. With ``original.path``
+the original stack is the user's (``jaxmu.originals``), written once as the ``original`` stage;
+only the retrain stack is trained.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from jaxmu.metrics import indiscernibility, on_finite_rows, retdev, tug_of_war
 from jaxmu.models import Model, build_model
 from jaxmu.models import fingerprint as model_fingerprint
 from jaxmu.models import is_builtin as model_is_builtin
+from jaxmu.originals import load_original, stack_hash
 from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage
 
 SPLIT_NAMES = ("retain", "forget", "val", "test")
@@ -50,6 +53,7 @@ class Setting:
     model: Model
     run_dir: Path
     model_axis: str
+    original: tuple | None = None  # the user's (params, batch_stats) stack, when original.path is set
 
     @property
     def augment(self) -> str:
@@ -102,7 +106,13 @@ def prepare(cfg: Config, out: str | Path) -> Setting:
     # the model is built before anything is written: a model that cannot apply leaves no run directory
     model = build_model(cfg.model.name, ds.num_classes, ds.images.shape[1:3] + (ds.images.shape[3],),
                         conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
-    run_dir = run_dir_for(out, cfg, content_key(cfg, ds, model))
+    original = None
+    if cfg.original.path:
+        original = load_original(cfg.original.path, cfg.original.format, arch=model.name,
+                                 num_classes=model.num_classes, input_shape=model.input_shape,
+                                 stem=cfg.model.stem, num_seeds=len(cfg.seeds))
+    run_dir = run_dir_for(out, cfg, content_key(cfg, ds, model),
+                          original=None if original is None else stack_hash(original))
     splits = splits_for(
         ds, run_dir.parent / "splits", val_ratio=d.val_ratio, forget_ratio=d.forget_ratio,
         seed=d.split_seed, forget_mode=d.forget_mode, forget_class=d.forget_class,
@@ -110,7 +120,7 @@ def prepare(cfg: Config, out: str | Path) -> Setting:
     )
     data = DeviceData(jnp.asarray(ds.images), jnp.asarray(ds.labels, jnp.int32))
     axis = choose_model_axis(cfg.engine.model_axis, backend=jax.default_backend(), model_name=model.name)
-    setting = Setting(cfg, ds, splits, data, model, run_dir, axis)
+    setting = Setting(cfg, ds, splits, data, model, run_dir, axis, original)
     if cfg.engine.model_axis == "auto" and axis == "vmap":
         # a vmapped stack that would not fit in memory runs in vmapped chunks instead
         per_model = setting.trainer().bytes_per_model(data)
@@ -145,7 +155,26 @@ def train_stage(setting: Setting, stage: str) -> StageResult:
     )
 
 
+def write_imported_original(setting: Setting) -> None:
+    """Store the user's original stack as the finished ``original`` stage (once), so that
+    ``train_stage`` loads it like a trained one. Its optimizer state is a fresh one."""
+    final = setting.run_dir / "original" / "final"
+    if (final / "meta.json").exists():
+        return
+    t = setting.cfg.train
+    init = setting.trainer().init(setting.init_keys(), t.learning_rate, t.momentum, t.weight_decay)
+    params, batch_stats = jax.tree_util.tree_map(jnp.asarray, setting.original)
+    state = init._replace(state=init.state.replace(params=params, batch_stats=batch_stats))
+    save_tree(final, state, {"stage": "original", "imported": {"path": setting.cfg.original.path,
+                                                                "sha256": stack_hash(setting.original)},
+                             "config": setting.cfg.to_dict(), "seeds": list(setting.cfg.seeds),
+                             "compile_s": 0.0, "run_s": 0.0, "done": True, "environment": environment()})
+
+
 def reference_stacks(setting: Setting) -> dict[str, StageResult]:
+    """The ``original`` and ``retrain`` stacks, trained or loaded (an imported original is loaded)."""
+    if setting.original is not None:
+        write_imported_original(setting)
     return {stage: train_stage(setting, stage) for stage in REFERENCE_STAGES}
 
 

@@ -88,18 +88,23 @@ def check_writable_dir(out: Path) -> None:
                           "choose a directory you can write to") from None
 
 
-def run_dir_for(out: str | Path, cfg: Config, content: dict[str, str] | None = None) -> Path:
+def run_dir_for(out: str | Path, cfg: Config, content: dict[str, str] | None = None,
+                original: str | None = None) -> Path:
     """Create (or check) the run directory of ``cfg`` under ``out`` (made absolute: Orbax needs it).
 
     ``content`` names what the config's names do not pin down: the fingerprints of a registered
     dataset and model (``{"data": ..., "model": ...}``, ``jaxmu.pipeline.content_key``). It is
     hashed into the directory name and stored in ``config.json``, so two datasets (or modules)
     registered under one name never share a run directory; built-in settings pass none and keep
-    their directories.
+    their directories. ``original``: the content hash of an imported original stack
+    (``jaxmu.originals.stack_hash``); it joins the key (and ``config.json`` as ``original_sha256``),
+    so other weights never reuse this directory's stages.
     """
     from jaxmu.results import run_hash
 
     key = run_hash(cfg)
+    if original is not None:
+        content = {**(content or {}), "original_sha256": original}
     if content:
         blob = json.dumps({"config": key, "content": content}, sort_keys=True).encode()
         key = hashlib.sha256(blob).hexdigest()[:16]
@@ -114,6 +119,8 @@ def run_dir_for(out: str | Path, cfg: Config, content: dict[str, str] | None = N
     want = {k: cfg.semantic_dict()[k] for k in ("data", "model", "train", "seeds")}
     if content:
         want["content"] = dict(content)
+    if original is not None:
+        want["original_sha256"] = original
     if cfile.exists():
         try:
             have = json.loads(cfile.read_text())

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxmu._faults import checkpoint_reached
 from jaxmu.checkpoint import write_text_atomic
-from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, run_cli
+from jaxmu.cli import add_config_args, add_original_arg, config_from_args, enable_compile_cache, run_cli
 from jaxmu.metrics import summarize
 from jaxmu.stats import METHOD_NOTE, separation, separation_table, separation_warnings
 
@@ -208,6 +208,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxmu.sweep", description=__doc__.split("\n")[0])
     add_config_args(p)
+    add_original_arg(p)
     p.add_argument("--method", required=True, help='method id, call string, or "all"')
     p.add_argument("--trials", type=int, default=None, help="completed trials per tuning seed (tune.trials)")
     p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers (tune.storage)")

@@ -1,12 +1,16 @@
 """``python -m jaxmu.unlearn``: unlearn every seed of the original stack with one method.
 
     python -m jaxmu.unlearn --config digits_cnn --method ng_plus \
-        [--set method.alpha=0.9] --out runs
+        [--set method.alpha=0.9] [--original seed0.pt seed1.pt ...] --out runs
 
 Loads (or trains, through the engine's stages) the original and retrained stacks, unlearns all
 seeds in one vmapped program, checkpoints the unlearned stack, and prints per-seed and
 mean ± std retain/forget/val/test accuracy beside the retrained stack, with the method's run
 time (compile time apart) and its run-time efficiency RTE = t_retrain / t_method.
+
+``--original PATH...`` (config ``original.path``) starts from originals trained elsewhere: one
+PyTorch ``state_dict`` per seed or one Orbax stack (``jaxmu.originals``); only the retrained
+stack is trained, and the run directory is keyed by the weights' content hash.
 
 A seed whose unlearned model diverged (parameters or losses not finite, e.g. a learning rate of
 1e30) costs only itself: its row says ``diverged``, its metrics are NaN and left out of the
@@ -30,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from jaxmu.cli import add_config_args, config_from_args, enable_compile_cache, format_table, run_cli
+from jaxmu.cli import add_config_args, add_original_arg, config_from_args, enable_compile_cache, format_table, run_cli
 
 EXIT_DIVERGED = 3  # the run finished, but some models diverged (their metrics are NaN)
 
@@ -91,6 +95,7 @@ def write_unlearn_results(setting, method, res, metrics: dict[str, dict], retrai
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxmu.unlearn", description=__doc__.split("\n")[0])
     add_config_args(p)
+    add_original_arg(p)
     p.add_argument("--method", default=None, help='method id or call string, e.g. "ng_plus(alpha=0.9)"')
     args = p.parse_args(argv)
     cfg = config_from_args(args)

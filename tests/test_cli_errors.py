@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 TINY = ["--set", "model.name=mlp", "--set", "train.epochs=1", "--seeds", "1", "--quiet"]
@@ -80,13 +81,14 @@ def prepared(repo_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
     """Bad input files: a YAML syntax error, a YAML list, an existing file, an empty data dir, a
-    plugin that fails while importing (it re-registers a built-in method)."""
+    plugin that fails while importing (it re-registers a built-in method), a cnn state_dict."""
     d = tmp_path_factory.mktemp("inputs")
     (d / "syntax.yaml").write_text("data: [digits\n")
     (d / "list.yaml").write_text("- data\n- model\n")
     (d / "afile").write_text("not a directory\n")
     (d / "empty").mkdir()
     (d / "broken_plugin.py").write_text("import jaxmu.methods as M\nM.register(M.METHODS['finetune'])\n")
+    np.savez(d / "cnn.npz", **{"conv1.weight": np.zeros((16, 1, 3, 3), np.float32)})  # not an mlp state_dict
     return d
 
 
@@ -170,6 +172,15 @@ CASES = [
      "storage 'postgresql://user:***@127.0.0.1:1/db'", 0, None),
     ("storage-sqlite-unopenable", "sweep", ["--method", "finetune", "--storage", "sqlite:////proc/jaxmu/x.db"],
      "storage 'sqlite:////proc/jaxmu/x.db' cannot be opened", 0, None),
+    # originals trained elsewhere (--original)
+    ("original-missing", "unlearn", ["--method", "finetune", "--original", "{files}/missing.pt"],
+     "missing.pt not found", 0, None),
+    ("original-unreadable", "sweep", ["--method", "finetune", "--original", "{files}/afile"],
+     "cannot be read by torch.load", 0, None),
+    ("original-wrong-model", "unlearn", ["--method", "finetune", "--original", "{files}/cnn.npz"],
+     "missing keys fc1.bias", 0, None),
+    ("original-seed-count", "unlearn", ["--method", "finetune", "--original", "{files}/cnn.npz", "{files}/cnn.npz"],
+     "2 original model(s) but seeds has 1", 0, None),
     # the run directory's own files
     ("corrupt-checkpoint", "train", [], "retrain/final", SUB, _corrupt_checkpoint),
     ("corrupt-config-json", "train", [], "config.json is corrupt", 0, _corrupt_config),
