@@ -200,7 +200,7 @@ def test_unlearn_cli_starts_from_exported_state_dicts(tmp_path, monkeypatch, cap
         one = jax.tree_util.tree_map(lambda a: np.asarray(a[i]), (trained.params, trained.batch_stats))
         torch.save(_tensors(export_reference_state("cnn", *one)), tmp_path / f"cnn_seed{i}.pth")
 
-    argv = ["--out", str(tmp_path / "runs"), "--method", "finetune(epochs=1)", "--quiet",
+    argv = ["--config", "digits_cnn", "--out", str(tmp_path / "runs"), "--method", "finetune(epochs=1)", "--quiet",
             "--original", str(tmp_path / "cnn_seed*.pth"), *[a for s in sets for a in ("--set", s)]]
     with pytest.raises(SystemExit) as exc:
         run_cli(main, argv)
