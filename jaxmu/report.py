@@ -184,7 +184,10 @@ def plot_tuning(out_dir: Path, method: str, storage: Any, study_names: Sequence[
     from jaxmu.metrics import objective_score
 
     score = lambda t: float(objective_score(np.asarray(t.values)))  # noqa: E731
-    studies = [optuna.load_study(study_name=n, storage=storage) for n in study_names]
+    try:
+        studies = [optuna.load_study(study_name=n, storage=storage) for n in study_names]
+    except KeyError:  # optuna: "Record does not exist" (no such study in this storage)
+        return {f"{k}_skipped": f"no study {list(study_names)} in the storage" for k in TUNING_PLOTS}
     draw = {
         "history": lambda: om.plot_optimization_history(studies, target=score, target_name="objective norm"),
         "importances": lambda: om.plot_param_importances(studies[0], target=score, target_name="objective norm"),

@@ -150,23 +150,43 @@ def _golden_summary(tree) -> dict:
             "sq_sum": float(np.square(flat).sum()), "size": int(flat.size)}
 
 
+def _platform() -> str:
+    """What XLA:CPU's generated code depends on besides the jax version: the machine and its CPU
+    model and instruction-set flags (the same program gives other bytes on another CPU)."""
+    import platform
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else platform.processor()
+    pick = lambda key: next((ln.split(":", 1)[1].strip() for ln in info.splitlines()  # noqa: E731
+                             if ln.startswith(key)), "")
+    blob = json.dumps([platform.machine(), pick("model name"), sorted(pick("flags").split())])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def test_golden_outputs(contract):
     """The stack each method returns with its defaults (epoch counts 1) on the tiny digits CNN
-    stack (2 models) equals the recorded golden: bit-identical under the jax version that
-    recorded it, within 1e-5 relative otherwise. ``JAXMU_RECORD_GOLDENS=1`` re-records (only when a
+    stack (2 models) equals the recorded golden: within 1e-5 relative everywhere (float64 sums),
+    and bit-identical under the jax version and on the CPU platform (``_platform``) that recorded
+    its bytes — XLA:CPU compiles for the host's instruction set, so another CPU may round
+    differently (seen: 4 of 18 methods on an AMD EPYC without AVX-512). ``JAXMU_RECORD_GOLDENS=1``
+    records this platform's bytes (and, with ``JAXMU_RECORD_GOLDENS=sums``, new sums: only when a
     change of numerics is intended and stated in the commit)."""
     name = contract.spec.name
     got = _golden_summary(contract.default_out)
-    if os.environ.get("JAXMU_RECORD_GOLDENS") == "1":
-        table = json.loads(GOLDENS.read_text()) if GOLDENS.exists() else {"methods": {}}
+    record = os.environ.get("JAXMU_RECORD_GOLDENS")
+    table = json.loads(GOLDENS.read_text()) if GOLDENS.exists() else {"methods": {}, "platforms": {}}
+    if record:
+        if table.get("jax") != jax.__version__:
+            table["platforms"] = {}  # bytes recorded under another jax version no longer apply
         table["jax"] = jax.__version__
-        table["methods"][name] = got
+        if record == "sums" or name not in table["methods"]:
+            table["methods"][name] = {k: got[k] for k in ("sum", "abs_sum", "sq_sum", "size")}
+        table.setdefault("platforms", {}).setdefault(_platform(), {})[name] = got["sha256"]
         GOLDENS.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
         return
-    table = json.loads(GOLDENS.read_text())
     want = table["methods"][name]
     assert got["size"] == want["size"]
     for k in ("sum", "abs_sum", "sq_sum"):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=f"{name}: {k}")
-    if jax.__version__ == table["jax"]:
-        assert got["sha256"] == want["sha256"], f"{name}: not bit-identical to the recorded golden"
+    recorded = table.get("platforms", {}).get(_platform(), {})
+    if jax.__version__ == table["jax"] and name in recorded:
+        assert got["sha256"] == recorded[name], f"{name}: not bit-identical to the golden recorded on this platform"

@@ -138,7 +138,7 @@ def test_salun_is_tuned_and_finally_run_with_momentum_0_9(tmp_path, monkeypatch)
     monkeypatch.setattr(T, "TrialEvaluator", RecordingEvaluator)
     monkeypatch.setattr(T, "tune", fake_tune)
     monkeypatch.setattr(P, "unlearn_stage", fake_unlearn_stage)
-    monkeypatch.setattr(P, "stack_metrics", lambda setting, stack: {"forget_acc": np.zeros(1)})
+    monkeypatch.setattr(P, "stack_scores", lambda setting, stack: ({"forget_acc": np.zeros(1)}, {}))
     monkeypatch.setattr(P, "with_retention", lambda m, r: m)
     setting = SimpleNamespace(cfg=load_config(None, ["seeds=1", "tune.seeds=[0]"]), run_dir=tmp_path)
     refs = {"original": SimpleNamespace(state=None), "retrain": SimpleNamespace(run_s=1.0)}
