@@ -115,7 +115,8 @@ def read_state_dict(source: Source) -> dict[str, np.ndarray]:
 def expand_paths(spec: str | Sequence[str]) -> list[str]:
     """Paths named by ``original.path``: a glob pattern expands to its matches sorted by name.
 
-    Example: ``expand_paths("runs/seed*.pt")`` -> ``["runs/seed0.pt", "runs/seed1.pt"]``.
+    Example: ``expand_paths("runs/seed*.pt")`` -> ``["runs/seed0.pt", "runs/seed1.pt"]``. A named
+    path that does not exist raises here, before any count or format check.
     """
     out: list[str] = []
     for p in [spec] if isinstance(spec, str) else list(spec):
@@ -125,6 +126,8 @@ def expand_paths(spec: str | Sequence[str]) -> list[str]:
                 raise OriginalError(f"original pattern {p!r} matches no file")
             out.extend(hits)
         else:
+            if not Path(p).exists():
+                raise OriginalError(f"{p} not found: check original.path / --original")
             out.append(str(p))
     return out
 
