@@ -414,3 +414,19 @@ def test_registered_data_is_loaded_by_name_and_keyed_by_content(tmp_path):
     _one_line(e, "expected a Dataset (jaxmu.data.from_arrays) or a function returning one, got ndarray")
     # a built-in setting keeps its run directory (no content key)
     assert prepare(load_config("digits_mlp", ["seeds=1"]), tmp_path).run_dir.name.startswith("digits_mlp_")
+
+
+@pytest.mark.slow
+def test_entry_point_method_through_the_command_lines(entry_point_dir, tmp_path):
+    """An installed package's method: listed by the sweep's unknown-method error, and run by
+    ``python -m jaxmu.unlearn`` by name (fresh interpreters: the entry point loads lazily)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(entry_point_dir), str(REPO)])}
+    res = subprocess.run([sys.executable, "-m", "jaxmu.sweep", "--method", "nope", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "ep_ascent" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    flags = [a for s in ("model.name=mlp", "train.epochs=1", "engine.progress=false") for a in ("--set", s)]
+    res = subprocess.run([sys.executable, "-m", "jaxmu.unlearn", "--method", "ep_ascent(epochs=1)", "--seeds", "2",
+                          "--out", str(tmp_path), "--quiet", *flags], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert list(tmp_path.rglob("results/unlearn/ep_ascent_*/results.csv"))
