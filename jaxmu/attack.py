@@ -59,12 +59,14 @@ BOOTSTRAP_SEED = 0
 STATISTICS = ("accuracy", "auc", "tpr_at_1pct", "tpr_at_0.1pct")
 ATTACK_COLUMNS = ("population", "formulation", *(f"{k}{s}" for k in STATISTICS for s in ("", "_lo", "_hi")),
                   "n_pos", "n_neg", "n_models", "n_diverged", "eps_median", "forget_score", "retain_acc",
-                  "forget_acc", "test_acc", "bootstrap_resamples")
+                  "forget_acc", "test_acc", "klom_forget_p95", "study_mean_p", "study_frac_p_gt_half",
+                  "study_instances", "study_degenerate_examples", "bootstrap_resamples")
 
 
 def population_rows(report, method_name: str, call: str, ident: dict[str, str],
                     n_boot: int = BOOTSTRAP_RESAMPLES) -> list[dict[str, Any]]:
-    """One row per (population, formulation) with the grouped bootstrap 95% interval of each statistic.
+    """One row per (population, formulation) with the grouped bootstrap 95% interval of each statistic,
+    and the population's ε score, accuracies, KLOM and the study's own variant (§8.1).
 
     The groups are the pairs' target models (``ULiraResult.model_index``): a resample draws the
     models with replacement (``attacks.roc.bootstrap_ci``), seeded ``BOOTSTRAP_SEED`` per row. A
@@ -79,7 +81,8 @@ def population_rows(report, method_name: str, call: str, ident: dict[str, str],
                 "population": pop.name, "n_models": int(pop.phi.shape[0]), "n_diverged": pop.n_diverged,
                 "eps_median": float(np.nanmedian(pop.eps)) if np.isfinite(pop.eps).any() else math.nan,
                 "forget_score": pop.forget_score, "retain_acc": pop.retain_acc, "forget_acc": pop.forget_acc,
-                "test_acc": pop.test_acc, "bootstrap_resamples": n_boot}
+                "test_acc": pop.test_acc, "klom_forget_p95": pop.klom_forget, "bootstrap_resamples": n_boot,
+                **(pop.study.summary() if pop.study is not None else {})}
         if pop.hayes is None:
             rows.append({**base, "status": "diverged", "formulation": "none scored",
                          **{k: math.nan for k in STATISTICS}})

@@ -216,19 +216,16 @@ class Experiment:
 
     def ulira(self, method: str | M.Method | Tuned) -> ResultTable:
         """U-LiRA (``python -m jaxmu.attack``) for ``method`` with the config's ``attack`` section:
-        one row per (population, formulation) with the attack's accuracy, AUC and TPRs, plus the
-        ε forget score and KLOM of each population."""
-        from jaxmu.attack import attack_rows
+        the attack's own result rows (``attack.population_rows``): per (population, formulation)
+        accuracy, AUC and TPRs with bootstrap intervals, the ε forget score, KLOM and the study's
+        own variant."""
+        from jaxmu.attack import population_rows
+        from jaxmu.results import identity
         from jaxmu.ulira_stage import run_ulira
 
         m = method.method if isinstance(method, Tuned) else method if isinstance(method, M.Method) else M.get(method)
         rep = run_ulira(self.setting, m)
         if rep is None:  # another process of a multi-host run reports
             return ResultTable([], title="U-LiRA (reported by process 0)", group_by=("population", "formulation"))
-        extra = {p.name: {"forget_score": p.forget_score, "klom_forget_p95": p.klom_forget} for p in rep.populations}
-        rows = []
-        for pop, (name, formulation, acc, auc, tpr1, tpr01, pairs) in zip(
-                [p for p in rep.populations for _ in range(1 if p.hayes is None else 2)], attack_rows(rep)):
-            rows.append({"population": name, "formulation": formulation, "accuracy": acc, "auc": auc,
-                         "tpr_at_1pct": tpr1, "tpr_at_0.1pct": tpr01, "pairs": pairs, **extra[pop.name]})
+        rows = population_rows(rep, m.name, m.call_string(), identity(self.cfg, "attack"))
         return ResultTable(rows, title=f"U-LiRA: {m.call_string()}", group_by=("population", "formulation"))

@@ -181,7 +181,7 @@ def reference_stacks(setting: Setting) -> dict[str, StageResult]:
 def evaluate_state(setting: Setting, state: TrainProgress | tuple) -> dict[str, dict[str, np.ndarray]]:
     """Accuracy and per-example losses of every model of a stack on the four splits."""
     params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
-    return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data)
+    return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data, margins=True)
 
 
 METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility")

@@ -63,19 +63,18 @@ class Evaluator:
         return addressable(out)[:, :n]  # multi-host: every process gets every model's logits
 
 
-def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData) -> dict[str, dict[str, np.ndarray]]:
-    """Accuracy ``[models]``, per-example losses and margins ``[models, n]`` on each named split.
-
-    The margin is z_y − logsumexp_{k≠y} z_k (LiRA's φ; KLOM's margin, ``attacks/klom.py``).
+def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData,
+                    *, margins: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Accuracy ``[models]`` and per-example losses ``[models, n]`` on each named split; with
+    ``margins`` also the per-example margin z_y − logsumexp_{k≠y} z_k (LiRA's φ; KLOM's margin,
+    ``attacks/klom.py``), which tuning's per-trial evaluation does not need.
     """
     labels = np.asarray(data.labels)
     out = {}
     for name, idx in splits.items():
         logits = evaluator.logits(params, batch_stats, idx, data)
         y = jnp.asarray(labels[np.asarray(idx)])
-        out[name] = {
-            "accuracy": np.asarray(accuracy(logits, y)),
-            "loss": np.asarray(per_example_ce(logits, y)),
-            "margin": np.asarray(logit_scaled_confidence(logits, y)),
-        }
+        out[name] = {"accuracy": np.asarray(accuracy(logits, y)), "loss": np.asarray(per_example_ce(logits, y))}
+        if margins:
+            out[name]["margin"] = np.asarray(logit_scaled_confidence(logits, y))
     return out
