@@ -1,7 +1,10 @@
 """Orbax checkpoints of whole stacks, with a checksum of our own; single- and multi-host.
 
 Orbax restores flipped bytes in a data file silently (docs/performance.md §5), so every
-checkpoint stores a sha256 over its leaves in ``meta.json`` and ``load_tree`` verifies it. A
+checkpoint stores a sha256 over its leaves in ``meta.json`` and ``load_tree`` verifies it. It
+also stores a sha256 of every file Orbax wrote, checked *before* Orbax reads them: a flipped
+byte inside a compressed chunk otherwise makes Orbax fail inside its asyncio tasks, which print
+tracebacks at interpreter exit after the one-line error. A
 checkpoint is written to a temporary directory and renamed into place only after ``meta.json``
 is complete, so a run killed mid-write leaves either the old checkpoint or none, never a half
 one that looks finished.
@@ -81,6 +84,28 @@ def _leaf_dict(tree: Any) -> dict[str, jax.Array]:
     return {f"{i:05d}": x if isinstance(x, jax.Array) else jax.numpy.asarray(x) for i, x in enumerate(leaves)}
 
 
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory``, keyed by its relative POSIX path."""
+    out = {}
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[f.relative_to(directory).as_posix()] = h.hexdigest()
+    return out
+
+
+def _verify_files(path: Path, want: dict[str, str]) -> None:
+    """Raise CheckpointError naming the first missing or changed array file."""
+    have = file_digests(path / ARRAYS)
+    for name, digest in want.items():
+        if name not in have:
+            raise CheckpointError(f"checkpoint {path} is incomplete ({ARRAYS}/{name} is missing): delete it and rerun")
+        if have[name] != digest:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({ARRAYS}/{name} changed): delete it and rerun")
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a per-process temporary file and a rename.
 
@@ -122,8 +147,11 @@ def save_tree(path: str | Path, tree: Any, metadata: dict[str, Any] | None = Non
     ckptr.save(tmp / ARRAYS, leaves)
     ckptr.wait_until_finished()
     ckptr.close()
+    S.barrier(f"jaxmu:save-written:{path}")  # every process's files are on disk before they are hashed
     meta = dict(metadata or {})
     meta["checksum"] = tree_checksum(leaves)
+    if primary:
+        meta["files"] = file_digests(tmp / ARRAYS)
     meta["format"] = FORMAT
     meta["leaves"] = [[list(v.shape), str(np.dtype(v.dtype))] for v in leaves.values()]
     if primary:
@@ -177,6 +205,7 @@ def load_tree(path: str | Path, template: Any) -> tuple[Any, dict[str, Any]]:
         sharding = S.stack_sharding(shape, mesh) if mesh is not None else local
         return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype), sharding=sharding)
 
+    _verify_files(path, meta.get("files", {}))  # checkpoints written before file digests have none
     abstract = {f"{i:05d}": target(s, d) for i, (s, d) in enumerate(want)}
     ckptr = ocp.StandardCheckpointer()
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import chex
@@ -34,17 +36,60 @@ def _data_files(ck: Path):
             and "meta" not in p.name and p.suffix != ".json"]
 
 
-def test_flipped_bytes_are_detected(tmp_path):
-    t = {"w": jnp.arange(4096.0)}
-    save_tree(tmp_path / "ck", t)
-    files = _data_files(tmp_path / "ck")
-    assert files
-    biggest = max(files, key=lambda p: p.stat().st_size)
+def _flip_middle_byte(ck: Path) -> None:
+    biggest = max(_data_files(ck), key=lambda p: p.stat().st_size)
     raw = bytearray(biggest.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     biggest.write_bytes(bytes(raw))
+
+
+def test_flipped_bytes_are_detected_before_orbax_reads(tmp_path):
+    t = {"w": jnp.arange(4096.0)}
+    save_tree(tmp_path / "ck", t)
+    _flip_middle_byte(tmp_path / "ck")
+    with pytest.raises(CheckpointError, match=r"is corrupt \(arrays/.* changed\)"):
+        load_tree(tmp_path / "ck", jax.eval_shape(lambda: t))
+
+
+def test_without_file_digests_the_leaf_checksum_still_catches_flips(tmp_path):
+    """A checkpoint written before file digests existed: Orbax reads it, the row checksum checks."""
+    t = {"w": jnp.arange(4096.0)}
+    save_tree(tmp_path / "ck", t)
+    meta_file = tmp_path / "ck" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["files"]
+    meta_file.write_text(json.dumps(meta))
+    _flip_middle_byte(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="corrupt|cannot be read"):
         load_tree(tmp_path / "ck", jax.eval_shape(lambda: t))
+
+
+def test_a_missing_array_file_is_named(tmp_path):
+    t = _tree()
+    save_tree(tmp_path / "ck", t)
+    next((tmp_path / "ck" / "arrays").rglob("_sharding")).unlink()
+    with pytest.raises(CheckpointError, match=r"incomplete \(arrays/_sharding is missing\)"):
+        load_tree(tmp_path / "ck", jax.eval_shape(lambda: t))
+
+
+def test_corrupt_compressed_chunk_is_one_line_at_the_cli(tmp_path):
+    """Regression: a flipped byte inside a zstd chunk made Orbax's asyncio tasks print
+    tracebacks at interpreter exit, after the CLI's one-line error (seen in CI)."""
+    t = {"w": jnp.round(jnp.sin(jnp.arange(4096.0)), 1)}  # compressible, so the chunk is zstd
+    save_tree(tmp_path / "ck", t)
+    _flip_middle_byte(tmp_path / "ck")
+    script = (
+        "import sys, jax, numpy as np\n"
+        "from jaxmu.checkpoint import load_tree\n"
+        "from jaxmu.cli import run_cli\n"
+        "tpl = {'w': jax.ShapeDtypeStruct((4096,), np.float32)}\n"
+        "run_cli(lambda argv: load_tree(sys.argv[1], tpl) and 0, [])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ck")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: checkpoint"), proc.stderr[-2000:]
 
 
 def test_incomplete_and_mismatched(tmp_path):
