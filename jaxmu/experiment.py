@@ -105,13 +105,10 @@ class Experiment:
 
     @functools.cached_property
     def _references(self) -> dict[str, Any]:
-        from jaxmu.pipeline import reference_stacks, stack_scores, with_retention
+        from jaxmu.pipeline import scored_references
 
-        refs = reference_stacks(self.setting)
-        retrain, retrain_margins = stack_scores(self.setting, refs["retrain"].state)
-        original, original_margins = stack_scores(self.setting, refs["original"].state)
-        return {"stacks": refs, "margins": {"retrain": retrain_margins, "original": original_margins},
-                "metrics": {"retrain": with_retention(retrain, retrain), "original": with_retention(original, retrain)}}
+        scored = scored_references(self.setting)
+        return {"stacks": scored.stacks, "margins": scored.margins, "metrics": scored.metrics, "scored": scored}
 
     def references(self) -> ResultTable:
         """Train (or load) the original and retrained stacks; their per-seed metrics."""
@@ -136,14 +133,14 @@ class Experiment:
             from jaxmu.pipeline import unlearn_stage
 
             res = unlearn_stage(self.setting, methods[0], refs["stacks"]["original"])
-            stacks = [(res.params, res.batch_stats)]
+            stacks, caches = [(res.params, res.batch_stats)], [res.path]
         else:
-            stacks = self._unlearn_grid(methods)
-        from jaxmu.pipeline import stack_scores, with_retention
+            stacks, caches = self._unlearn_grid(methods), [None] * len(methods)
+        from jaxmu.pipeline import stack_evaluation
 
         out, params = {}, {}
-        for m, st in zip(methods, stacks):
-            out[m.call_string()] = with_retention(stack_scores(self.setting, st)[0], refs["metrics"]["retrain"])
+        for m, st, cache in zip(methods, stacks, caches):
+            out[m.call_string()] = refs["scored"].score(stack_evaluation(self.setting, st, cache))
             params[m.call_string()] = dict(m.hparams)
         return self._with_references(out, f"{base.name} on {self.cfg.data.name}/{self.cfg.model.name}", params)
 
@@ -207,7 +204,7 @@ class Experiment:
         setting = dataclasses.replace(self.setting, cfg=cfg)
         refs = self._references
         out = sweep_method(setting, base, refs["stacks"], refs["metrics"], quiet=not self.cfg.engine.progress,
-                           oracle_margins=refs["margins"]["retrain"])
+                           references=refs["scored"])
         tuned = M.get(out["method"], **out["hparams"])
         metrics = {k: np.asarray(v, np.float64) for k, v in out["metrics"].items()}
         table = self._with_references({tuned.call_string(): metrics}, f"tuned {tuned.name}",

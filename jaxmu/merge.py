@@ -28,7 +28,7 @@ from jaxmu.stats import interval
 
 SEED_STAGES = ("train", "unlearn", "sweep")
 METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility", "retdev",
-           "train_loss", "train_acc")
+           "tow", "rmia_auc", "train_loss", "train_acc")
 REFERENCES = ("original", "retrain")
 
 

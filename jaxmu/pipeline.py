@@ -20,26 +20,24 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmu.methods as M
-from jaxmu.attacks.klom import klom, klom_summary
-from jaxmu.attacks.population_mia import model_mias_stacked
-from jaxmu.checkpoint import load_tree, save_tree
+from jaxmu.checkpoint import load_tree, read_metadata, save_tree
 from jaxmu.config import Config
 from jaxmu.data import Dataset, Splits, load_dataset, splits_for
 from jaxmu.data import fingerprint as data_fingerprint
 from jaxmu.data import is_builtin as data_is_builtin
-from jaxmu.engine.evaluate import Evaluator, evaluate_splits
+from jaxmu.engine.evaluate import Evaluator, split_logits
 from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
-from jaxmu.engine.finite import finite_loss_rows, finite_rows
+from jaxmu.engine.finite import finite_rows
 from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
-from jaxmu.metrics import indiscernibility, on_finite_rows, retdev, tug_of_war
 from jaxmu.models import Model, build_model
 from jaxmu.models import fingerprint as model_fingerprint
 from jaxmu.models import is_builtin as model_is_builtin
 from jaxmu.originals import load_original, stack_hash
+from jaxmu.scores import (AGAINST_RETRAIN, KLOM_SPLITS, METRICS, SCORES_FILE, SPLIT_NAMES, Scores, cache_key, klom_scores,  # noqa: F401
+                          load_scores, margins, save_scores, scored_metrics, split_metrics, with_retention)
 from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage
 
-SPLIT_NAMES = ("retain", "forget", "val", "test")
 REFERENCE_STAGES = ("original", "retrain")
 
 
@@ -178,87 +176,75 @@ def reference_stacks(setting: Setting) -> dict[str, StageResult]:
     return {stage: train_stage(setting, stage) for stage in REFERENCE_STAGES}
 
 
-def evaluate_state(setting: Setting, state: TrainProgress | tuple) -> dict[str, dict[str, np.ndarray]]:
-    """Accuracy and per-example losses of every model of a stack on the four splits."""
+def stack_evaluation(setting: Setting, state: TrainProgress | tuple, cache: Path | None = None) -> Scores:
+    """The stack's logits on the four splits (``jaxmu.scores``), evaluated once.
+
+    ``cache``: the stack's checkpoint directory. Its ``scores.npz`` is used when it was made for
+    this checkpoint (its checksum) and this split; otherwise the stack is evaluated and the file
+    (re)written, so every later stage — and ``jaxmu report --rescore`` — reads the logits back.
+    """
     params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
-    return evaluate_splits(setting.evaluator(), params, bs, setting.split_indices(), setting.data, margins=True)
+    idx = setting.split_indices()
+    all_labels = np.asarray(setting.data.labels)
+    labels = {n: all_labels[idx[n]] for n in SPLIT_NAMES}
+    key = None
+    if cache is not None:
+        key = cache_key(read_metadata(cache)["checksum"], labels, idx)
+        hit = load_scores(Path(cache) / SCORES_FILE, key)
+        if hit is not None:
+            return hit
+    logits = split_logits(setting.evaluator(), params, bs, idx, setting.data)
+    scores = Scores(logits, labels, finite_rows((params, bs)))
+    if cache is not None and jax.process_index() == 0:
+        save_scores(Path(cache) / SCORES_FILE, scores, key)
+    return scores
 
 
-METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility")
+@dataclasses.dataclass
+class References:
+    """The reference stacks with their scores (``jaxmu.scores``) and per-seed metrics.
 
-
-def stack_metrics(setting: Setting, state: TrainProgress | tuple) -> dict[str, np.ndarray]:
-    """Every per-seed metric of protocol §6 for a stack: ``{name: [models]}`` plus ``diverged``.
-
-    Accuracies on D_r, D_f, D_v, D_t; population MIA of D_f against D_v ("val MIA") and D_t
-    ("test MIA") with the reference procedure (§6.2); indiscernibility of the test MIA (the
-    paper tables' convention, §6.3). A model whose parameters or losses are not finite is
-    ``diverged`` (bool ``[models]``) and gets NaN for every metric (``split_metrics``).
+    ``scores``/``metrics``/``margins``: ``{"original", "retrain": ...}``; ``metrics`` holds
+    ``scored_metrics`` (against the retrained stack: RetDev, ToW, RMIA AUC included) and
+    ``margins`` KLOM's per-example margins. ``klom_original`` = KLOM of the original stack.
     """
-    return stack_scores(setting, state)[0]
+    stacks: dict[str, StageResult]
+    scores: dict[str, Scores]
+    metrics: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def margins(self) -> dict[str, dict[str, np.ndarray]]:
+        return {k: margins(v) for k, v in self.scores.items()}
+
+    @property
+    def retrain_split_metrics(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.metrics["retrain"].items() if k not in AGAINST_RETRAIN}
+
+    def score(self, scores: Scores) -> dict[str, np.ndarray]:
+        """``scored_metrics`` of another stack of the same seeds against the retrained stack."""
+        return scored_metrics(scores, self.scores["retrain"], self.retrain_split_metrics)
 
 
-def stack_scores(setting: Setting, state: TrainProgress | tuple) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``stack_metrics`` and, from the same evaluation, the per-example margins
-    ``{split: [models, n]}`` (NaN rows for diverged models) that KLOM compares (``klom_scores``)."""
-    params, bs = (state.params, state.batch_stats) if isinstance(state, TrainProgress) else state
-    ev = evaluate_state(setting, (params, bs))
-    metrics = split_metrics(ev, finite_rows((params, bs)))
-    bad = metrics["diverged"][:, None]
-    return metrics, {n: np.where(bad, np.nan, np.asarray(ev[n]["margin"], np.float64)) for n in SPLIT_NAMES}
+def scored_references(setting: Setting, refs: dict[str, StageResult] | None = None) -> References:
+    """``reference_stacks`` (unless given), each scored once from its cached logits."""
+    refs = reference_stacks(setting) if refs is None else refs
+    scores = {k: stack_evaluation(setting, refs[k].state, refs[k].path) for k in REFERENCE_STAGES}
+    retrain = split_metrics(scores["retrain"])
+    return References(refs, scores, {k: scored_metrics(scores[k], scores["retrain"], retrain)
+                                     for k in REFERENCE_STAGES})
 
 
-KLOM_SPLITS = ("forget", "retain", "val")
+def stack_metrics(setting: Setting, state: TrainProgress | tuple, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """Every per-seed metric of protocol §6 for a stack (``scores.split_metrics``), from its
+    (cached) evaluation: ``{name: [models]}`` plus ``diverged``."""
+    return split_metrics(stack_evaluation(setting, state, cache))
 
 
-def klom_scores(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]) -> dict[str, float]:
-    """KLOM of a stack against the retrained stack (the oracles), per split: the 95th percentile
-    over the split's examples of KL(margins of the stack's seeds ‖ margins of the retrains')
-    (``attacks/klom.py``; Georgiev et al. 2024). Diverged models (NaN rows) are left out; a split
-    with no finite model on either side is NaN. With S seeds each side has S samples per example,
-    so KLOM is coarse for small S (the published setting uses ~100 models).
-    """
-    out = {}
-    for n in KLOM_SPLITS:
-        u, o = (m[n][~np.isnan(m[n]).any(axis=1)] for m in (margins, oracle))
-        out[n] = (klom_summary(klom(u, o), {n: np.arange(u.shape[1])})[n]
-                  if len(u) and len(o) and u.shape[1] else float("nan"))
-    return out
-
-
-def split_metrics(ev: dict[str, dict[str, np.ndarray]], params_ok: np.ndarray) -> dict[str, np.ndarray]:
-    """The metrics of ``stack_metrics`` from an evaluation (``evaluate_splits``) of the four splits.
-
-    ok_m = params_ok_m ∧ (every per-example loss of model m on D_r, D_f, D_v, D_t is finite).
-    Metrics are computed on the ok rows exactly as for a stack without the others (the
-    population MIA reseeds per model) and are NaN on the rest; ``diverged`` = ¬ok.
-    """
-    ok = np.asarray(params_ok, bool) & finite_loss_rows(*(ev[n]["loss"] for n in SPLIT_NAMES))
-    nan_unless_ok = lambda a: np.where(ok, np.asarray(a, np.float64), np.nan)  # noqa: E731
-    val_mia, test_mia = model_mias_stacked(*(np.where(ok[:, None], ev[n]["loss"], np.nan)
-                                             for n in ("forget", "val", "test")))
-    out = {f"{n}_acc": nan_unless_ok(ev[n]["accuracy"]) for n in SPLIT_NAMES}
-    out.update(val_mia=val_mia, test_mia=test_mia, indiscernibility=on_finite_rows(indiscernibility, ok, test_mia),
-               diverged=~ok)
-    return out
-
-
-def with_retention(metrics: dict[str, np.ndarray], retrain: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add the scores against the same seed's R: RetDev = |RA/RA_R - 1| + |FA/FA_R - 1| +
-    |TA/TA_R - 1| (§6.4) and ToW = Π (1 - |acc - acc_R|) over retain, forget, test (Zhao et al.
-    2024, ``metrics.tug_of_war``).
-
-    NaN for a seed where either model diverged (its accuracies are NaN). RetDev divides by R's
-    accuracies, so it is also NaN for a seed whose R scores 0 on a split — class-wise forgetting,
-    where R never saw the class and FA_R = 0 (the reference asserts FA_R > 0 and stops); ToW
-    stays defined there.
-    """
-    keys = ("retain_acc", "forget_acc", "test_acc")
-    ok = np.all([~np.isnan(np.asarray(d[k], np.float64)) for d in (metrics, retrain) for k in keys], axis=0)
-    positive = np.all([np.asarray(retrain[k], np.float64) > 0 for k in keys], axis=0)
-    pair = (*(metrics[k] for k in keys), *(retrain[k] for k in keys))
-    return {**metrics, "retdev": on_finite_rows(retdev, ok & positive, *pair),
-            "tow": on_finite_rows(tug_of_war, ok, *pair)}
+def stack_scores(setting: Setting, state: TrainProgress | tuple,
+                 cache: Path | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``stack_metrics`` and, from the same evaluation, the per-example margins (``scores.margins``)."""
+    ev = stack_evaluation(setting, state, cache)
+    return split_metrics(ev), margins(ev)
 
 
 # --------------------------------------------------------------------------- unlearning

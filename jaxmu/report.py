@@ -28,7 +28,7 @@ from jaxmu.metrics import summarize
 from jaxmu.stats import interval, paired
 
 CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility",
-               "retdev", "tow")
+               "retdev", "tow", "rmia_auc")
 CSV_COLUMNS = ("method", "seed", "status", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
 
 
@@ -261,7 +261,9 @@ def plot_learning_curves(path: Path, histories: dict[str, dict[str, np.ndarray]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``jaxmu report RUN_DIR... [--out FILE]``: the merged leaderboard (markdown on stdout)."""
+    """``jaxmu report RUN_DIR... [--out FILE] [--rescore]``: the merged leaderboard (markdown on
+    stdout); ``--rescore`` first recomputes every run's per-seed metrics from its cached logits
+    (``jaxmu.rescore``: no model is loaded, evaluated or trained)."""
     from jaxmu import merge
     from jaxmu.checkpoint import write_text_atomic
     from jaxmu.paths import absolute_path
@@ -271,7 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run_dirs", nargs="+", type=absolute_path, metavar="RUN_DIR",
                    help="run directories (or any folders holding results.csv files, searched recursively)")
     p.add_argument("--out", default=None, type=absolute_path, metavar="FILE", help="also write the leaderboard as CSV")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute every per-seed metric from the runs' cached logits (scores.npz) and rewrite "
+                        "their results.csv/json first; nothing is trained or evaluated")
     args = p.parse_args(argv)
+    if args.rescore:
+        from jaxmu.rescore import rescore_run
+
+        for d in args.run_dirs:
+            print(rescore_run(d).line())
     rows = merge.load_rows(args.run_dirs)
     board = merge.leaderboard_rows(rows)
     metrics = merge.present_metrics(board)

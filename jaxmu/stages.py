@@ -150,6 +150,7 @@ class StageResult:
     skipped: bool
     resumed_from: int
     history: dict[str, np.ndarray] | None = None
+    path: Path | None = None  # the finished checkpoint (its scores cache lives beside it: jaxmu.scores)
 
 
 HISTORY_COLUMNS = ("loss", "accuracy")
@@ -209,7 +210,7 @@ def run_training_stage(
         _check_finite(state, label, model_names, f"its checkpoint {final} holds them: delete it")
         hist = _history_from_meta(meta)
         return StageResult(state, meta.get("compile_s", 0.0), meta.get("run_s", 0.0), True, trainer.num_epochs,
-                           None if hist is None else history_dict(hist))
+                           None if hist is None else history_dict(hist), final)
 
     num_models = jax.tree_util.tree_leaves(init_state)[0].shape[0]
     history = np.full((num_models, trainer.num_epochs, 2), np.nan, np.float32)
@@ -255,7 +256,7 @@ def run_training_stage(
     save_tree(final, state, {**metadata, "epoch": total, "run_s": run_s, "compile_s": compile_s,
                              "done": True, "environment": environment(), "history": _history_meta(history)})
     _drop_epochs(stage_dir)
-    return StageResult(state, compile_s, run_s, False, resumed, history_dict(history))
+    return StageResult(state, compile_s, run_s, False, resumed, history_dict(history), final)
 
 
 def _check_finite(state: TrainProgress, label: str, names: Sequence[Any] | None, where: str) -> None:

@@ -42,14 +42,15 @@ def _pow2(n: int) -> int:
 
 
 def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
-                 worker: str = "main", oracle_margins: dict | None = None) -> dict[str, Any] | None:
+                 worker: str = "main", references=None) -> dict[str, Any] | None:
     """Tune, select, unlearn all seeds, evaluate; cached in ``sweep/<method>_<hash>/final.json``.
 
-    ``oracle_margins``: the retrained stack's per-example margins (``pipeline.stack_scores``);
-    given, the result carries the method's KLOM against them (``pipeline.klom_scores``).
+    ``references`` (``pipeline.References``): given, the tuned stack is scored against the
+    retrained stack's scores (RMIA included) and the result carries its KLOM
+    (``pipeline.klom_scores``); without, only ``with_retention`` against ``ref_metrics``.
     """
     from jaxmu import report as R
-    from jaxmu.pipeline import klom_scores, stack_scores, unlearn_stage, with_retention
+    from jaxmu.pipeline import klom_scores, margins, split_metrics, stack_evaluation, unlearn_stage, with_retention
     from jaxmu.tuning import TrialEvaluator, open_storage, select_best, tune, tuning_method
 
     cfg = setting.cfg
@@ -100,8 +101,9 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
     t_final = time.perf_counter()
     res = unlearn_stage(setting, tuned, refs["original"])
     checkpoint_reached("unlearn:saved")
-    scores, margins = stack_scores(setting, (res.params, res.batch_stats))
-    metrics = with_retention(scores, ref_metrics["retrain"])
+    scores = stack_evaluation(setting, (res.params, res.batch_stats), res.path)
+    metrics = (references.score(scores) if references is not None
+               else with_retention(split_metrics(scores), ref_metrics["retrain"]))
     rte = refs["retrain"].run_s / res.run_s if res.run_s > 0 else float("inf")
     out = {
         "method": method.name,
@@ -113,7 +115,7 @@ def sweep_method(setting, method, refs: dict, ref_metrics: dict, *, quiet: bool,
                    for t in trials],
         "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},  # NaN for diverged seeds
         "status": R.seed_status(metrics),
-        "klom": klom_scores(margins, oracle_margins) if oracle_margins is not None else None,
+        "klom": klom_scores(margins(scores), references.margins["retrain"]) if references is not None else None,
         "tuning_plots": {k: (str(sdir / v) if k in R.TUNING_PLOTS else v) for k, v in tuning_plots.items()},
         "unlearn_s": res.run_s, "compile_s": res.compile_s, "rte": rte,
         "tuning_compile_s": evaluator.compile_s, "tuning_run_s": evaluator.run_s,
@@ -158,7 +160,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
         status = r.get("status") or R.seed_status(m)
         for i, seed in enumerate(setting.cfg.seeds):
             row = {**ident, "method": r["method"], "call": r["call"], "seed": seed, "status": status[i],
-                   **{k: m[k][i] for k in R.CSV_METRICS},
+                   **{k: m[k][i] for k in R.CSV_METRICS if k in m},  # a cached older result may lack one
                    "unlearn_s": r["unlearn_s"], "compile_s": r["compile_s"], "rte": r["rte"]}
             row.update({f"hp_{k}": v for k, v in r["hparams"].items()})
             rows.append(row)
@@ -174,7 +176,8 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
              f"{setting.cfg.tune.trials} trials per tuning seed {list(setting.cfg.tune.seeds)}; "
              f"run directory `{setting.run_dir}`. Means over seeds; {METHOD_NOTE} "
              "(t with n−1 degrees of freedom; the leaderboard's differences are paired over seeds).", ""]
-    gaps = separation(ref_metrics["original"], ref_metrics["retrain"], R.CSV_METRICS[:6])
+    gaps = separation(ref_metrics["original"], ref_metrics["retrain"],
+                      [*R.CSV_METRICS[:6], *(["rmia_auc"] if "rmia_auc" in ref_metrics["original"] else [])])
     lines += ["## Can this setting tell the original from the retrained model?", "",
               "The original − retrain gap of each metric, paired over seeds. A tuning objective "
               "whose gap is within noise cannot reward unlearning.", "", separation_table(gaps), ""]
@@ -223,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides.append(f"tune.storage={json.dumps(args.storage)}")
     cfg = config_from_args(args, multihost=False)
     import jaxmu.methods as M
-    from jaxmu.pipeline import klom_scores, method_from_config, prepare, reference_stacks, stack_scores, with_retention
+    from jaxmu.pipeline import klom_scores, method_from_config, prepare, scored_references
 
     methods = [M.get(n) for n in M.names()] if args.method == "all" else [method_from_config(cfg, args.method)]
     if cfg.tune.storage:
@@ -234,16 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
-    refs = reference_stacks(setting)
-    retrain, retrain_margins = stack_scores(setting, refs["retrain"].state)
-    original, original_margins = stack_scores(setting, refs["original"].state)
-    ref_metrics = {"retrain": with_retention(retrain, retrain), "original": with_retention(original, retrain)}
-    klom_original = klom_scores(original_margins, retrain_margins)
+    scored = scored_references(setting)
+    refs, ref_metrics = scored.stacks, scored.metrics
+    ref_margins = scored.margins
+    klom_original = klom_scores(ref_margins["original"], ref_margins["retrain"])
     references_s = time.perf_counter() - t_start
     results = []
     for m in methods:
-        r = sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet, worker=args.worker,
-                         oracle_margins=retrain_margins)
+        r = sweep_method(setting, m, refs, ref_metrics, quiet=args.quiet, worker=args.worker, references=scored)
         if r is None:
             print(f"worker {args.worker}: no trials of {m.name} left to run")
             continue

@@ -67,7 +67,7 @@ def write_train_results(setting, stages: dict, metrics: dict[str, dict[str, np.n
     finished before learning curves were recorded (``history`` None) gets empty curve cells.
     """
     from jaxmu import report as R
-    from jaxmu.pipeline import METRICS
+    from jaxmu.pipeline import AGAINST_RETRAIN, METRICS
     from jaxmu.results import NO_CALL, identity, seed_rows, write_csv, write_results
     from jaxmu.stats import METHOD_NOTE, interval
 
@@ -80,7 +80,7 @@ def write_train_results(setting, stages: dict, metrics: dict[str, dict[str, np.n
         h = st.history
         last = {} if h is None else {"train_loss": h["loss"][:, -1], "train_acc": h["accuracy"][:, -1]}
         stack_rows = seed_rows(ident, stack, NO_CALL, cfg.seeds, {**metrics[stack], **last},
-                               (*METRICS, "train_loss", "train_acc"), R.seed_status(metrics[stack]))
+                               (*METRICS, *AGAINST_RETRAIN, "train_loss", "train_acc"), R.seed_status(metrics[stack]))
         for r in stack_rows:
             r.update(epochs=cfg.train.epochs, compile_s=st.compile_s, run_s=st.run_s)
         rows += stack_rows
@@ -108,7 +108,7 @@ def write_train_results(setting, stages: dict, metrics: dict[str, dict[str, np.n
     meta = {"config": cfg.to_dict(), "run_dir": str(setting.run_dir),
             "history": {k: {n: v.tolist() for n, v in h.items()} for k, h in histories.items()},
             "timings": {k: {"compile_s": st.compile_s, "run_s": st.run_s} for k, st in stages.items()}}
-    return write_results(out, rows, columns=(*METRICS, *TRAIN_COLUMNS), meta=meta, report=lines)
+    return write_results(out, rows, columns=(*METRICS, *AGAINST_RETRAIN, *TRAIN_COLUMNS), meta=meta, report=lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,13 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = config_from_args(args)
     enable_compile_cache()
-    from jaxmu.pipeline import METRICS, prepare, reference_stacks, stack_metrics
+    from jaxmu.pipeline import METRICS, prepare, scored_references
 
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, "
           f"{len(cfg.seeds)} seeds, split {setting.splits.content_hash})")
-    stages = reference_stacks(setting)
-    results = {name: stack_metrics(setting, r.state) for name, r in stages.items()}
+    refs = scored_references(setting)
+    stages, results = refs.stacks, refs.metrics
     print("\n".join(stage_lines(stages, len(cfg.seeds))))
     print(format_table(["stack", "seed", "status", *METRICS], metric_rows(cfg.seeds, results, METRICS)))
     import jax

@@ -99,21 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--method", default=None, help='method id or call string, e.g. "ng_plus(alpha=0.9)"')
     args = p.parse_args(argv)
     cfg = config_from_args(args)
-    from jaxmu.pipeline import (METRICS, method_from_config, prepare, reference_stacks, stack_metrics,
-                                unlearn_stage, with_retention)
+    from jaxmu.pipeline import METRICS, method_from_config, prepare, scored_references, stack_evaluation, unlearn_stage
     from jaxmu.train import metric_rows, stage_lines
 
     method = method_from_config(cfg, args.method)  # validate before any work
     enable_compile_cache()
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
-    refs = reference_stacks(setting)
+    scored = scored_references(setting)
+    refs = scored.stacks
     print("\n".join(stage_lines(refs, len(cfg.seeds))))
     res = unlearn_stage(setting, method, refs["original"])
-    retrain = stack_metrics(setting, refs["retrain"].state)
     results = {
-        method.name: with_retention(stack_metrics(setting, (res.params, res.batch_stats)), retrain),
-        "retrain": with_retention(retrain, retrain),
+        method.name: scored.score(stack_evaluation(setting, (res.params, res.batch_stats), res.path)),
+        "retrain": scored.metrics["retrain"],
     }
     columns = (*METRICS, "retdev")
     print(format_table(["stack", "seed", "status", *columns], metric_rows(cfg.seeds, results, columns)))
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"checkpoint: {res.path}")
     import jax
 
-    original = with_retention(stack_metrics(setting, refs["original"].state), retrain)  # collective
+    original = scored.metrics["original"]
     if jax.process_index() == 0:  # every process holds the metrics; one writes them
         path = write_unlearn_results(setting, method, res, {**results, "original": original}, t_r, rte)
         print(f"results: {path.parent}")

@@ -239,10 +239,10 @@ def test_diverged_model_leaves_the_others_bit_identical(tiny, model_axis):
     3-model loop run.
     """
     import jaxmu.methods as M
-    from jaxmu.engine.evaluate import Evaluator, evaluate_splits
+    from jaxmu.engine.evaluate import Evaluator, split_logits
     from jaxmu.engine.trainer import DeviceData
     from jaxmu.methods.stack import unlearn_stack, unlearning_key
-    from jaxmu.pipeline import split_metrics, with_retention
+    from jaxmu.scores import Scores, split_metrics, with_retention
 
     method = M.get("finetune(epochs=2)")  # two steps: the 1e30 model's parameters overflow
     rows4 = np.array([0, 1, 0, 1])  # the tiny stack has 2 trained models; model 1 is the diverging one
@@ -256,9 +256,10 @@ def test_diverged_model_leaves_the_others_bit_identical(tiny, model_axis):
         ev = Evaluator(tiny.model, tiny.ctx.mean, tiny.ctx.std, batch_size=256, model_axis="loop")
         idx = {"retain": np.asarray(tiny.data.retain), "forget": np.asarray(tiny.data.forget),
                "val": np.asarray(tiny.data.val), "test": np.asarray(tiny.test_idx)}
-        out = split_metrics(evaluate_splits(ev, res.params, res.batch_stats, idx,
-                                            DeviceData(tiny.data.images, tiny.data.labels)),
-                            finite_rows((res.params, res.batch_stats)))
+        logits = split_logits(ev, res.params, res.batch_stats, idx, DeviceData(tiny.data.images, tiny.data.labels))
+        labels = np.asarray(tiny.data.labels)
+        out = split_metrics(Scores(logits, {k: labels[v] for k, v in idx.items()},
+                                   finite_rows((res.params, res.batch_stats))))
         ref = {k: np.full_like(out["retain_acc"], 0.8) for k in ("retain_acc", "forget_acc", "test_acc")}
         return with_retention(out, ref)
 

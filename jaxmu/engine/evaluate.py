@@ -63,18 +63,29 @@ class Evaluator:
         return addressable(out)[:, :n]  # multi-host: every process gets every model's logits
 
 
+def scores_of_logits(logits, labels, *, margins: bool = False) -> dict[str, np.ndarray]:
+    """Accuracy ``[models]``, per-example cross-entropy ``[models, n]`` and, with ``margins``, the
+    margin z_y − logsumexp_{k≠y} z_k ``[models, n]`` (LiRA's φ; KLOM's margin, ``attacks/klom.py``)
+    of host logits ``[models, n, classes]``. Fresh and cached logits (``jaxmu.scores``) go through
+    this one function, so a re-scored run gives the same numbers bit for bit."""
+    z = jnp.asarray(np.asarray(logits, np.float32))
+    y = jnp.asarray(np.asarray(labels))
+    out = {"accuracy": np.asarray(accuracy(z, y)), "loss": np.asarray(per_example_ce(z, y))}
+    if margins:
+        out["margin"] = np.asarray(logit_scaled_confidence(z, y))
+    return out
+
+
+def split_logits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray],
+                 data: DeviceData) -> dict[str, np.ndarray]:
+    """Host logits ``{split: [models, n, classes]}`` of every model on each named split."""
+    return {name: np.asarray(evaluator.logits(params, batch_stats, idx, data)) for name, idx in splits.items()}
+
+
 def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData,
                     *, margins: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """Accuracy ``[models]`` and per-example losses ``[models, n]`` on each named split; with
-    ``margins`` also the per-example margin z_y − logsumexp_{k≠y} z_k (LiRA's φ; KLOM's margin,
-    ``attacks/klom.py``), which tuning's per-trial evaluation does not need.
-    """
+    """``scores_of_logits`` on each named split; tuning's per-trial evaluation asks no margins."""
     labels = np.asarray(data.labels)
-    out = {}
-    for name, idx in splits.items():
-        logits = evaluator.logits(params, batch_stats, idx, data)
-        y = jnp.asarray(labels[np.asarray(idx)])
-        out[name] = {"accuracy": np.asarray(accuracy(logits, y)), "loss": np.asarray(per_example_ce(logits, y))}
-        if margins:
-            out[name]["margin"] = np.asarray(logit_scaled_confidence(logits, y))
-    return out
+    logits = split_logits(evaluator, params, batch_stats, splits, data)
+    return {name: scores_of_logits(z, labels[np.asarray(splits[name])], margins=margins)
+            for name, z in logits.items()}
