@@ -31,7 +31,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "digits_mlp_small": ("digits_mlp", ["train.weight_decay=0.0", "data.val_ratio=0.5"]),
     "digits_cnn_class": ("digits_cnn", ["data.forget_mode=class", "data.forget_class=3"]),
 }
-METRICS = ("retain_acc", "forget_acc", "test_acc", "val_mia", "test_mia")
+METRICS = ("retain_acc", "forget_acc", "test_acc", "val_mia", "test_mia", "rmia_auc")
 
 
 def main() -> None:
