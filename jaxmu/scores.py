@@ -20,7 +20,7 @@ import hashlib
 import os
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -77,21 +77,18 @@ def cache_key(checksum: str, labels: Mapping[str, np.ndarray], indices: Mapping[
     return h.hexdigest()
 
 
-def save_scores(path: Path, scores: Scores, key: str) -> None:
-    """Write ``scores`` to ``path`` (``.npz``, uncompressed: logits barely compress) atomically."""
+def write_arrays(path: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """``arrays`` and their ``key`` to ``path`` (``.npz``, uncompressed: logits barely compress),
+    through a temporary file and a rename."""
     path = Path(path)
-    arrays = {"key": np.array(key), "params_ok": np.asarray(scores.params_ok, bool)}
-    for s in SPLITS:
-        arrays[f"logits_{s}"] = np.asarray(scores.logits[s], np.float32)
-        arrays[f"labels_{s}"] = np.asarray(scores.labels[s])
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, key=np.array(key), **arrays)
     os.replace(tmp, path)
 
 
-def load_scores(path: Path, key: str | None = None) -> Scores | None:
-    """The cached scores at ``path``; None when absent, unreadable, or made for another ``key``
-    (``key=None`` accepts any: ``jaxmu report --rescore`` reads what a finished run left)."""
+def read_arrays(path: Path, key: str | None = None) -> dict[str, np.ndarray] | None:
+    """The arrays at ``path``; None when absent, unreadable, or made for another ``key``
+    (``key=None`` accepts any)."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -99,10 +96,39 @@ def load_scores(path: Path, key: str | None = None) -> Scores | None:
         with np.load(path, allow_pickle=False) as z:
             if key is not None and str(z["key"]) != key:
                 return None
-            return Scores({s: z[f"logits_{s}"] for s in SPLITS}, {s: z[f"labels_{s}"] for s in SPLITS},
-                          z["params_ok"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # truncated or foreign file: evaluate again
+            return {k: z[k] for k in z.files if k != "key"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # truncated or foreign file: compute again
         return None
+
+
+def cached_arrays(path: Path, key: str, compute: Callable[[], dict[str, np.ndarray]],
+                  write: bool = True) -> dict[str, np.ndarray]:
+    """The arrays cached at ``path`` for ``key``, or ``compute()``'s, written there when ``write``."""
+    hit = read_arrays(path, key)
+    if hit is not None:
+        return hit
+    arrays = compute()
+    if write:
+        write_arrays(path, key, arrays)
+    return arrays
+
+
+def save_scores(path: Path, scores: Scores, key: str) -> None:
+    """Write ``scores`` to ``path`` (``write_arrays``)."""
+    arrays = {"params_ok": np.asarray(scores.params_ok, bool)}
+    for s in SPLITS:
+        arrays[f"logits_{s}"] = np.asarray(scores.logits[s], np.float32)
+        arrays[f"labels_{s}"] = np.asarray(scores.labels[s])
+    write_arrays(path, key, arrays)
+
+
+def load_scores(path: Path, key: str | None = None) -> Scores | None:
+    """The cached scores at ``path``; None when absent, unreadable, or made for another ``key``
+    (``key=None`` accepts any: ``jaxmu report --rescore`` reads what a finished run left)."""
+    z = read_arrays(path, key)
+    if z is None or not all(f"{p}_{s}" in z for p in ("logits", "labels") for s in SPLITS) or "params_ok" not in z:
+        return None
+    return Scores({s: z[f"logits_{s}"] for s in SPLITS}, {s: z[f"labels_{s}"] for s in SPLITS}, z["params_ok"])
 
 
 # --------------------------------------------------------------------------- metrics from scores

@@ -35,7 +35,10 @@ Shadow layout (protocol §8.3 items 1–4):
   A = identity (+ horizontal mirror); **roles** ``[M, N_pool]`` never-seen / retained / forgotten.
 
 The statistics it feeds (``jaxmu.attacks``) see arrays only; this stage trains, checkpoints and
-evaluates.
+evaluates. Score once: each candidate's φ, pool logits and test logits are cached beside its
+checkpoint (``ulira_scores.npz``, keyed by the checkpoint's checksum, the pool, the test indices
+and the queries; ``jaxmu.scores.cached_arrays``), so running the attack again — another
+``--bootstrap``, a statistic added or fixed — evaluates no model.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from jaxmu.attacks.neurips_score import forget_score, per_example_epsilon
 from jaxmu.attacks.lira import logit_scaled_confidence
 from jaxmu.attacks.ulira import FORGOTTEN, NEVER_SEEN, RETAINED, forgotten_populations, ulira_deepunlearn, ulira_hayes
 from jaxmu.attacks.ulira_study import ulira_study
-from jaxmu.checkpoint import load_tree, save_tree
+from jaxmu.checkpoint import load_tree, read_metadata, save_tree
 from jaxmu.metrics import accuracy
 from jaxmu.engine.finite import finite_rows
 from jaxmu.config import AttackConfig
@@ -67,6 +70,7 @@ from jaxmu.engine.trainer import DeviceData, Trainer
 from jaxmu.methods import SplitData
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.pipeline import Setting, method_context
+from jaxmu.scores import cached_arrays
 from jaxmu.stages import StageResult, environment, run_training_stage
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -232,7 +236,7 @@ def unlearned_stack(setting: Setting, sp: ShadowSplits, base: Path, method, orig
     params, bs = repeat_models(original.state.params, k_), repeat_models(original.state.batch_stats, k_)
     if (path / "meta.json").exists():
         (p, b), meta = load_tree(path, jax.eval_shape(lambda: (params, bs)))
-        return p, b, meta["compile_s"], meta["run_s"]
+        return p, b, meta["compile_s"], meta["run_s"], path
     data = SplitData(setting.data.images, setting.data.labels, jnp.asarray(sp.retain.reshape(m, -1)),
                      jnp.asarray(sp.forget.reshape(m, -1)), jnp.asarray(np.broadcast_to(sp.val, (m, len(sp.val)))))
     ukey = unlearning_key(range(m), per_model=True)  # the eps score needs unlearning randomness (§9.3)
@@ -242,7 +246,29 @@ def unlearned_stack(setting: Setting, sp: ShadowSplits, base: Path, method, orig
     save_tree(path, (res.params, res.batch_stats), {"method": method.name, "hparams": dict(method.hparams),
                                                    "compile_s": res.compile_s, "run_s": res.run_s,
                                                    "environment": environment()})
-    return res.params, res.batch_stats, res.compile_s, res.run_s
+    return res.params, res.batch_stats, res.compile_s, res.run_s, path
+
+
+ULIRA_SCORES = "ulira_scores.npz"
+
+
+def pool_scores(evaluator: Evaluator, params, batch_stats, checkpoint: Path, pool: np.ndarray,
+                test_idx: np.ndarray | None, data: DeviceData, queries: int) -> dict[str, np.ndarray]:
+    """``{"phi": [M, N, A], "pool_logits": [M, N, C], "test_logits": [M, n_test, C]}`` of a stack
+    (no test logits when ``test_idx`` is None), evaluated once and cached beside ``checkpoint``."""
+    h = hashlib.sha256(read_metadata(checkpoint)["checksum"].encode())
+    h.update(np.ascontiguousarray(pool, np.int64).tobytes())
+    h.update(b"none" if test_idx is None else np.ascontiguousarray(test_idx, np.int64).tobytes())
+    h.update(str(queries).encode())
+
+    def compute() -> dict[str, np.ndarray]:
+        phi, pool_logits = phi_and_logits(evaluator, params, batch_stats, pool, data, queries)
+        out = {"phi": phi, "pool_logits": np.asarray(pool_logits, np.float32)}
+        if test_idx is not None:
+            out["test_logits"] = np.asarray(evaluator.logits(params, batch_stats, test_idx, data), np.float32)
+        return out
+
+    return cached_arrays(Path(checkpoint) / ULIRA_SCORES, h.hexdigest(), compute, write=jax.process_index() == 0)
 
 
 def _population(name, phi, roles, phi_r, folds, cfg, accs: tuple[float, float, float],
@@ -295,7 +321,7 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
     stacks = shadow_stacks(setting, sp, base)
     timings = {k: {"compile_s": v.compile_s, "run_s": v.run_s, "models": int(jax.tree_util.tree_leaves(
         v.state.params)[0].shape[0])} for k, v in stacks.items()}
-    up, ub, uc, ur = unlearned_stack(setting, sp, base, method, stacks["original"])
+    up, ub, uc, ur, upath = unlearned_stack(setting, sp, base, method, stacks["original"])
     timings[f"unlearn:{method.name}"] = {"compile_s": uc, "run_s": ur, "models": sp.num_splits * sp.forget_sets}
 
     t0 = time.perf_counter()
@@ -308,19 +334,22 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
     # (params, batch_stats, repeats): the originals stand for their K (split, forget set) rows,
     # so the S distinct models are evaluated once and their rows repeated (model m = s·K + f)
     candidates = {
-        method.name: (up, ub, 1),
-        "original": (stacks["original"].state.params, stacks["original"].state.batch_stats, k_),
+        method.name: (up, ub, 1, upath),
+        "original": (stacks["original"].state.params, stacks["original"].state.batch_stats, k_,
+                     stacks["original"].path),
         "retrain (perfect)": (stacks["retrain_reference"].state.params,
-                              stacks["retrain_reference"].state.batch_stats, 1),
+                              stacks["retrain_reference"].state.batch_stats, 1, stacks["retrain_reference"].path),
     }
     r_state = stacks["retrain"].state
-    phi_r = phi_stack(ev, r_state.params, r_state.batch_stats, sp.pool, setting.data, cfg.queries)
+    phi_r = pool_scores(ev, r_state.params, r_state.batch_stats, stacks["retrain"].path, sp.pool, None,
+                        setting.data, cfg.queries)["phi"]
     split_folds = holdout_folds(sp.num_splits, cfg.folds)
     folds = split_folds[sp.split_of_model()]
     measured = {}
-    for name, (p, b, reps) in candidates.items():
-        phi, pool_logits = phi_and_logits(ev, p, b, sp.pool, setting.data, cfg.queries)
-        test_accs = np.asarray(accuracy(ev.logits(p, b, test_idx, setting.data), y_test))
+    for name, (p, b, reps, ckpt) in candidates.items():
+        got = pool_scores(ev, p, b, ckpt, sp.pool, test_idx, setting.data, cfg.queries)
+        phi, pool_logits = got["phi"], got["pool_logits"]
+        test_accs = np.asarray(accuracy(jnp.asarray(got["test_logits"]), y_test))
         ok = finite_rows((p, b)) & np.isfinite(phi).all(axis=(1, 2))  # diverged models: left out
         phi, ok, test_accs = (np.repeat(x, reps, axis=0) for x in (phi, ok, test_accs))
         if not ok.all():
@@ -330,7 +359,7 @@ def run_ulira(setting: Setting, method) -> ULiraReport | None:
         accs = (_mean(correct[roles[ok] == RETAINED]), _mean(correct[roles[ok] == FORGOTTEN]), test_acc)
         measured[name] = (phi, accs, correct)
     t1 = time.perf_counter()
-    n_eval = phi_r.shape[0] + sum(jax.tree_util.tree_leaves(p)[0].shape[0] for p, _, _ in candidates.values())
+    n_eval = phi_r.shape[0] + sum(jax.tree_util.tree_leaves(p)[0].shape[0] for p, *_ in candidates.values())
     timings["attack: phi"] = {"compile_s": 0.0, "run_s": t1 - t0, "models": n_eval}
     if jax.process_index() != 0:
         return None  # the statistics are host work without collectives: process 0 computes them

@@ -167,3 +167,25 @@ def test_klom_and_the_study_variant_see_the_original(report):
     for p in (perfect, original):
         assert p.study.n_instances > 0 and 0.0 <= p.study.mean_p <= 1.0
     assert original.study.mean_p > perfect.study.mean_p
+
+
+def test_running_the_attack_again_evaluates_no_model(report, out_dir, monkeypatch):
+    """Score once: every candidate's φ, pool and test logits come back from ulira_scores.npz."""
+    import jaxmu.methods as M
+    from jaxmu.engine.evaluate import Evaluator
+    from jaxmu.pipeline import prepare
+    from jaxmu.ulira_stage import ULIRA_SCORES, run_ulira
+
+    pops, rep = report
+    assert len(list(rep.out_dir.rglob(ULIRA_SCORES))) == 4  # the retrains, and the three candidates
+
+    def no_eval(*a, **k):
+        raise AssertionError("evaluated a stack whose U-LiRA scores are cached")
+
+    monkeypatch.setattr(Evaluator, "logits", no_eval)
+    again = run_ulira(prepare(load_config(None, TINY), out_dir), M.get(METHOD))
+    for p in again.populations:
+        np.testing.assert_array_equal(p.phi, pops[p.name].phi)
+        assert p.hayes.summary == pops[p.name].hayes.summary and p.forget_score == pops[p.name].forget_score
+        assert (p.retain_acc, p.forget_acc, p.test_acc) == (pops[p.name].retain_acc, pops[p.name].forget_acc,
+                                                             pops[p.name].test_acc)
