@@ -121,7 +121,7 @@ def write_attack_results(setting, report, method, n_boot: int = BOOTSTRAP_RESAMP
     """``results.csv`` / ``results.json`` / ``report.md`` in ``<attack dir>/results_<method>/``."""
     from jaxmu.results import identity, write_results
 
-    ident = identity(setting.cfg, "attack")
+    ident = identity(setting.cfg, "attack", setting.run_dir)
     rows = population_rows(report, method.name, method.call_string(), ident, n_boot)
     title = (f"# jaxmu attack (U-LiRA) — {setting.cfg.data.name} / {setting.cfg.model.name}: "
              f"`{method.call_string()}`")

@@ -224,5 +224,5 @@ class Experiment:
         rep = run_ulira(self.setting, m)
         if rep is None:  # another process of a multi-host run reports
             return ResultTable([], title="U-LiRA (reported by process 0)", group_by=("population", "formulation"))
-        rows = population_rows(rep, m.name, m.call_string(), identity(self.cfg, "attack"))
+        rows = population_rows(rep, m.name, m.call_string(), identity(self.cfg, "attack", self.run_dir))
         return ResultTable(rows, title=f"U-LiRA: {m.call_string()}", group_by=("population", "formulation"))

@@ -7,7 +7,8 @@ JSON metadata and its markdown report. Every CSV row starts with the identifying
 
 * ``stage``: ``train``, ``unlearn``, ``attack`` or ``sweep``;
 * ``dataset``, ``model``: the setting;
-* ``config_hash``: the run directory's hash (data, model, train, seeds; ``runs/<dataset>_<model>_<config_hash>``);
+* ``config_hash``: the run directory's key (data, model, train, seeds, and the content of a registered
+  dataset/model or imported original; ``runs/<dataset>_<model>_<config_hash>``);
 * ``method``: the method's name, or the reference stack (``original``, ``retrain``) a row measures;
 * ``call``: the method's call string with every hyperparameter, ``-`` for a trained reference stack;
 * ``seed``: the model seed, ``-`` for a row over many models (an attack population);
@@ -37,11 +38,19 @@ def run_hash(cfg) -> str:
     return cfg.hash("data", "model", "train", "seeds")
 
 
-def identity(cfg, stage: str) -> dict[str, str]:
-    """The identifying columns every row of ``stage`` shares under ``cfg`` (all but method/call/seed/status)."""
+def run_key(run_dir: Path) -> str:
+    """The key of a run directory ``<dataset>_<model>_<key>``: ``run_hash`` of its config, or — for a
+    registered dataset or model, or an imported original — the hash of the config *and* that
+    content (``stages.run_dir_for``), so two runs of one config on other weights never share it."""
+    return Path(run_dir).name.rsplit("_", 1)[-1]
+
+
+def identity(cfg, stage: str, run_dir: Path) -> dict[str, str]:
+    """The identifying columns every row of ``stage`` shares in ``run_dir`` (all but
+    method/call/seed/status); ``config_hash`` is the run directory's key (``run_key``)."""
     from jaxmu.version import __version__
 
-    return {"stage": stage, "dataset": cfg.data.name, "model": cfg.model.name, "config_hash": run_hash(cfg),
+    return {"stage": stage, "dataset": cfg.data.name, "model": cfg.model.name, "config_hash": run_key(run_dir),
             "jaxmu_version": __version__}
 
 

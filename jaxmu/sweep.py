@@ -153,7 +153,7 @@ def write_outputs(out_dir: Path, setting, results: list[dict], ref_metrics: dict
     from jaxmu.results import identity, write_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ident = identity(setting.cfg, "sweep")
+    ident = identity(setting.cfg, "sweep", setting.run_dir)
     rows = []
     for r in results:
         m = r["metrics"]

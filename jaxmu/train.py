@@ -74,7 +74,7 @@ def write_train_results(setting, stages: dict, metrics: dict[str, dict[str, np.n
     cfg = setting.cfg
     out = setting.run_dir / "results" / "train"
     out.mkdir(parents=True, exist_ok=True)
-    ident = identity(cfg, "train")
+    ident = identity(cfg, "train", setting.run_dir)
     rows, curves, histories = [], [], {}
     for stack, st in stages.items():
         h = st.history

@@ -68,7 +68,7 @@ def write_unlearn_results(setting, method, res, metrics: dict[str, dict], retrai
     from jaxmu.stats import METHOD_NOTE
 
     cfg = setting.cfg
-    ident = identity(cfg, "unlearn")
+    ident = identity(cfg, "unlearn", setting.run_dir)
     call = method.call_string()
     rows = []
     for name, m in metrics.items():

@@ -150,7 +150,9 @@ def _fake_sweep(seeds, metrics, tmp: Path):
     from jaxmu.config import load_config
 
     cfg = load_config(None, ["model.name=mlp", f"seeds=[{','.join(map(str, seeds))}]", "engine.progress=false"])
-    setting = SimpleNamespace(cfg=cfg, run_dir=tmp)
+    from jaxmu.results import run_hash
+
+    setting = SimpleNamespace(cfg=cfg, run_dir=tmp / f"digits_mlp_{run_hash(cfg)}")
     ref = {k: np.full(len(seeds), 0.8) for k in ("retain_acc", "forget_acc", "val_acc", "test_acc")}
     ref.update(val_mia=np.full(len(seeds), 0.5), test_mia=np.full(len(seeds), 0.5),
                indiscernibility=np.ones(len(seeds)), retdev=np.zeros(len(seeds)))

@@ -216,6 +216,11 @@ def test_unlearn_cli_starts_from_exported_state_dicts(tmp_path, monkeypatch, cap
                     jax.tree_util.tree_leaves((trained.params, trained.batch_stats))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert "original_sha256" in json.loads((run_dir / "config.json").read_text())
+    import csv
+
+    with next(run_dir.rglob("results/unlearn/*/results.csv")).open(newline="") as f:
+        hashes = {r["config_hash"] for r in csv.DictReader(f)}
+    assert hashes == {run_dir.name.rsplit("_", 1)[-1]}  # the content-keyed run, not the bare config's hash
 
     # other weights never reuse that run directory
     other = {k: v * 0.5 for k, v in read_state_dict(tmp_path / "cnn_seed0.pth").items()}
