@@ -100,8 +100,9 @@ def leaderboard_rows(rows: Iterable[dict[str, str]], metrics: Sequence[str] = ME
         entry: dict[str, Any] = {"dataset": dataset, "model": model, "method": method,
                                  "runs": len({m["config_hash"] for m in members}), "seeds": len(members)}
         for k in metrics:
-            vals = [v for v in (_value(m.get(k)) for m in members) if v is not None]
-            entry[k] = interval(vals) if vals else None
+            have = [(v, m.get("status") == "diverged") for v, m in ((_value(m.get(k)), m) for m in members)
+                    if v is not None]
+            entry[k] = interval([v for v, _ in have], diverged=[d for _, d in have]) if have else None
         out.append(entry)
     return sorted(out, key=lambda e: (e["dataset"], e["model"], e["method"] not in REFERENCES, e["method"]))
 

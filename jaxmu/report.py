@@ -32,8 +32,8 @@ CSV_METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "te
 CSV_COLUMNS = ("method", "seed", "status", *CSV_METRICS, "unlearn_s", "compile_s", "rte")
 
 
-def _fmt(values) -> str:
-    return interval(values).format()
+def _fmt(values, diverged=None) -> str:
+    return interval(values, diverged=diverged).format()
 
 
 def seed_status(metrics: dict[str, Any]) -> list[str]:
@@ -50,7 +50,7 @@ def summary_table(stacks: dict[str, dict[str, np.ndarray]]) -> str:
     cols = [c for c in CSV_METRICS if all(c in m for m in stacks.values())]
     lines = ["| stack | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in stacks.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(m[c]) for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(m[c], m.get("diverged")) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -80,8 +80,9 @@ def leaderboard(per_method: dict[str, dict[str, np.ndarray]], rte: dict[str, flo
         n = names[i]
         vs = ["—", "—"] if n == top else [_paired_cell(per_method[n][k], per_method[top][k])
                                           for k in ("retdev", "indiscernibility")]
-        lines.append(f"| {pos} | {n} | {rank[i]:.1f} | {_fmt(per_method[n]['retdev'])} | "
-                     f"{_fmt(per_method[n]['indiscernibility'])} | {vs[0]} | {vs[1]} | {_tow_cell(per_method[n])} | "
+        d = per_method[n].get("diverged")
+        lines.append(f"| {pos} | {n} | {rank[i]:.1f} | {_fmt(per_method[n]['retdev'], d)} | "
+                     f"{_fmt(per_method[n]['indiscernibility'], d)} | {vs[0]} | {vs[1]} | {_tow_cell(per_method[n])} | "
                      f"{rte.get(n, float('nan')):.1f}x |")
     return "\n".join(lines)
 
@@ -104,7 +105,7 @@ def klom_section(klom: dict[str, dict[str, float] | None], n_seeds: int) -> list
 
 
 def _tow_cell(metrics: dict[str, np.ndarray]) -> str:
-    return _fmt(metrics["tow"]) if "tow" in metrics else "—"
+    return _fmt(metrics["tow"], metrics.get("diverged")) if "tow" in metrics else "—"
 
 
 def _paired_cell(a, b) -> str:

@@ -90,7 +90,8 @@ class ResultTable:
         """Per group: the grouping values, ``n`` rows, and ``{column: Interval}``."""
         cols = list(columns) if columns is not None else self.metric_columns()
         return [{**dict(zip(self.group_by, key)), "n": len(rows),
-                 **{c: interval([r.get(c, math.nan) for r in rows]) for c in cols}}
+                 **{c: interval([r.get(c, math.nan) for r in rows],
+                                diverged=[r.get("status") == "diverged" for r in rows]) for c in cols}}
                 for key, rows in self.groups().items()]
 
     def _cells(self, columns: Sequence[str] | None) -> tuple[list[str], list[list[str]]]:

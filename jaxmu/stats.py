@@ -38,6 +38,7 @@ class Interval:
     half_width: float
     n: int
     excluded: int = 0
+    why: str = "diverged"  # what the excluded (NaN) seeds are: "diverged", "undefined", or "NaN" for both
 
     @property
     def low(self) -> float:
@@ -48,11 +49,13 @@ class Interval:
         return self.mean + self.half_width
 
     def format(self, digits: int = 4) -> str:
-        """``0.9811 ± 0.0019``; ``(1 seed)`` or ``(2 of 3; 1 diverged)`` when it applies."""
+        """``0.9811 ± 0.0019``; ``(1 seed)`` or ``(2 of 3; 1 diverged)`` when it applies (``why``
+        names the excluded seeds: a metric undefined for a finite model — RetDev when the retrained
+        model scores 0 on a split — says ``undefined``)."""
         if self.n == 0:
-            return "nan" + (f" (0 of {self.excluded}; {self.excluded} diverged)" if self.excluded else "")
+            return "nan" + (f" (0 of {self.excluded}; {self.excluded} {self.why})" if self.excluded else "")
         hw = "n/a" if math.isnan(self.half_width) else f"{self.half_width:.{digits}f}"
-        note = f" ({self.n} of {self.n + self.excluded}; {self.excluded} diverged)" if self.excluded else (
+        note = f" ({self.n} of {self.n + self.excluded}; {self.excluded} {self.why})" if self.excluded else (
             " (1 seed)" if self.n == 1 else "")
         return f"{self.mean:.{digits}f} ± {hw}{note}"
 
@@ -63,15 +66,24 @@ def _t_quantile(level: float, dof: int) -> float:
     return float(t.ppf(0.5 + level / 2, dof))
 
 
-def interval(values: Any, level: float = LEVEL) -> Interval:
-    """The mean of ``values`` (one per seed, NaN = diverged) and its t-interval half-width.
+def interval(values: Any, level: float = LEVEL, diverged: Any = None) -> Interval:
+    """The mean of ``values`` (one per seed, NaN = left out) and its t-interval half-width.
+
+    ``diverged`` (bool per seed, optional) tells why NaN seeds are left out: NaN seeds that all
+    diverged are ``diverged`` (the default when it is not given), NaN seeds of finite models are
+    ``undefined``, a mix is ``NaN``.
 
     >>> round(interval([1.0, 2.0, 3.0]).half_width, 4)  # t_{.975, 2} * 1 / sqrt(3)
     2.4841
     """
     s = summarize(np.asarray(values, np.float64).reshape(-1))  # NaN seeds left out and counted there
     hw = _t_quantile(level, s.n - 1) * s.std / math.sqrt(s.n) if s.n >= 2 else math.nan
-    return Interval(float(s.mean), hw, s.n, s.n_excluded)
+    why = "diverged"
+    if diverged is not None and s.n_excluded:
+        nan = np.isnan(np.asarray(values, np.float64).reshape(-1))
+        d = np.asarray(diverged, bool).reshape(-1)
+        why = "diverged" if d[nan].all() else ("undefined" if not d[nan].any() else "NaN")
+    return Interval(float(s.mean), hw, s.n, s.n_excluded, why)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,3 +79,12 @@ def test_leaderboard_marks_significant_paired_differences():
     assert rows["bad"].count(" *") == 2  # both differences to #1 significant
     top = table.splitlines()[2].split(" | ")[1]
     assert "— | —" in rows[top]
+
+
+def test_nan_seeds_are_named_by_why_they_are_nan():
+    """RetDev is undefined (not diverged) for class-wise forgetting, where the retrain's FA is 0."""
+    vals = [np.nan, 0.5, np.nan]
+    assert stats.interval(vals, diverged=[True, False, True]).format().endswith("(1 of 3; 2 diverged)")
+    assert stats.interval(vals, diverged=[False, False, False]).format().endswith("(1 of 3; 2 undefined)")
+    assert stats.interval(vals, diverged=[True, False, False]).format().endswith("(1 of 3; 2 NaN)")
+    assert stats.interval([np.nan] * 2, diverged=[False, False]).format() == "nan (0 of 2; 2 undefined)"
