@@ -46,6 +46,7 @@ from jaxmu.attacks.population_mia import (
     population_mia,
     population_mia_stacked,
 )
+from jaxmu.attacks.rmia import offline_marginal, rmia_scores, stack_rmia_auc, true_class_probability
 from jaxmu.attacks.roc import (
     attack_summary,
     auc,
@@ -85,6 +86,10 @@ __all__ = [
     "forget_score",
     "klom",
     "klom_summary",
+    "offline_marginal",
+    "rmia_scores",
+    "stack_rmia_auc",
+    "true_class_probability",
     "gaussian_logpdf",
     "holdout_folds",
     "leave_one_out_folds",
