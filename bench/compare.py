@@ -26,7 +26,8 @@ data reshuffled each epoch, shared data order across models as jaxmu's faithful 
 
 The table: model-epochs per second (median, [min-max]), the ratio of each side's median to the
 PyTorch loop's, compile seconds and peak RSS of the worker. The machine is shared: compare within
-one table.
+one table. The process runner, the interleaving and the median/spread are ``bench/harness.py``'s,
+shared with ``bench/gpu.py``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import harness  # noqa: E402
 
 SIDES = ("jaxmu-vmap", "jaxmu-loop", "torch-loop", "torch-func")
 
@@ -133,28 +135,19 @@ def worker(side: str, net: str, m: int, epochs: int) -> dict[str, float]:
 
 
 def run_side(side: str, net: str, m: int, epochs: int, timeout: float) -> dict[str, float] | str:
-    """One measurement in a fresh process: its numbers, or why it gave none."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--net", net, "--models", str(m),
-           "--epochs", str(epochs)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if res.returncode != 0 or not lines:
-        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"failed: {tail[:160]}"
-    return json.loads(lines[-1])
+    """One measurement in a fresh process (``bench.harness.run_worker``): its numbers, or why it gave none."""
+    return harness.run_worker(__file__, side, ["--net", net, "--models", str(m), "--epochs", str(epochs)], timeout)
 
 
 def table(results: dict[str, list[dict[str, float]]], notes: dict[str, str]) -> list[dict[str, object]]:
-    base = statistics.median(r["rate"] for r in results["torch-loop"]) if results.get("torch-loop") else None
+    base = harness.spread(r["rate"] for r in results["torch-loop"])[0] if results.get("torch-loop") else None
     rows = []
     for side, runs in results.items():
         if not runs:
             rows.append({"side": side, "note": notes.get(side, "no run")})
             continue
-        rates = [r["rate"] for r in runs]
-        med = statistics.median(rates)
-        rows.append({"side": side, "rate_median": med, "rate_min": min(rates), "rate_max": max(rates),
+        med, lo, hi = harness.spread(r["rate"] for r in runs)
+        rows.append({"side": side, "rate_median": med, "rate_min": lo, "rate_max": hi,
                      "vs_torch_loop": med / base if base else None, "rounds": len(runs),
                      "compile_s": statistics.median(r["compile_s"] for r in runs),
                      "rss_mb": max(r["rss_mb"] for r in runs)})
@@ -178,29 +171,21 @@ def main(argv=None) -> int:
     if a.smoke:
         a.net, a.models, a.epochs, a.rounds = "mlp", 2, 1, 1
     sides = a.sides.split(",")
-    results: dict[str, list[dict[str, float]]] = {s: [] for s in sides}
-    notes: dict[str, str] = {}
-    for r in range(a.rounds):
-        for side in sides:  # interleaved: A B C D, A B C D, ...
-            out = run_side(side, a.net, a.models, a.epochs, timeout=1800)
-            if isinstance(out, str):
-                notes[side] = out
-                print(f"  round {r} {side}: {out}", flush=True)
-            else:
-                results[side].append(out)
-                print(f"  round {r} {side}: {out['rate']:.1f} model-epochs/s", flush=True)
+    results, notes = harness.interleave(
+        sides, a.rounds, lambda side, limit: run_side(side, a.net, a.models, a.epochs, limit),
+        lambda out: f"{out['rate']:.1f} model-epochs/s", timeout=1800)
     rows = table(results, notes)
     print(f"\n{a.net}, {a.models} models, {a.epochs} epochs, {a.rounds} interleaved rounds, one process per "
           "measurement; model-epochs/s median [min-max]\n")
-    print("| side | model-epochs/s | x PyTorch loop | compile s | peak RSS MB |")
-    print("|---|---|---|---|---|")
+    cells = []
     for row in rows:
         if "note" in row:
-            print(f"| {row['side']} | {row['note']} | | | |")
+            cells.append((row["side"], row["note"], None, None, None))
             continue
-        ratio = "" if row["vs_torch_loop"] is None else f"{row['vs_torch_loop']:.2f}"
-        print(f"| {row['side']} | {row['rate_median']:.1f} [{row['rate_min']:.1f}-{row['rate_max']:.1f}] | {ratio} | "
-              f"{row['compile_s']:.1f} | {row['rss_mb']:.0f} |")
+        ratio = None if row["vs_torch_loop"] is None else f"{row['vs_torch_loop']:.2f}"
+        cells.append((row["side"], harness.fmt_spread(row["rate_median"], row["rate_min"], row["rate_max"]), ratio,
+                      f"{row['compile_s']:.1f}", f"{row['rss_mb']:.0f}"))
+    print(harness.markdown(("side", "model-epochs/s", "x PyTorch loop", "compile s", "peak RSS MB"), cells))
     if a.json:
         Path(a.json).write_text(json.dumps({"net": a.net, "models": a.models, "epochs": a.epochs,
                                             "rounds": a.rounds, "rows": rows}, indent=1))
