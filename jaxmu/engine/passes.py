@@ -76,6 +76,33 @@ def partial_pass(carry, idx, batch_size: int, key, step, num_steps: int, *, shuf
     return carry
 
 
+def batch_at(seq: Array, j, batch_size: int, fn: Callable[[Any, Array], Any], operand: Any, *,
+             batches: int | None = None) -> Any:
+    """``fn(operand, batch j of seq)`` for a traced batch number ``j`` (another loader's step).
+
+    ``seq`` is cut as ``run_pass`` cuts it: full batches of ``batch_size`` (a dynamic slice), then
+    the partial rest at its own static shape; past its end ``operand`` is returned unchanged (the
+    ``zip`` of two loaders). ``batches`` (static): ``j < batches`` always (default: the batches of
+    ``seq``); only the kinds of batch ``j`` can be are traced, the choice between them is a
+    ``lax.switch`` (NG+'s cycled forget batches, FCS's paired retain batches).
+    """
+    n_full, rem = divmod(seq.shape[0], batch_size)
+    batches = n_full + (rem > 0) if batches is None else batches
+    kinds = []  # (when, branch)
+    if batches > n_full + (rem > 0):  # past the end of seq: zip stops
+        kinds.append((None, lambda o: o))
+    if n_full:
+        kinds.append((j < n_full, lambda o: fn(o, jax.lax.dynamic_slice(seq, (j * batch_size,), (batch_size,)))))
+    if rem and batches > n_full:
+        kinds.append((j == n_full, lambda o: fn(o, seq[n_full * batch_size:])))
+    if len(kinds) <= 1:
+        return kinds[0][1](operand) if kinds else operand
+    i = 0
+    for k, (when, _) in enumerate(kinds[1:], 1):
+        i = jnp.where(when, k, i)
+    return jax.lax.switch(i, [branch for _, branch in kinds], operand)
+
+
 def pass_batches(n: int, batch_size: int) -> int:
     """Number of batches of a pass over n examples (partial last batch kept): ceil(n / B)."""
     return -(-n // batch_size)
