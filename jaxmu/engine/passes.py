@@ -80,11 +80,12 @@ def batch_at(seq: Array, j, batch_size: int, fn: Callable[[Any, Array], Any], op
              batches: int | None = None) -> Any:
     """``fn(operand, batch j of seq)`` for a traced batch number ``j`` (another loader's step).
 
-    ``seq`` is cut as ``run_pass`` cuts it: full batches of ``batch_size`` (a dynamic slice), then
-    the partial rest at its own static shape; past its end ``operand`` is returned unchanged (the
-    ``zip`` of two loaders). ``batches`` (static): ``j < batches`` always (default: the batches of
-    ``seq``); only the kinds of batch ``j`` can be are traced, the choice between them is a
-    ``lax.switch`` (NG+'s cycled forget batches, FCS's paired retain batches).
+    ``seq`` is cut as ``run_pass`` cuts it: full batches of ``batch_size`` (rows of the reshaped
+    prefix, indexed with ``j``), then the partial rest at its own static shape; past its end
+    ``operand`` is returned unchanged (the ``zip`` of two loaders). ``batches`` (static): ``j <
+    batches`` always (default: the batches of ``seq``). Only the kinds of batch ``j`` can be are
+    traced; the choice between them is a ``lax.switch`` (NG+'s cycled forget batches, FCS's paired
+    retain batches).
     """
     n_full, rem = divmod(seq.shape[0], batch_size)
     batches = n_full + (rem > 0) if batches is None else batches
@@ -92,7 +93,8 @@ def batch_at(seq: Array, j, batch_size: int, fn: Callable[[Any, Array], Any], op
     if batches > n_full + (rem > 0):  # past the end of seq: zip stops
         kinds.append((None, lambda o: o))
     if n_full:
-        kinds.append((j < n_full, lambda o: fn(o, jax.lax.dynamic_slice(seq, (j * batch_size,), (batch_size,)))))
+        full = seq[: n_full * batch_size].reshape(n_full, batch_size)
+        kinds.append((j < n_full, lambda o: fn(o, full[jnp.minimum(j, n_full - 1)])))
     if rem and batches > n_full:
         kinds.append((j == n_full, lambda o: fn(o, seq[n_full * batch_size:])))
     if len(kinds) <= 1:
