@@ -143,6 +143,15 @@ def predict_correct(ctx: StaticContext, data: SplitData, params, batch_stats, id
     return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+def error_percent(correct: Array, mask: Array | None = None) -> Array:
+    """100 - top-1 accuracy in percent of ``correct`` (over ``mask``'s entries): ``100 - (100 * #correct) / n``
+    in float32, ``n`` at least 1."""
+    if mask is None:
+        mask = jnp.ones_like(correct)
+    n = jnp.maximum(jnp.sum(mask).astype(jnp.float32), 1.0)
+    return 100.0 - (100.0 * jnp.sum(correct & mask).astype(jnp.float32)) / n
+
+
 def class_counts(data: SplitData, num_classes: int) -> jax.Array:
     """n_c over the labels of D_r, float32 ``[C]`` (0 for absent classes)."""
     return jnp.bincount(data.labels[data.retain], length=num_classes).astype(jnp.float32)
