@@ -11,16 +11,14 @@ a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, ar
    UPDATE the BatchNorm running statistics (sequentially, batch after batch), which the
    fine-tune then starts from; ``"eval"``: eval mode, statistics untouched.
 2. Re-initialisation and gradient multiplier, for every convolution kernel W (4-D ``kernel``
-   leaves: stem, 3x3, 1x1 downsample, TinyViT Conv2d_BN convs incl. depthwise):
-   ``n = round(rho numel(W))`` (``jnp.round``, half to even like Python's ``round``), S = the n
-   entries of smallest ``|G_W|`` (``methods.ranking``: one stable sort per kernel, ties by jaxmu
-   flat index, then ``rank < n`` with n a traced threshold, so rho is an array hyperparameter),
-   ``W_new ~ N(0, 2 / fan_out)`` (kaiming normal, fan_out mode, ReLU gain; fan_out = O kh kw),
-   ``W = W_new on S, W0 elsewhere``; multiplier ``M_W = 1.0 on S, 0.1 elsewhere``.
-   Faithful ``mask_scope="per_layer"``; clean alternative ``"global"``: one ranking over all
-   conv kernels together with ``n = round(rho * total conv numel)`` (the reference's log
-   message says "globally"). Normalisation, linear layers and biases: neither re-initialised
-   nor masked (multiplier 1).
+   leaves: stem, 3x3, 1x1 downsample, TinyViT Conv2d_BN convs incl. depthwise): S = the
+   ``n = round(rho numel(W))`` entries of smallest ``|G_W|`` (``jnp.round``: half to even, like
+   Python's; ``methods.ranking``: a stable sort, ties by flat index, n a traced threshold, so rho
+   is an array hyperparameter); ``W = W_new ~ N(0, 2 / fan_out)`` on S (kaiming normal, fan_out
+   mode, ReLU gain; fan_out = O kh kw), W0 elsewhere; multiplier ``M_W = 1.0 on S, 0.1 elsewhere``.
+   Faithful ``mask_scope="per_layer"``; clean ``"global"``: one ranking over all conv kernels,
+   ``n = round(rho * total conv numel)`` (the reference's log message says "globally").
+   Normalisation, linear layers and biases: neither re-initialised nor masked (multiplier 1).
 3. Fine-tune on D_r (shuffled, batch B), train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu,
    wd); the multiplier scales the raw gradient before coupled decay and momentum
    (``TrainState.apply_gradients(grad_scale=...)``). Per-epoch linear up/down learning rate

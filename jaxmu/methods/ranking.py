@@ -1,13 +1,14 @@
 """Selections by rank: the k smallest entries of an array, or of several arrays ranked together.
 
 * ``ranks``: the rank of every position under an order (the inverse permutation of ``order``):
-  RNI's random subsets (the first n entries of a permutation, ``docs/methods.md`` §4.18).
+  RNI's random subsets (the first n entries of a permutation, ``docs/methods.md`` §4.18), SalUn's
+  saliency mask (the largest entries, §4.5).
 * ``smallest_mask``: the ``round(fraction * size)`` smallest entries of one array, by one stable
   sort (ties by flat index) and a traced threshold on the ranks, so ``fraction`` may be an array
   hyperparameter (MSG's per-kernel smallest |G|, §4.13).
 * ``smallest_masks``: the same ranking across several arrays together, returned as one mask per
   array (MSG's ``mask_scope="global"``, PRMQ's global L1 pruning, §4.15); ``split_like`` cuts a
-  flat vector back into the arrays' shapes.
+  flat vector back into the arrays' shapes (also SalUn's).
 """
 
 from __future__ import annotations

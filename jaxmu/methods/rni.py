@@ -38,6 +38,7 @@ lr, set ``"scalar"``); ``name_filter="torchvision"`` (§5 #29: bn keys by the ``
 candidate). Architectures with fewer than 9 non-bn keys (``cnn``: 4, ``mlp``: 6) select all of
 them every partial epoch and cap the noise count there (the reference, ResNet-18 and TinyViT
 only, would raise in ``np.random.choice``).
+
 Random streams (keys in ``init``, ``update``, ``plan``) are not NumPy's / PyTorch's (§2.3).
 """
 

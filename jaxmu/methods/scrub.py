@@ -24,14 +24,11 @@ k* = 0 returns the FINAL student in the reference (``k0_keeps_final=True``, fait
 (clean). D_fv = the examples of D_v whose label occurs in D_f (a mask over D_v; all of D_v under
 random forgetting; if empty, err_fv is taken as 100).
 
-Static: ``epochs`` (sgda_num_epochs), ``msteps`` (the first min(msteps, E) epochs run the max
-pass: ``Pass.epochs``, no runtime cond), ``retain_batch_size``, ``forget_batch_size``, flags
-``select_checkpoint`` (True faithful; False returns the final student), ``k0_keeps_final`` (True
-faithful). Arrays: ``learning_rate``, ``momentum``, ``weight_decay`` (sgda_*), ``gamma``,
-``alpha``, ``temperature`` (kd_T; T -> 0 gives non-finite losses, not guarded). Dead (accepted,
-ignored, never searched): ``beta`` (the "kd" distiller has no extra term) and ``smoothing`` (the
-SWA model passed in is the student itself: a zero-distance term whose JAX gradient would be NaN).
-The lr decay rate 0.1 is fixed.
+Static: ``epochs``, ``msteps`` (the first min(msteps, E) epochs run the max pass: ``Pass.epochs``),
+the two batch sizes, ``select_checkpoint`` (True faithful; False returns the final student),
+``k0_keeps_final``. Arrays: the SGD's (sgda_*), ``gamma``, ``alpha``, ``temperature`` (kd_T; T -> 0
+gives non-finite losses, not guarded). Dead (§4.6): ``beta`` (the "kd" distiller adds 0) and
+``smoothing`` (the SWA term is a zero distance whose JAX gradient would be NaN). Decay rate 0.1 fixed.
 
 With selection on, the epoch-start hook ``record`` writes row e of the error log and snapshot e
 (the student after e epochs; 0: theta_0) into arrays preallocated in the state, and ``result``
