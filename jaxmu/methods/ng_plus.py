@@ -71,7 +71,8 @@ def ng_step(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, forge
     def loss_fn(p):
         logits, bs = forward(ctx, p, state.batch_stats, x_r, train=train, key=jax.random.fold_in(key, 0))
         ce_f, bs = batch_at(forget_order, j, B, forget_ce, (p, bs))
-        return alpha * (cross_entropy(logits, y_r) + 0.5 * lam * sq_distance(p, theta0)) - (1.0 - alpha) * ce_f, bs
+        ce_r = cross_entropy(logits, y_r)
+        return alpha * (ce_r + 0.5 * lam * sq_distance(p, theta0)) - (1.0 - alpha) * ce_f, bs
 
     return loss_step(state, loss_fn, grad_scale=grad_scale)
 
