@@ -3,7 +3,8 @@
 * ``jaxmu.attacks`` holds statistics on arrays: it imports nothing of jaxmu outside itself
   (no training, no checkpoints, no configs).
 * No method module imports another method module (shared pieces live in modules named for what
-  they hold: ``recipes``, ``relabel``, ``layouts``, ``reinit``, ``plan``, ``driver``, ``stack``).
+  they hold: ``recipes``, ``relabel``, ``layouts``, ``reinit``, ``ranking``, ``noise``, ``plan``,
+  ``driver``, ``stack``).
 * The module-level import graph of ``jaxmu`` has no cycle, and no function-local import of a
   jaxmu module would close one (a hidden cycle).
 """

@@ -10,6 +10,7 @@ import pytest
 
 import jaxmu.methods as M
 from jaxmu.methods import fcs
+from jaxmu.engine import losses, optim
 from jaxmu.engine.losses import forward
 from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
@@ -29,19 +30,19 @@ def test_losses_match_formulas():
     z = rng.normal(size=(5, 4)).astype(np.float32)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
     want = np.mean(np.sum(0.25 * (np.log(0.25) - logp), 1))
-    np.testing.assert_allclose(fcs.kl_to_uniform(jnp.asarray(z)), want, rtol=1e-5)
+    np.testing.assert_allclose(losses.kl_to_uniform(jnp.asarray(z)), want, rtol=1e-5)
     zr = rng.normal(size=(3, 4)).astype(np.float32)
     s = z @ zr.T / 1.15
     ls = s - np.log(np.exp(s).sum(1, keepdims=True))  # along the retain axis (size 3)
-    np.testing.assert_allclose(fcs.contrastive_loss(jnp.asarray(z), jnp.asarray(zr), 1.15), -ls.mean(), rtol=1e-5)
+    np.testing.assert_allclose(losses.contrastive_loss(jnp.asarray(z), jnp.asarray(zr), 1.15), -ls.mean(), rtol=1e-5)
 
 
 def test_per_step_cosine():
     lr, eta = 3e-4, 1e-6
     for t, T in ((0, 8), (4, 8), (8, 8), (3, 7)):
         want = eta + (lr - eta) * (1 + math.cos(math.pi * t / T)) / 2
-        np.testing.assert_allclose(fcs.cosine_lr(jnp.int32(t), T, lr, eta), want, rtol=1e-5)
-    assert float(fcs.cosine_lr(jnp.int32(1), 4, 1e-3, 1e-2)) > 1e-3   # eta_min > lr: rises
+        np.testing.assert_allclose(optim.cosine_lr(jnp.int32(t), T, lr, eta), want, rtol=1e-5)
+    assert float(optim.cosine_lr(jnp.int32(1), 4, 1e-3, 1e-2)) > 1e-3   # eta_min > lr: rises
 
 
 def test_init_three_optimizers_retain_lr_scaled(tiny):
@@ -84,15 +85,18 @@ def test_phase_structure(tiny, monkeypatch, n_r, want):
     (16,16,16) with retain batches (16,16,8); each retain round has 3 steps. T_tot = 4 * 2 = 8."""
     seen = {}
 
-    def bump(st, name, amount):
-        p = dict(st.train.params)
+    def bump_train(train, name, amount):
+        p = dict(train.params)
         p["head"] = dict(p["head"])
         col = {"s1": 0, "ff": 1, "fr": 2, "r": 3, "n1": 4, "n2": 5, "n3": 6}[name]
         p["head"]["bias"] = p["head"]["bias"].at[col].add(amount)
-        return st._replace(train=st.train.replace(params=p))
+        return train.replace(params=p)
 
-    def fake_stage1(ctx, data, st, idx, key):
-        return bump(bump(st, "s1", idx.shape[0]), "n1", 1.0)
+    def bump(st, name, amount):
+        return st._replace(train=bump_train(st.train, name, amount))
+
+    def fake_stage1(ctx, data, train, idx, key, loss, **kw):  # batch_step: stage 1 only
+        return bump_train(bump_train(train, "s1", idx.shape[0]), "n1", 1.0)
 
     def fake_forget(ctx, data, st, idx_f, idx_r, key, hp, total):
         # T_tot is traced (the epoch count may be a per-model value): read it back at run time
@@ -106,7 +110,7 @@ def test_phase_structure(tiny, monkeypatch, n_r, want):
         p["head"]["bias"] = p["head"]["bias"].at[jnp.array([3, 6])].add(jnp.array([idx.shape[0], 1.0]))
         return TrainState(p, state.batch_stats, state.opt_state)
 
-    monkeypatch.setattr(fcs, "stage1_update", fake_stage1)
+    monkeypatch.setattr(fcs, "batch_step", fake_stage1)
     monkeypatch.setattr(fcs, "forget_update", fake_forget)
     monkeypatch.setattr(fcs, "ce_step", fake_ce)
     hp, static = _hp(epochs=2, batch_size=16)

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmu.methods as M
+from jaxmu.engine import optim
 from jaxmu.engine.state import TrainState
-from jaxmu.methods import driver, msg
+from jaxmu.engine.steps import ce_step
+from jaxmu.methods import driver, msg, ranking
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
@@ -20,22 +22,22 @@ def _one(tree, i):
 def test_smallest_mask_counts_half_even_and_ties():
     a = jnp.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 2.0])
     # round(0.5 * 7) = round(3.5) = 4: the three zeros, then the first 1.0 by flat index
-    np.testing.assert_array_equal(msg.smallest_mask(a, 0.5), [1, 1, 0, 1, 0, 1, 0])
-    assert int(msg.smallest_mask(jnp.arange(5.0), 0.5).sum()) == round(0.5 * 5) == 2  # 2.5 -> 2
-    assert int(msg.smallest_mask(a, 0.0).sum()) == 0 and bool(msg.smallest_mask(a, 1.0).all())
+    np.testing.assert_array_equal(ranking.smallest_mask(a, 0.5), [1, 1, 0, 1, 0, 1, 0])
+    assert int(ranking.smallest_mask(jnp.arange(5.0), 0.5).sum()) == round(0.5 * 5) == 2  # 2.5 -> 2
+    assert int(ranking.smallest_mask(a, 0.0).sum()) == 0 and bool(ranking.smallest_mask(a, 1.0).all())
     g = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 8, 16))
     for rho in (0.3, 0.77):
-        m = np.asarray(msg.smallest_mask(jnp.abs(g), rho))
+        m = np.asarray(ranking.smallest_mask(jnp.abs(g), rho))
         assert m.sum() == round(rho * g.size)
         absg = np.abs(np.asarray(g))
         assert absg[m].max() <= absg[~m].min()
     # rho is traced: one vmapped call with per-model rates
-    counts = jax.vmap(lambda r: msg.smallest_mask(jnp.abs(g), r).sum())(jnp.array([0.3, 0.5]))
+    counts = jax.vmap(lambda r: ranking.smallest_mask(jnp.abs(g), r).sum())(jnp.array([0.3, 0.5]))
     np.testing.assert_array_equal(counts, [round(0.3 * g.size), round(0.5 * g.size)])
 
 
 def test_schedule():
-    f = lambda E: np.asarray([msg.lr_factor(e, E) for e in range(E)])
+    f = lambda E: np.asarray([optim.linear_annealing_factor(e, E) for e in range(E)])
     np.testing.assert_allclose(f(5), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3], rtol=1e-6)
     np.testing.assert_allclose(f(4), [1 / 2, 1, 2 / 3, 1 / 3], rtol=1e-6)
     np.testing.assert_allclose(f(1), [1.0])
@@ -90,7 +92,7 @@ def test_masked_update_scales_before_decay(tiny):
     hp = {"learning_rate": jnp.float32(0.1), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.01)}
     idx = tiny.data.retain[:50]
     key = jax.random.PRNGKey(0)
-    st = msg.masked_update(tiny.ctx, tiny.data, TrainState.create(params, bs, hp), mult, idx, key)
+    st = ce_step(tiny.ctx, tiny.data, TrainState.create(params, bs, hp), idx, key, grad_scale=mult)
     x, y = gather(tiny.ctx, tiny.data, idx)
     g = jax.grad(lambda p: cross_entropy(forward(tiny.ctx, p, bs, x, train=True, key=key)[0], y))(params)
     w, gw = params["conv2"]["kernel"], g["conv2"]["kernel"]

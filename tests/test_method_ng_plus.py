@@ -89,21 +89,22 @@ def test_train_mode_update_uses_partial_forget_batch_stats(tiny):
     Also: a leaf with a zeroed gradient (the path used for TinyViT's eval-mode attention biases)
     is not updated when weight decay is 0.
     """
-    data, model, ctx = tiny.data, tiny.ctx.model, tiny.ctx
+    data, model, ctx = tiny.data, tiny.ctx.model, tiny.ctx.with_static({"batch_size": B})
     p0, bs0 = _model(tiny.params, 0), _model(tiny.batch_stats, 0)
-    fb = ng_plus.forget_batches(data, B, jax.random.PRNGKey(3))
+    fo = order(data.forget, jax.random.PRNGKey(3), True)  # batches of B: one full, then the partial one
+    part = fo[B:]
     hp = {"learning_rate": jnp.float32(0.05), "momentum": jnp.float32(0.9), "weight_decay": jnp.float32(0.0),
           "alpha": jnp.float32(0.9), "l2_to_init": jnp.float32(0.0)}
     st = TrainState.create(p0, bs0, hp)
     ir = data.retain[:B]
     scale = {k: jax.tree_util.tree_map(lambda _, k=k: float(k != "head"), v) for k, v in p0.items()}
-    got = jax.jit(lambda st, j: ng_plus.ng_step(ctx, data, st, ir, fb, j, p0, hp, jax.random.PRNGKey(0),
+    got = jax.jit(lambda st, j: ng_plus.ng_step(ctx, data, st, ir, fo, j, p0, hp, jax.random.PRNGKey(0),
                                                train=True, grad_scale=scale))(st, jnp.int32(1))
     chex.assert_trees_all_equal(got.params["head"], p0["head"])
     assert float(jnp.max(jnp.abs(got.params["conv1"]["kernel"] - p0["conv1"]["kernel"]))) > 0
     xr, _ = gather(ctx, data, ir)
-    xf, _ = gather(ctx, data, fb.part)
-    assert fb.part.shape == (20,)
+    xf, _ = gather(ctx, data, part)
+    assert part.shape == (20,)
     _, bs1 = model.apply(p0, bs0, xr, train=True)
     _, bs2 = model.apply(p0, bs1, xf, train=True)
     chex.assert_trees_all_close(got.batch_stats, bs2, rtol=1e-5, atol=1e-6)

@@ -82,13 +82,13 @@ def test_step_count_crosses_pass_boundaries(tiny, monkeypatch):
     assert prmq.train_steps(240, 64, 1.0) == 5
     assert prmq.train_steps(240, 64, 0.5) == 3
 
-    def fake_update(ctx, data, teacher, state, idx, key, weights):
+    def fake_update(ctx, data, teacher, state, idx, key, loss):
         p = dict(state.params)
         p["head"] = {"kernel": state.params["head"]["kernel"] + 1.0,
                      "bias": state.params["head"]["bias"] + idx.shape[0]}
         return TrainState(p, state.batch_stats, state.opt_state)
 
-    monkeypatch.setattr(prmq, "prmq_step", fake_update)
+    monkeypatch.setattr(prmq, "distill_step", fake_update)
     m = M.get("prmq", fp16_roundtrip=False, prune_amount=0.0)
     hp = {k: jnp.float32(v) for k, v in m.arrays.items()}
     params, bs = jax.tree_util.tree_map(lambda x: x[0], (tiny.params, tiny.batch_stats))

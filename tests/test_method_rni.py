@@ -14,15 +14,18 @@ import jaxmu.methods as M
 from jaxmu.engine.optim import torch_sgd
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import masked_ce_step as masked_ce_update
-from jaxmu.methods import rni
+from jaxmu.methods import layouts, rni
+from jaxmu.methods.noise import add_noise
 from jaxmu.models import build_model
+from jaxmu.models.names import tree_paths
+from jaxmu.models.trees import unflatten_like
 
 
 @pytest.fixture(scope="module")
 def resnet_table():
     model = build_model("resnet18", 10, (32, 32, 3))
     p, bs = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    return rni.key_table("resnet18", p, bs), rni.key_table("resnet18", p, bs, "module")
+    return layouts.key_table("resnet18", p, bs), layouts.key_table("resnet18", p, bs, "module")
 
 
 def _one(tree):
@@ -71,7 +74,7 @@ def test_partial_masks_selection_and_noise(resnet_table):
 
 
 def test_small_arch_selects_all_and_caps_noise(tiny):
-    t = rni.key_table("cnn", _one(tiny.params), _one(tiny.batch_stats))
+    t = layouts.key_table("cnn", _one(tiny.params), _one(tiny.batch_stats))
     assert len(t.nonbn) == 4 and sum(t.is_bn) == 4
     tr, noised, _ = rni.partial_masks(t, jax.random.PRNGKey(0), 3, jnp.zeros((4,), bool), 0.7, 1)
     assert np.asarray(tr).all() and int(np.asarray(noised).sum()) == 4
@@ -79,10 +82,12 @@ def test_small_arch_selects_all_and_caps_noise(tiny):
 
 def test_add_noise_only_on_noised_leaves(tiny):
     params = _one(tiny.params)
-    t = rni.key_table("cnn", params, _one(tiny.batch_stats))
+    t = layouts.key_table("cnn", params, _one(tiny.batch_stats))
     names = [t.names[i] for i in t.nonbn]
     noised = jnp.asarray([n == "conv2.weight" for n in names])
-    new = rni.add_noise(t, params, noised, 0.04, jax.random.PRNGKey(0))
+    paths = tree_paths(params)
+    new = add_noise(params, {paths[i]: (jnp.where(noised[j], 0.04, 0.0), jax.random.fold_in(jax.random.PRNGKey(0), i))
+                             for j, i in enumerate(t.nonbn)})
     for name, a, b in zip(t.names, jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(new)):
         if name == "conv2.weight":
             d = (np.asarray(b) - np.asarray(a)).ravel()
@@ -94,9 +99,9 @@ def test_add_noise_only_on_noised_leaves(tiny):
 
 def test_masked_step_freezes_leaves_bit_identical(tiny):
     params, bs = _one(tiny.params), _one(tiny.batch_stats)
-    t = rni.key_table("cnn", params, bs)
+    t = layouts.key_table("cnn", params, bs)
     trainable = jnp.asarray([n in ("conv2.weight", "bn1.weight") for n in t.names])
-    mask = rni.leaf_mask_tree(params, trainable)
+    mask = unflatten_like(params, list(trainable))
     st = TrainState(params, bs, torch_sgd(0.1, 0.9, 0.01).init(params))
     new = jax.jit(lambda s: masked_ce_update(tiny.ctx, tiny.data, s, tiny.data.retain[:64], jax.random.PRNGKey(0),
                                              train=True, trainable=mask))(st)

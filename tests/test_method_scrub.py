@@ -10,7 +10,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import SplitData, scrub
 from jaxmu.engine.losses import forward, kl_div
-from jaxmu.engine.passes import gather
+from jaxmu.engine.passes import error_percent, gather
 from jaxmu.engine.state import TrainState
 
 
@@ -33,7 +33,7 @@ def test_forget_val_mask():
     data = SplitData(jnp.zeros((8, 1, 1, 1), jnp.uint8), labels, jnp.arange(2), jnp.array([0, 2]),
                      jnp.array([4, 5, 6, 7]))
     np.testing.assert_array_equal(scrub.forget_val_mask(data, 4), [True, False, True, False])
-    np.testing.assert_allclose(scrub._err(jnp.array([True, True, False, False]), jnp.array([True, False, True, False])),
+    np.testing.assert_allclose(error_percent(jnp.array([True, True, False, False]), jnp.array([True, False, True, False])),
                                50.0)
 
 

@@ -9,7 +9,10 @@
 Both are wrapped in ``optax.inject_hyperparams`` (docs/methods.md §2.4) so learning rate, momentum
 and weight decay live in ``opt_state.hyperparams`` as arrays: under ``vmap`` each model of a
 stack carries its own values and one compiled program serves a whole hyperparameter grid.
-Schedules set ``hyperparams["learning_rate"]`` at epoch boundaries (``set_hyperparam``).
+Schedules set ``hyperparams["learning_rate"]`` at epoch boundaries (``set_hyperparam``): as
+factors of the base rate, ``cosine_factor`` (CosineAnnealingLR per epoch), ``step_decay_factor``
+(§2.5), ``linear_annealing_factor`` (MSG's LinearAnnealingLR per epoch); as a rate,
+``cosine_lr`` (CosineAnnealingLR per step with an absolute eta_min, FCS).
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ def cosine_factor(epoch, total_epochs, eta_min_ratio=0.0):
     e = jnp.asarray(epoch, jnp.float32)
     t = jnp.maximum(jnp.asarray(total_epochs, jnp.float32), 1.0)
     return eta_min_ratio + (1.0 - eta_min_ratio) * 0.5 * (1.0 + jnp.cos(math.pi * e / t))
+
+
+def cosine_lr(t, total, lr, eta_min):
+    """Per-step CosineAnnealingLR: ``eta_min + (lr - eta_min)(1 + cos(pi t / T)) / 2`` (t an int array)."""
+    return eta_min + (lr - eta_min) * 0.5 * (1.0 + jnp.cos(math.pi * t.astype(jnp.float32) / total))
+
+
+def linear_annealing_factor(epoch, total_epochs):
+    """LinearAnnealingLR per epoch (up, then down): ``s / a`` if ``s <= a`` else ``(T - s) / (T - a)``,
+    with ``a = (E+1)//2``, ``T = E+1``, ``s = e+1`` (E = 5: [1/3, 2/3, 1, 2/3, 1/3])."""
+    a, T = (total_epochs + 1) // 2, total_epochs + 1
+    s = jnp.asarray(epoch, jnp.float32) + 1.0
+    return jnp.where(s <= a, s / a, (T - s) / jnp.maximum(T - a, 1))
 
 
 def step_decay_factor(epoch, total_epochs, rate, *, one_based: bool):

@@ -76,6 +76,35 @@ def partial_pass(carry, idx, batch_size: int, key, step, num_steps: int, *, shuf
     return carry
 
 
+def batch_at(seq: Array, j, batch_size: int, fn: Callable[[Any, Array], Any], operand: Any, *,
+             batches: int | None = None) -> Any:
+    """``fn(operand, batch j of seq)`` for a traced batch number ``j`` (another loader's step).
+
+    ``seq`` is cut as ``run_pass`` cuts it: full batches of ``batch_size`` (rows of the reshaped
+    prefix, indexed with ``j``), then the partial rest at its own static shape; past its end
+    ``operand`` is returned unchanged (the ``zip`` of two loaders). ``batches`` (static): ``j <
+    batches`` always (default: the batches of ``seq``). Only the kinds of batch ``j`` can be are
+    traced; the choice between them is a ``lax.switch`` (NG+'s cycled forget batches, FCS's paired
+    retain batches).
+    """
+    n_full, rem = divmod(seq.shape[0], batch_size)
+    batches = n_full + (rem > 0) if batches is None else batches
+    kinds = []  # (when, branch)
+    if batches > n_full + (rem > 0):  # past the end of seq: zip stops
+        kinds.append((None, lambda o: o))
+    if n_full:
+        full = seq[: n_full * batch_size].reshape(n_full, batch_size)
+        kinds.append((j < n_full, lambda o: fn(o, full[jnp.minimum(j, n_full - 1)])))
+    if rem and batches > n_full:
+        kinds.append((j == n_full, lambda o: fn(o, seq[n_full * batch_size:])))
+    if len(kinds) <= 1:
+        return kinds[0][1](operand) if kinds else operand
+    i = 0
+    for k, (when, _) in enumerate(kinds[1:], 1):
+        i = jnp.where(when, k, i)
+    return jax.lax.switch(i, [branch for _, branch in kinds], operand)
+
+
 def pass_batches(n: int, batch_size: int) -> int:
     """Number of batches of a pass over n examples (partial last batch kept): ceil(n / B)."""
     return -(-n // batch_size)
@@ -112,6 +141,15 @@ def predict_correct(ctx: StaticContext, data: SplitData, params, batch_stats, id
     if rem:
         parts.append(one(idx[n_full * b:]))
     return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def error_percent(correct: Array, mask: Array | None = None) -> Array:
+    """100 - top-1 accuracy in percent of ``correct`` (over ``mask``'s entries): ``100 - (100 * #correct) / n``
+    in float32, ``n`` at least 1."""
+    if mask is None:
+        mask = jnp.ones_like(correct)
+    n = jnp.maximum(jnp.sum(mask).astype(jnp.float32), 1.0)
+    return 100.0 - (100.0 * jnp.sum(correct & mask).astype(jnp.float32)) / n
 
 
 def class_counts(data: SplitData, num_classes: int) -> jax.Array:

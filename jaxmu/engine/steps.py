@@ -2,7 +2,10 @@
 
 * ``loss_step``: one optimizer step on an arbitrary loss ``params -> (loss, new batch_stats)``;
   ``grad_scale`` / ``trainable`` as in ``TrainState.apply_gradients``.
-* ``ce_step``: one step on ``sign * CE(f_theta(x), y)`` of a batch (``sign=-1``: gradient ascent).
+* ``batch_loss`` / ``batch_step``: the loss ``loss(logits, y)`` of a batch as a function of the
+  parameters / one step on it (CFW's class-weighted CE, FCS's uniform KL);
+  ``ce_step``: one step on ``sign * CE(f_theta(x), y)`` (``sign=-1``: gradient ascent; MSG's
+  ``grad_scale``).
 * ``masked_ce_step``: CE (+ an L2 pull to an anchor) with frozen leaves (CF-k, EU-k, RNI).
 * ``distill_step``: one teacher–student step: the frozen teacher's eval-mode logits ``t``, the
   student's train-mode logits ``s`` and the loss ``loss(t, s, y)`` (SCRUB, KDE, PRMQ).
@@ -13,9 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 import jax
-import jax.numpy as jnp
 
-from jaxmu.engine.losses import cross_entropy, forward, teacher_logits
+from jaxmu.engine.losses import cross_entropy, forward, sq_distance, teacher_logits
 from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainState
 
@@ -31,16 +33,31 @@ def loss_step(state: TrainState, loss_fn: LossFn, *, grad_scale=None, trainable=
     return state.apply_gradients(grads, grad_scale=grad_scale, trainable=trainable, batch_stats=bs)
 
 
-def ce_step(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, *,
-            sign: float = 1.0, train: bool = True) -> TrainState:
-    """One step on ``sign * CE`` of the batch ``idx`` (``sign=-1``: gradient ascent)."""
+def batch_loss(ctx: StaticContext, data: SplitData, batch_stats, idx, key,
+               loss: Callable[[jax.Array, jax.Array], jax.Array], *, train: bool = True) -> LossFn:
+    """``params -> (loss(logits, y), new batch_stats)`` on the unaugmented batch ``idx``."""
     x, y = gather(ctx, data, idx)
 
     def loss_fn(p):
-        logits, bs = forward(ctx, p, state.batch_stats, x, train=train, key=key)
-        return sign * cross_entropy(logits, y), bs
+        logits, bs = forward(ctx, p, batch_stats, x, train=train, key=key)
+        return loss(logits, y), bs
 
-    return loss_step(state, loss_fn)
+    return loss_fn
+
+
+def batch_step(ctx: StaticContext, data: SplitData, state: TrainState, idx, key,
+               loss: Callable[[jax.Array, jax.Array], jax.Array], *, train: bool = True,
+               grad_scale=None) -> TrainState:
+    """One optimizer step on ``loss(logits, y)`` of the batch ``idx`` (``batch_loss``)."""
+    return loss_step(state, batch_loss(ctx, data, state.batch_stats, idx, key, loss, train=train),
+                     grad_scale=grad_scale)
+
+
+def ce_step(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, *,
+            sign: float = 1.0, train: bool = True, grad_scale=None) -> TrainState:
+    """One step on ``sign * CE`` of the batch ``idx`` (``sign=-1``: gradient ascent)."""
+    return batch_step(ctx, data, state, idx, key, lambda z, y: sign * cross_entropy(z, y), train=train,
+                      grad_scale=grad_scale)
 
 
 def distill_step(ctx: StaticContext, data: SplitData, teacher, state: TrainState, idx, key,
@@ -77,12 +94,8 @@ def masked_ce_step(ctx: StaticContext, data: SplitData, state: TrainState, idx, 
             p = jax.tree_util.tree_map(lambda m, v: v if m else jax.lax.stop_gradient(v), trainable, p)
         logits, bs = forward(ctx, p, state.batch_stats, x, train=train, key=k_fwd)
         loss = cross_entropy(logits, y)
-        if anchor is not None:
-            sq = [jnp.sum(jnp.square(a - b)) for m, a, b in zip(jax.tree_util.tree_leaves(trainable),
-                                                                 jax.tree_util.tree_leaves(p),
-                                                                 jax.tree_util.tree_leaves(anchor)) if m]
-            if sq:
-                loss = loss + 0.5 * l2_weight * sum(sq)
+        if anchor is not None and any(jax.tree_util.tree_leaves(trainable)):
+            loss = loss + 0.5 * l2_weight * sq_distance(p, anchor, trainable)
         return loss, bs
 
     return loss_step(state, loss_fn, trainable=trainable)

@@ -51,15 +51,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import class_counts, gather
+from jaxmu.engine.losses import cross_entropy
+from jaxmu.engine.passes import class_counts
 from jaxmu.engine.state import TrainState
-from jaxmu.engine.steps import loss_step
+from jaxmu.engine.steps import batch_step
 from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
     generic_domains, generic_space, nonneg)
+from jaxmu.methods.noise import add_noise
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule, epoch_count
 from jaxmu.models.names import conv_kernel_paths
-from jaxmu.models.trees import leaf_dict, replace_leaves
 
 SCOPES = ("top_level_conv", "all_convs")
 _STEM_CONV = {"resnet18": ("conv1", "kernel"), "cnn": ("conv1", "kernel")}
@@ -77,10 +77,7 @@ def confuser_paths(arch: str, params, scope: str) -> list[tuple[str, ...]]:
 
 def confuser(params, paths, std, key):
     """W <- W + std * N(0, I) on the kernels at ``paths``; kernel ``j`` uses ``fold_in(key, j)``."""
-    leaves = leaf_dict(params)
-    new = {p: leaves[p] + std * jax.random.normal(jax.random.fold_in(key, j), leaves[p].shape, leaves[p].dtype)
-           for j, p in enumerate(paths)}
-    return replace_leaves(params, new)
+    return add_noise(params, {p: (std, jax.random.fold_in(key, j)) for j, p in enumerate(paths)})
 
 
 def class_weights(data: SplitData, num_classes: int) -> jax.Array:
@@ -96,13 +93,7 @@ def weighted_loss(logits, y, weights) -> jax.Array:
 
 def weighted_step(ctx: StaticContext, data: SplitData, state: TrainState, idx, key, weights) -> TrainState:
     """One SGD step on the class-weighted CE of batch ``idx`` (train mode)."""
-    x, y = gather(ctx, data, idx)
-
-    def loss_fn(p):
-        logits, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        return weighted_loss(logits, y, weights), bs
-
-    return loss_step(state, loss_fn)
+    return batch_step(ctx, data, state, idx, key, lambda z, y: weighted_loss(z, y, weights))
 
 
 class State(NamedTuple):

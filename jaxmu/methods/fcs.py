@@ -31,8 +31,9 @@ key ``()``, one epoch: epoch key ``fold_in(key, 0)``) is a pass over D_f; phase 
 ``(1,)``, E epochs) draws the paired D_r order at each epoch start, then a pass over D_f (key
 ``(0,)``) whose step b takes retain batch b of that order, then a pass over D_r (key ``(2,)``).
 If D_r is shorter than the forget round (n_r < ceil(n_f/B) B, never in the benchmark splits), a
-``lax.switch`` in the forget step picks the partial retain batch or skips the steps past D_r's
-end (zip semantics kept; results then agree with the pre-plan loop to ~1e-8, not bit for bit).
+``lax.switch`` in the forget step (``engine.passes.batch_at``) picks the partial retain batch or
+skips the steps past D_r's end (zip semantics kept; results then agree with the pre-plan loop to
+~1e-8, not bit for bit).
 
 Randomness: stage 1 pass key ``fold_in(key, 0)``; stage-2 epoch key ``k_e = fold_in(fold_in(key, 1), e)``;
 forget round: D_f order ``fold_in(fold_in(k_e, 0), 0)``, paired D_r order ``fold_in(fold_in(k_e, 1), 0)``,
@@ -41,17 +42,16 @@ step b key ``fold_in(fold_in(k_e, 0), b + 1)``; retain round pass key ``fold_in(
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.losses import forward
-from jaxmu.engine.optim import set_hyperparam
-from jaxmu.engine.passes import gather, order, pass_batches
+from jaxmu.engine.losses import contrastive_loss, forward, kl_to_uniform
+from jaxmu.engine.optim import cosine_lr, set_hyperparam
+from jaxmu.engine.passes import batch_at, gather, order, pass_batches
 from jaxmu.engine.state import TrainState
-from jaxmu.engine.steps import ce_step, loss_step
+from jaxmu.engine.steps import batch_step, ce_step, loss_step
 from jaxmu.methods._base import (D_LR, D_MOM, D_TEMP, D_WD, ETA, LR, TEMP, WD, MethodSpec,
     SplitData, StaticContext, generic_domains, generic_space, nonneg)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, epoch_count
@@ -74,36 +74,9 @@ def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> S
     def opt(prefix):
         return TrainState.create(params, batch_stats, hp, prefix=prefix).opt_state
 
-    opt3 = set_hyperparam(opt("retain_"), "learning_rate", hp["retain_learning_rate"] * (ctx.static["batch_size"] / 64.0))
+    lr3 = hp["retain_learning_rate"] * (ctx.static["batch_size"] / 64.0)
+    opt3 = set_hyperparam(opt("retain_"), "learning_rate", lr3)
     return State(TrainState(params, batch_stats, opt("")), opt("forget_"), opt3, jnp.zeros((), jnp.int32), data.retain)
-
-
-def kl_to_uniform(logits) -> jax.Array:
-    """KLDivLoss(batchmean)(log_softmax(z), 1/C) = mean_i sum_c (1/C)(log(1/C) - log p_ic)."""
-    c = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.mean(jnp.sum((1.0 / c) * (math.log(1.0 / c) - logp), axis=-1))
-
-
-def contrastive_loss(z_f, z_r, temperature) -> jax.Array:
-    """-mean over all B_f x B_r entries of log_softmax(Z_f Z_r^T / T) along the retain axis."""
-    s = (z_f @ z_r.T) / temperature
-    return -jnp.mean(jax.nn.log_softmax(s, axis=-1))
-
-
-def cosine_lr(t, total, lr, eta_min):
-    """Per-step CosineAnnealingLR: eta_min + (lr - eta_min)(1 + cos(pi t / T)) / 2."""
-    return eta_min + (lr - eta_min) * 0.5 * (1.0 + jnp.cos(math.pi * t.astype(jnp.float32) / total))
-
-
-def stage1_update(ctx, data, st: State, idx, key) -> State:
-    x, _ = gather(ctx, data, idx)
-
-    def loss_fn(p):
-        z, bs = forward(ctx, p, st.train.batch_stats, x, train=True, key=key)
-        return kl_to_uniform(z), bs
-
-    return st._replace(train=loss_step(st.train, loss_fn))
 
 
 def forget_update(ctx, data, st: State, idx_f, idx_r, key, hp, total_steps) -> State:
@@ -125,38 +98,24 @@ def forget_update(ctx, data, st: State, idx_f, idx_r, key, hp, total_steps) -> S
                        step2=st.step2 + 1)
 
 
-def paired_forget_update(ctx, data, st: State, idx_f, b, key, hp, B: int, total_steps) -> State:
-    """Forget step ``b`` paired with batch ``b`` of this epoch's D_r order: ``zip`` of the two
-    loaders, so ``min(ceil(n_f/B), ceil(n_r/B))`` steps, either batch possibly partial."""
-    seq_r = st.retain_order
-    n_r = seq_r.shape[0]
-    n_f_batches = pass_batches(data.forget.shape[0], B)
-    if n_r >= n_f_batches * B:  # every paired retain batch is full (the usual case)
-        return forget_update(ctx, data, st, idx_f, jax.lax.dynamic_slice(seq_r, (b * B,), (B,)), key, hp, total_steps)
-    full_r, rem_r = divmod(n_r, B)
-    branches = [lambda s: s]  # past the end of D_r: zip stops
-    if full_r:
-        branches.append(lambda s: forget_update(ctx, data, s, idx_f, jax.lax.dynamic_slice(seq_r, (b * B,), (B,)),
-                                                key, hp, total_steps))
-    if rem_r:
-        branches.append(lambda s: forget_update(ctx, data, s, idx_f, seq_r[full_r * B:], key, hp, total_steps))
-    i = jnp.where(b < full_r, 1, jnp.where((b == full_r) & (rem_r > 0), len(branches) - 1, 0)) if full_r else \
-        jnp.where(b == 0, 1, 0)
-    return jax.lax.switch(i, branches, st)
-
-
 def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
     """``stage1``: O1 on KL to uniform; ``draw_retain`` (epoch start): D_r order ``fold_in(fold_in(k_e, 1),
     0)``; ``forget``: O2 contrastive step; ``retain``: O3 CE step."""
     B, data = ctx.static["batch_size"], batch.data
     if phase == "stage1":
-        return stage1_update(ctx, data, state, batch.indices, key), {}
+        return state._replace(train=batch_step(ctx, data, state.train, batch.indices, key,
+                                               lambda z, y: kl_to_uniform(z))), {}
     if phase == "draw_retain":
         return state._replace(retain_order=order(data.retain, jax.random.fold_in(jax.random.fold_in(key, 1), 0),
                                                  True)), {}
-    if phase == "forget":
-        total_steps = jnp.maximum(pass_batches(data.forget.shape[0], B) * epoch_count(hp, ctx), 1)
-        return paired_forget_update(ctx, data, state, batch.indices, batch.step, key, hp, B, total_steps), {}
+    if phase == "forget":  # zip(forget loader, retain loader): forget step b takes retain batch b, if any
+        n_f = pass_batches(data.forget.shape[0], B)
+        total_steps = jnp.maximum(n_f * epoch_count(hp, ctx), 1)
+
+        def paired(st, idx_r):
+            return forget_update(ctx, data, st, batch.indices, idx_r, key, hp, total_steps)
+
+        return batch_at(state.retain_order, batch.step, B, paired, state, batches=n_f), {}
     t = ce_step(ctx, data, TrainState(state.train.params, state.train.batch_stats, state.opt3), batch.indices, key)
     return state._replace(train=state.train.replace(params=t.params, batch_stats=t.batch_stats), opt3=t.opt_state), {}
 

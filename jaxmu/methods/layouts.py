@@ -2,7 +2,8 @@
 
 * Block layouts (CF-k, EU-k, RNI) and trainable masks: ``LAYOUTS``, ``layout``, ``check_layout``,
   ``selected_groups``, ``trainable_mask``.
-* BatchNorm modules of a tree (``bn_modules``).
+* BatchNorm modules of a tree (``bn_modules``); RNI's bn / non-bn keys (``key_table``:
+  ``docs/methods.md`` §4.18, §5 #29).
 * Class-shaped parameters (Fisher, ``docs/methods.md`` §4.8 step 4): ``class_shaped_flags``; models
   without convolutions (``require_convs``: CT, MSG).
 * The TinyViT eval-mode attention-bias quirk (``docs/methods.md`` §5, last trap): the reference's
@@ -38,14 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
 from jaxmu.methods._base import MethodError, StaticContext
 from jaxmu.models import block_layout
 from jaxmu.models.blocks import BUILTIN_LAYOUTS, BlockLayout
-from jaxmu.models.names import Path, key_str, tree_paths
+from jaxmu.models.names import Path, key_str, reference_name, tree_paths
 from jaxmu.models.trees import conv_kernel_indices, is_head, leaves_with_paths, torch_out_axis
 
 LAYOUTS: Mapping[str, BlockLayout] = MappingProxyType(BUILTIN_LAYOUTS)
@@ -106,6 +107,32 @@ def trainable_mask(arch: str, params, k: int, *, attention_biases: str = "frozen
 def bn_modules(batch_stats) -> set[Path]:
     """Module paths of the BatchNorm layers (those with running statistics)."""
     return {p[:-1] for p in tree_paths(batch_stats or {})}
+
+
+NAME_FILTERS = ("torchvision", "module")
+
+
+class KeyTable(NamedTuple):
+    """Static facts about the parameter leaves (flattening order)."""
+
+    names: tuple[str, ...]
+    is_bn: tuple[bool, ...]
+    nonbn: tuple[int, ...]  # leaf indices of the non-bn keys
+
+
+def key_table(arch: str, params, batch_stats, name_filter: str = "torchvision") -> KeyTable:
+    """Reference names and bn flags of the leaves: ``"torchvision"``, names containing ``"bn"``;
+    ``"module"``, every BatchNorm scale / shift (ResNet-18's downsample BatchNorms too)."""
+    if name_filter not in NAME_FILTERS:
+        raise MethodError(f"name_filter must be one of {NAME_FILTERS}, got {name_filter!r}")
+    paths = tree_paths(params)
+    names = tuple(reference_name(arch, p) for p in paths)
+    if name_filter == "torchvision":
+        is_bn = tuple("bn" in n for n in names)
+    else:
+        bns = bn_modules(batch_stats)
+        is_bn = tuple(p[:-1] in bns and p[-1] in ("scale", "bias") for p in paths)
+    return KeyTable(names, is_bn, tuple(i for i, b in enumerate(is_bn) if not b))
 
 
 def require_convs(ctx: StaticContext, params: Any, method: str, why: str) -> None:

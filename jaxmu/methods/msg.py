@@ -2,8 +2,8 @@
 a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, arXiv 2410.01276).
 
 1. Gradient pass (``get_grads_for_snip``), no optimizer step: R' = a uniformly random subset of
-   D_r of size n_f (``permutation(n_r)[:n_f]``; all of D_r if n_f > n_r), iterated shuffled in batches of 64 (fixed), then
-   D_f shuffled in batches of B (partial last batches kept)::
+   D_r of size n_f (``permutation(n_r)[:n_f]``; all of D_r if n_f > n_r), iterated shuffled in
+   batches of 64 (fixed), then D_f shuffled in batches of B (partial last batches kept)::
 
        G = sum_{b in R'} grad CE(b) - sum_{b in D_f} grad CE(b)
 
@@ -11,16 +11,14 @@ a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, ar
    UPDATE the BatchNorm running statistics (sequentially, batch after batch), which the
    fine-tune then starts from; ``"eval"``: eval mode, statistics untouched.
 2. Re-initialisation and gradient multiplier, for every convolution kernel W (4-D ``kernel``
-   leaves: stem, 3x3, 1x1 downsample, TinyViT Conv2d_BN convs incl. depthwise):
-   ``n = round(rho numel(W))`` (``jnp.round``, half to even like Python's ``round``),
-   S = the n entries of smallest ``|G_W|`` (one stable sort per kernel, ties by jaxmu flat
-   index, then ``rank < n`` with n a traced threshold, so rho is an array hyperparameter),
-   ``W_new ~ N(0, 2 / fan_out)`` (kaiming normal, fan_out mode, ReLU gain; fan_out = O kh kw),
-   ``W = W_new on S, W0 elsewhere``; multiplier ``M_W = 1.0 on S, 0.1 elsewhere``.
-   Faithful ``mask_scope="per_layer"``; clean alternative ``"global"``: one ranking over all
-   conv kernels together with ``n = round(rho * total conv numel)`` (the reference's log
-   message says "globally"). Normalisation, linear layers and biases: neither re-initialised
-   nor masked (multiplier 1).
+   leaves: stem, 3x3, 1x1 downsample, TinyViT Conv2d_BN convs incl. depthwise): S = the
+   ``n = round(rho numel(W))`` entries of smallest ``|G_W|`` (``jnp.round``: half to even, like
+   Python's; ``methods.ranking``: a stable sort, ties by flat index, n a traced threshold, so rho
+   is an array hyperparameter); ``W = W_new ~ N(0, 2 / fan_out)`` on S (kaiming normal, fan_out
+   mode, ReLU gain; fan_out = O kh kw), W0 elsewhere; multiplier ``M_W = 1.0 on S, 0.1 elsewhere``.
+   Faithful ``mask_scope="per_layer"``; clean ``"global"``: one ranking over all conv kernels,
+   ``n = round(rho * total conv numel)`` (the reference's log message says "globally").
+   Normalisation, linear layers and biases: neither re-initialised nor masked (multiplier 1).
 3. Fine-tune on D_r (shuffled, batch B), train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu,
    wd); the multiplier scales the raw gradient before coupled decay and momentum
    (``TrainState.apply_gradients(grad_scale=...)``). Per-epoch linear up/down learning rate
@@ -30,11 +28,9 @@ a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, ar
 
 4. Result evaluated in eval mode (a plain model: the masked convs are ordinary convs).
 
-Plan: phase ``gradients`` (key = the method key, so its one epoch runs on k_0 = fold_in(key, 0)):
-the hook ``draw_subset`` draws R' into the state, then the passes ``grad_retain`` over R'
-(``Pass.subset``, key fold_in(k_0, 1)) and ``grad_forget`` over D_f (fold_in(k_0, 2)) add into
-G; phase ``reinit`` (one-shot on fold_in(key, 1)): step 2 and a fresh SGD state; phase
-``finetune`` (key fold_in(key, 2)): per epoch the hook ``set_lr``, then a pass of ``step``.
+Plan (keys in ``plan``): ``gradients``, one epoch: the hook ``draw_subset`` draws R', then the
+passes ``grad_retain`` over R' (``Pass.subset``) and ``grad_forget`` over D_f add into G (step 1);
+``reinit``, one-shot: step 2 and a fresh SGD; ``finetune``: the hook ``set_lr``, a ``step`` pass.
 
 Defaults (``DefaultKGLTop2Config``): E 5, B 64, rho (``init_rate``) 0.3, lr 1e-3, mu 0.9,
 wd 5e-4, ``mask_scope="per_layer"``, ``grad_pass_bn="train"``. Search: G + init_rate U01.
@@ -53,14 +49,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather
+from jaxmu.engine.losses import cross_entropy
+from jaxmu.engine.optim import linear_annealing_factor
 from jaxmu.engine.state import TrainState
-from jaxmu.engine.steps import loss_step
+from jaxmu.engine.steps import batch_loss, ce_step
 from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
     generic_domains, generic_space, unit)
 from jaxmu.methods.layouts import require_convs
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, epoch_count
+from jaxmu.methods.ranking import smallest_mask, smallest_masks
+from jaxmu.methods.reinit import kaiming_normal_fan_out
 from jaxmu.models.trees import conv_kernel_indices, unflatten_like
 
 R_BATCH = 64  # the reference's fixed batch size of the R' gradient pass
@@ -70,80 +68,27 @@ MASK_SCOPES = ("per_layer", "global")
 BN_MODES = ("train", "eval")
 
 
-# --------------------------------------------------------------------------- step 2
-
-
-def smallest_mask(absg, rho):
-    """Boolean mask of the round(rho * size) smallest entries of ``absg`` (any shape).
-
-    One stable sort (ties by flat index); the count is a traced threshold on the ranks.
-    """
-    flat = absg.reshape(-1)
-    order = jnp.argsort(flat, stable=True)
-    rank = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
-    n = jnp.round(jnp.asarray(rho, jnp.float32) * jnp.float32(flat.size)).astype(jnp.int32)
-    return (rank < n).reshape(absg.shape)
-
-
 def select(params, G, rho, scope: str):
-    """Per-conv-kernel masks S (a list aligned with ``conv_kernel_indices``)."""
+    """Per-conv-kernel masks S (a list aligned with ``conv_kernel_indices``): the smallest |G|."""
     leaves_g = jax.tree_util.tree_leaves(G)
-    idx = conv_kernel_indices(params)
-    absg = [jnp.abs(leaves_g[i]) for i in idx]
+    absg = [jnp.abs(leaves_g[i]) for i in conv_kernel_indices(params)]
     if scope == "per_layer":
         return [smallest_mask(a, rho) for a in absg]
     if scope == "global":
-        sizes = [a.size for a in absg]
-        m = smallest_mask(jnp.concatenate([a.reshape(-1) for a in absg]), rho)
-        out, off = [], 0
-        for a, s in zip(absg, sizes):
-            out.append(m[off:off + s].reshape(a.shape))
-            off += s
-        return out
+        return smallest_masks(absg, rho)
     raise MethodError(f"msg: mask_scope must be one of {MASK_SCOPES}, got {scope!r}")
 
 
-def kaiming_fan_out(key, shape):
-    """N(0, 2 / fan_out) for an HWIO conv kernel, fan_out = O kh kw (PyTorch's definition)."""
-    fan_out = shape[3] * shape[0] * shape[1]
-    return jax.random.normal(key, shape, jnp.float32) * jnp.sqrt(2.0 / fan_out)
-
-
 def reinit(params, masks, key):
-    """``(params', multipliers)``: conv kernels re-drawn on S; multiplier 1 on S, 0.1 elsewhere
-    (conv kernels), scalar 1 on every other leaf."""
+    """``(params', multipliers)``: conv kernel j re-drawn on S (key ``fold_in(key, j)``); multiplier
+    1 on S, 0.1 elsewhere (conv kernels), scalar 1 on every other leaf."""
     leaves = jax.tree_util.tree_leaves(params)
     new, mult = list(leaves), [jnp.float32(1.0)] * len(leaves)
     for j, (i, m) in enumerate(zip(conv_kernel_indices(params), masks)):
-        w = leaves[i]
-        w_new = kaiming_fan_out(jax.random.fold_in(key, j), w.shape).astype(w.dtype)
-        new[i] = jnp.where(m, w_new, w)
+        w_new = kaiming_normal_fan_out(jax.random.fold_in(key, j), leaves[i].shape).astype(leaves[i].dtype)
+        new[i] = jnp.where(m, w_new, leaves[i])
         mult[i] = jnp.where(m, 1.0, LOW_MULT).astype(jnp.float32)
     return unflatten_like(params, new), unflatten_like(params, mult)
-
-
-# --------------------------------------------------------------------------- step 3
-
-
-def lr_factor(e, E):
-    """LinearAnnealingLR per epoch: a = (E+1)//2, T = E+1, s = e+1."""
-    a, T = (E + 1) // 2, E + 1
-    s = jnp.asarray(e, jnp.float32) + 1.0
-    return jnp.where(s <= a, s / a, (T - s) / jnp.maximum(T - a, 1))
-
-
-def masked_update(ctx: StaticContext, data: SplitData, state: TrainState, mult, idx, key):
-    """One SGD step on CE (train mode) with the gradient multiplier before decay/momentum."""
-    x, y = gather(ctx, data, idx)
-
-    def loss(p):
-        logits, bs = forward(ctx, p, state.batch_stats, x, train=True, key=key)
-        return cross_entropy(logits, y), bs
-
-    return loss_step(state, loss, grad_scale=mult)
-
-
-# --------------------------------------------------------------------------- the method
 
 
 class State(NamedTuple):
@@ -172,14 +117,9 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
         return state._replace(subset=data.retain[perm[:state.subset.shape[0]]]), {}
     if phase in ("grad_retain", "grad_forget"):
         sign = 1.0 if phase == "grad_retain" else -1.0
-        x, y = gather(ctx, data, batch.indices)
-        params = state.train.params
-
-        def loss(p):
-            logits, nbs = forward(ctx, p, state.train.batch_stats, x, train=s["grad_pass_bn"] == "train", key=key)
-            return sign * cross_entropy(logits, y), nbs
-
-        g, nbs = jax.grad(loss, has_aux=True)(params)
+        loss = batch_loss(ctx, data, state.train.batch_stats, batch.indices, key,
+                          lambda z, y: sign * cross_entropy(z, y), train=s["grad_pass_bn"] == "train")
+        g, nbs = jax.grad(loss, has_aux=True)(state.train.params)
         return state._replace(G=jax.tree_util.tree_map(jnp.add, state.G, g),
                               train=state.train.replace(batch_stats=nbs)), {}
     if phase == "reinit":
@@ -187,14 +127,14 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
         params, mult = reinit(state.train.params, masks, key)
         return state._replace(train=TrainState.create(params, state.train.batch_stats, hp), mult=mult), {}
     if phase == "set_lr":
-        E = epoch_count(hp, ctx)
-        return state._replace(train=state.train.with_lr(hp["learning_rate"] * lr_factor(batch.epoch, E))), {}
-    return state._replace(train=masked_update(ctx, data, state.train, state.mult, batch.indices, key)), {}
+        factor = linear_annealing_factor(batch.epoch, epoch_count(hp, ctx))
+        return state._replace(train=state.train.with_lr(hp["learning_rate"] * factor)), {}
+    return state._replace(train=ce_step(ctx, data, state.train, batch.indices, key, grad_scale=state.mult)), {}
 
 
 def plan(ctx: StaticContext) -> Plan:
-    """Gradient epoch (its key k_0 = fold_in(key, 0): R' pass fold_in(k_0, 1), D_f pass fold_in(k_0, 2)),
-    re-initialisation on fold_in(key, 1), fine-tune epochs on fold_in(fold_in(key, 2), e)."""
+    """Gradient epoch (the method key, so k_0 = fold_in(key, 0): R' pass fold_in(k_0, 1), D_f pass
+    fold_in(k_0, 2)), re-initialisation on fold_in(key, 1), fine-tune epochs on fold_in(fold_in(key, 2), e)."""
     s = ctx.static
     return (Phase("gradients", 1, on_epoch="draw_subset",
                   passes=(Pass("grad_retain", "retain", R_BATCH, key=(1,), subset="subset"),

@@ -13,8 +13,8 @@ the first pass, so the same batches recur in the same order). Per step
     theta <- SGD(lr, mu, wd).step(theta, grad L)          (no schedule)
 
 with theta_0 the original parameters. CE means are over the examples actually present (the
-recurring partial forget batch is evaluated at its own static shape, selected with ``lax.cond``,
-which is exact in both BatchNorm modes).
+recurring partial forget batch is evaluated at its own static shape, selected with ``lax.switch``
+in ``engine.passes.batch_at``, which is exact in both BatchNorm modes).
 
 Quirk flags and faithful defaults (``docs/methods.md`` §5 #7, #8):
   ``bn_mode="eval"`` (faithful): the reference calls ``model.eval()`` for the whole run, so
@@ -42,10 +42,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from jaxmu.engine.losses import cross_entropy, forward
-from jaxmu.engine.passes import gather, order
+from jaxmu.engine.losses import cross_entropy, forward, sq_distance
+from jaxmu.engine.passes import batch_at, gather, order, pass_batches
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import loss_step
 from jaxmu.methods import layouts
@@ -56,67 +55,24 @@ from jaxmu.methods._base import (U01, MethodSpec, OneOf, SplitData, StaticContex
 BN_MODES = ("eval", "train")
 
 
-class ForgetBatches(NamedTuple):
-    """This epoch's forget batches: ``full`` ``[n_full, B]`` (or None) and ``part`` ``[rem]`` (or None)."""
-
-    full: jax.Array | None
-    part: jax.Array | None
-
-
-def split_batches(perm: jax.Array, batch_size: int) -> ForgetBatches:
-    """``perm`` cut into full batches of ``batch_size`` and the partial rest."""
-    n_full, rem = divmod(perm.shape[0], batch_size)
-    full = perm[: n_full * batch_size].reshape(n_full, batch_size) if n_full else None
-    part = perm[n_full * batch_size:] if rem else None
-    return ForgetBatches(full, part)
-
-
-def forget_batches(data: SplitData, batch_size: int, key) -> ForgetBatches:
-    """This epoch's forget batches: D_f shuffled with ``key``."""
-    return split_batches(order(data.forget, key, True), batch_size)
-
-
-def num_forget_batches(fb: ForgetBatches) -> int:
-    return (fb.full.shape[0] if fb.full is not None else 0) + (fb.part is not None)
-
-
-def forget_ce(ctx, data, fb: ForgetBatches, j, params, batch_stats, *, train: bool, key):
-    """CE of forget batch ``j`` (0-based, traced) and the running stats after its forward."""
-
-    def on(idx, operands):
-        p, bs = operands
-        x, y = gather(ctx, data, idx)
-        logits, bs = forward(ctx, p, bs, x, train=train, key=key)
-        return cross_entropy(logits, y), bs
-
-    def full(operands):
-        return on(fb.full[jnp.minimum(j, fb.full.shape[0] - 1)], operands)
-
-    def part(operands):
-        return on(fb.part, operands)
-
-    if fb.full is None:
-        return part((params, batch_stats))
-    if fb.part is None:
-        return full((params, batch_stats))
-    return jax.lax.cond(j == fb.full.shape[0], part, full, (params, batch_stats))
-
-
-def ng_step(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, fb: ForgetBatches, j, theta0,
+def ng_step(ctx: StaticContext, data: SplitData, state: TrainState, idx_r, forget_order, j, theta0,
             hp, key, *, train: bool, grad_scale=None) -> TrainState:
-    """One NG+ step: retain batch ``idx_r`` paired with forget batch ``j``; ``grad_scale`` (a tree
+    """One NG+ step: retain batch ``idx_r`` paired with batch ``j`` of ``forget_order`` (cut in batches
+    of B, the partial last one at its own shape: ``engine.passes.batch_at``); ``grad_scale`` (a tree
     of 0/1) zeroes the gradient of leaves the reference's loss does not reach."""
-    alpha = hp["alpha"]
-    lam = hp["l2_to_init"]
+    alpha, lam, B = hp["alpha"], hp["l2_to_init"], ctx.static["batch_size"]
     x_r, y_r = gather(ctx, data, idx_r)
+
+    def forget_ce(operands, idx_f):
+        x_f, y_f = gather(ctx, data, idx_f)
+        logits, bs = forward(ctx, *operands, x_f, train=train, key=jax.random.fold_in(key, 1))
+        return cross_entropy(logits, y_f), bs
 
     def loss_fn(p):
         logits, bs = forward(ctx, p, state.batch_stats, x_r, train=train, key=jax.random.fold_in(key, 0))
+        ce_f, bs = batch_at(forget_order, j, B, forget_ce, (p, bs))
         ce_r = cross_entropy(logits, y_r)
-        sq = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree_util.tree_leaves(p),
-                                                            jax.tree_util.tree_leaves(theta0)))
-        ce_f, bs = forget_ce(ctx, data, fb, j, p, bs, train=train, key=jax.random.fold_in(key, 1))
-        return alpha * (ce_r + 0.5 * lam * sq) - (1.0 - alpha) * ce_f, bs
+        return alpha * (ce_r + 0.5 * lam * sq_distance(p, theta0)) - (1.0 - alpha) * ce_f, bs
 
     return loss_step(state, loss_fn, grad_scale=grad_scale)
 
@@ -136,16 +92,14 @@ def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> S
 
 def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
     """``draw_forget`` (epoch start): shuffle D_f with ``fold_in(k_e, 1)``; ``step``: one NG+ step."""
-    B = ctx.static["batch_size"]
     if phase == "draw_forget":
         return state._replace(forget_order=order(batch.data.forget, jax.random.fold_in(key, 1), True)), {}
     train = ctx.static["bn_mode"] == "train"
     reached = None if train else layouts.eval_grad_tree(ctx, state.theta0, ctx.static["eval_attention_biases"])
     scale = None if reached is None else jax.tree_util.tree_map(lambda r: 1.0 if r else 0.0, reached)
-    fb = split_batches(state.forget_order, B)
-    j = batch.step % num_forget_batches(fb)
-    new = ng_step(ctx, batch.data, state.train, batch.indices, fb, j, state.theta0, hp, key, train=train,
-                  grad_scale=scale)
+    j = batch.step % pass_batches(state.forget_order.shape[0], ctx.static["batch_size"])  # cycle(forget_loader)
+    new = ng_step(ctx, batch.data, state.train, batch.indices, state.forget_order, j, state.theta0, hp, key,
+                  train=train, grad_scale=scale)
     return state._replace(train=new), {}
 
 

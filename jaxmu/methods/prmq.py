@@ -49,13 +49,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmu.engine.losses import cross_entropy_per_example
+from jaxmu.engine.losses import cross_entropy_per_example, entropy
 from jaxmu.engine.passes import class_counts, pass_batches
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
 from jaxmu.methods._base import (D_BOOL, EPF, U01, MethodError, MethodSpec, SplitData,
     StaticContext, generic_domains, generic_space, nonneg, unit)
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan
+from jaxmu.methods.ranking import smallest_masks
 from jaxmu.methods.reinit import redraw_zeros
 from jaxmu.models.trees import is_weight_layer_leaf, leaf_dict, replace_leaves
 
@@ -68,29 +69,15 @@ def train_steps(n_retain: int, batch_size: int, epochs: float) -> int:
 def prune_paths(params, prune_biases: bool = True) -> list[tuple[str, ...]]:
     """Leaves of the prune set P, in flattening order."""
     leaves = leaf_dict(params)
-    out = []
-    for p in leaves:
-        kind = is_weight_layer_leaf(p, leaves)
-        if kind in ("conv", "linear") or (kind == "bias" and prune_biases):
-            out.append(p)
-    return out
+    kinds = ("conv", "linear", "bias") if prune_biases else ("conv", "linear")
+    return [p for p in leaves if is_weight_layer_leaf(p, leaves) in kinds]
 
 
 def global_l1_prune(params, paths, amount):
     """Zero the ``round(amount * |P|)`` smallest-|value| entries over the leaves ``paths``."""
     leaves = leaf_dict(params)
-    flat = jnp.concatenate([jnp.abs(leaves[p]).reshape(-1) for p in paths])
-    n = flat.shape[0]
-    k = jnp.round(jnp.asarray(amount, jnp.float32) * n).astype(jnp.int32)
-    order = jnp.argsort(flat, stable=True)
-    pruned = jnp.zeros((n,), bool).at[order].set(jnp.arange(n) < k)
-    new, off = {}, 0
-    for p in paths:
-        size = leaves[p].size
-        m = pruned[off: off + size].reshape(leaves[p].shape)
-        new[p] = jnp.where(m, jnp.zeros_like(leaves[p]), leaves[p])
-        off += size
-    return replace_leaves(params, new)
+    masks = smallest_masks([jnp.abs(leaves[p]) for p in paths], amount)
+    return replace_leaves(params, {p: jnp.where(m, jnp.zeros_like(leaves[p]), leaves[p]) for p, m in zip(paths, masks)})
 
 
 def fp16_roundtrip(tree):
@@ -98,20 +85,11 @@ def fp16_roundtrip(tree):
         lambda x: x.astype(jnp.float16).astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def entropy(logits) -> jax.Array:
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-
-
 def prmq_loss(s_logits, t_logits, y, weights) -> jax.Array:
     """Weighted CE (PyTorch ``weight=``: sum w CE / sum w) + MSE between student/teacher entropies."""
     ce = cross_entropy_per_example(s_logits, y)
     w = weights[y]
     return jnp.sum(w * ce) / jnp.sum(w) + jnp.mean(jnp.square(entropy(s_logits) - entropy(t_logits)))
-
-
-def prmq_step(ctx, data, teacher, state: TrainState, idx, key, weights) -> TrainState:
-    return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: prmq_loss(s, t, y, weights))
 
 
 class State(NamedTuple):
@@ -136,7 +114,8 @@ def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> S
 def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
     """``step``: one entropy-matched weighted-CE distillation step on a retain batch."""
     del hp, phase
-    st = prmq_step(ctx, batch.data, state.teacher, state.train, batch.indices, key, state.weights)
+    st = distill_step(ctx, batch.data, state.teacher, state.train, batch.indices, key,
+                      lambda t, s, y: prmq_loss(s, t, y, state.weights))
     return state._replace(train=st), {}
 
 

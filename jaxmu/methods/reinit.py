@@ -12,6 +12,8 @@ untouched.
   ``fold_in(key, i)``.
 * ``reset_classifier`` — PyTorch ``nn.Linear.reset_parameters`` on the classifier (RNI): the same
   law as ``torch_default_reinit`` but the reference's key use (one split into weight and bias key).
+* ``kaiming_normal_fan_out`` — ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` of an HWIO
+  conv kernel: N(0, 2 / fan_out), fan_out = O kh kw (MSG's re-drawn entries, ``docs/methods.md`` §4.13).
 * ``redraw_zeros`` — PRMQ's re-draw of pruned (zero) conv/dense kernel entries from
   U(+-sqrt(1/fan_in)) (``docs/methods.md`` §4.15); leaf ``i`` draws from ``fold_in(key, i)``. The bound is
   computed as ``sqrt(1/fan_in)`` there and ``1/sqrt(fan_in)`` in ``torch_default_reinit``, as before
@@ -109,6 +111,12 @@ def torch_default_reinit(params, prefixes: Sequence[Path], key) -> Any:
         bound = 1.0 / float(pytorch_fan_in(kshape)) ** 0.5
         new[path] = jax.random.uniform(jax.random.fold_in(key, i), leaf.shape, leaf.dtype, -bound, bound)
     return replace_leaves(params, new)
+
+
+def kaiming_normal_fan_out(key, shape):
+    """N(0, 2 / fan_out) float32 for an HWIO conv kernel, fan_out = O kh kw (PyTorch's definition)."""
+    fan_out = shape[3] * shape[0] * shape[1]
+    return jax.random.normal(key, shape, jnp.float32) * jnp.sqrt(2.0 / fan_out)
 
 
 def redraw_zeros(params, key):

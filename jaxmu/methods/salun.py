@@ -60,6 +60,7 @@ from jaxmu.methods import layouts, relabel
 from jaxmu.methods._base import (U01, MethodError, MethodSpec, OneOf, SplitData, StaticContext,
     generic_domains, generic_space, unit)
 from jaxmu.methods.plan import Batch, Phase, Plan
+from jaxmu.methods.ranking import ranks, split_like
 
 ACCUMULATION = ("cumulative", "sum")
 
@@ -92,16 +93,10 @@ def threshold_mask(A, tau):
     """0/1 float mask keeping the floor(N * tau) entries of largest |A| (ties: lower flat index first)."""
     leaves, treedef = jax.tree_util.tree_flatten(A)
     flat = jnp.concatenate([jnp.abs(a).ravel() for a in leaves]).astype(jnp.float32)
-    n = flat.shape[0]
-    order = jnp.argsort(0.0 - flat, stable=True)  # 0 - x: no -0.0 keys, so exact ties stay ties
-    ranks = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-    k = jnp.floor(jnp.float32(n) * jnp.asarray(tau, jnp.float32)).astype(jnp.int32)
-    flat_mask = (ranks < k).astype(jnp.float32)
-    out, start = [], 0
-    for a in leaves:
-        out.append(flat_mask[start:start + a.size].reshape(a.shape).astype(a.dtype))
-        start += a.size
-    return jax.tree_util.tree_unflatten(treedef, out)
+    rank = ranks(jnp.argsort(0.0 - flat, stable=True))  # 0 - x: no -0.0 keys, so exact ties stay ties
+    k = jnp.floor(jnp.float32(flat.shape[0]) * jnp.asarray(tau, jnp.float32)).astype(jnp.int32)
+    masks = split_like((rank < k).astype(jnp.float32), leaves)
+    return jax.tree_util.tree_unflatten(treedef, [m.astype(a.dtype) for m, a in zip(masks, leaves)])
 
 
 def make_mask(ctx, data, params, batch_stats, hp, key, *, static):

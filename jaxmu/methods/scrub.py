@@ -24,28 +24,16 @@ k* = 0 returns the FINAL student in the reference (``k0_keeps_final=True``, fait
 (clean). D_fv = the examples of D_v whose label occurs in D_f (a mask over D_v; all of D_v under
 random forgetting; if empty, err_fv is taken as 100).
 
-Static: ``epochs`` (sgda_num_epochs), ``msteps`` (the max pass is gated statically: the first
-min(msteps, E) epochs run it — ``Pass.epochs``, two scans, no runtime cond), ``retain_batch_size``,
-``forget_batch_size``, flags ``select_checkpoint`` (True faithful; False returns the final student)
-and ``k0_keeps_final`` (True faithful). Arrays: ``learning_rate`` (sgda_learning_rate),
-``momentum`` (sgda_momentum), ``weight_decay`` (sgda_weight_decay), ``gamma``, ``alpha``,
-``temperature`` (kd_T). Dead (accepted, ignored, never searched): ``beta`` (the "kd" distiller has
-no extra term) and ``smoothing`` (the SWA model passed in is the student itself: a zero-distance
-term whose JAX gradient would be NaN — not implemented). The lr decay rate 0.1 is fixed.
+Static: ``epochs``, ``msteps`` (the first min(msteps, E) epochs run the max pass: ``Pass.epochs``),
+the two batch sizes, ``select_checkpoint`` (True faithful; False returns the final student),
+``k0_keeps_final``. Arrays: the SGD's (sgda_*), ``gamma``, ``alpha``, ``temperature`` (kd_T; T -> 0
+gives non-finite losses, not guarded). Dead (§4.6): ``beta`` (the "kd" distiller adds 0) and
+``smoothing`` (the SWA term is a zero distance whose JAX gradient would be NaN). Decay rate 0.1 fixed.
 
-Structure (``jaxmu.methods.plan``): one phase of E epochs with a one-based step-decay schedule;
-with selection on, the epoch-start hook ``record`` writes ``errs[e]`` and ``snaps[e]`` (the
-student at the start of epoch e is the student after e - 1 epochs; ``snaps[0]`` = theta_0) into
-arrays preallocated in the state, and ``result`` records the final errors (k = E) and selects.
-
-Memory: with selection on, E + 1 snapshots of (params, batch_stats) per model are stacked
-on the device (theta_0 plus one per epoch; ~45 MB each for ResNet-18). Fine for digits/CPU models;
-for ResNet-18 stacks with large E, chunk the models axis.
-
-T -> 0 (TEMP includes 0) gives non-finite losses; they are not guarded (recorded as such).
-
-Randomness: epoch e (0-based) uses k_e = ``fold_in(key, e)``; max pass keys from ``fold_in(k_e, 0)``
-(drop-path only: the forget stream is not shuffled), min pass from ``fold_in(k_e, 1)``.
+With selection on, the epoch-start hook ``record`` writes row e of the error log and snapshot e
+(the student after e epochs; 0: theta_0) into arrays preallocated in the state, and ``result``
+adds k = E and selects. Memory: E + 1 snapshots of (params, batch_stats) per model on the device
+(~45 MB each for ResNet-18): for ResNet-18 stacks with large E, chunk the models axis.
 """
 
 from __future__ import annotations
@@ -56,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmu.engine.losses import cross_entropy, kl_div
-from jaxmu.engine.passes import predict_correct
+from jaxmu.engine.passes import error_percent, predict_correct
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
@@ -66,38 +54,21 @@ from jaxmu.methods._base import (BS, D_BATCH, D_BOOL, D_TEMP, EP, LR, TEMP, U01,
 LR_DECAY_RATE = 0.1
 
 
-# --------------------------------------------------------------------------- pure pieces
-
-
 def forget_val_mask(data: SplitData, num_classes: int) -> jax.Array:
     """D_fv as a boolean mask over D_v: labels of D_v that occur in D_f."""
     present = jnp.bincount(data.labels[data.forget], length=num_classes) > 0
     return present[data.labels[data.val]]
 
 
-def _err(correct, mask=None) -> jax.Array:
-    """100 - top-1 accuracy in percent; computed as 100 - (100 * #correct) / n in float32."""
-    if mask is None:
-        mask = jnp.ones_like(correct)
-    n = jnp.maximum(jnp.sum(mask).astype(jnp.float32), 1.0)
-    hits = jnp.sum(correct & mask).astype(jnp.float32)
-    return 100.0 - (100.0 * hits) / n
-
-
 def record_errors(ctx: StaticContext, data: SplitData, params, batch_stats, fv_mask) -> jax.Array:
     """``[err_r, err_f, err_v, err_fv]`` of a model in eval mode (pure reads)."""
-    c_r = predict_correct(ctx, data, params, batch_stats, data.retain)
-    c_f = predict_correct(ctx, data, params, batch_stats, data.forget)
-    c_v = predict_correct(ctx, data, params, batch_stats, data.val)
-    return jnp.stack([_err(c_r), _err(c_f), _err(c_v), _err(c_v, fv_mask)])
+    c_r, c_f, c_v = (predict_correct(ctx, data, params, batch_stats, i) for i in (data.retain, data.forget, data.val))
+    return jnp.stack([error_percent(c_r), error_percent(c_f), error_percent(c_v), error_percent(c_v, fv_mask)])
 
 
 def select_index(err_f, err_fv_final, *, k0_keeps_final: bool = True) -> jax.Array:
-    """Index of the returned state among k = 0..E given ``err_f`` ``[E+1]``.
-
-    k* = argmin_k |err_f[k] - err_fv_final| (first on ties); k* = 0 maps to E (the final student)
-    when ``k0_keeps_final``.
-    """
+    """k* = argmin_k |err_f[k] - err_fv_final| over k = 0..E (``err_f`` ``[E+1]``, first on ties);
+    k* = 0 maps to E (the final student) when ``k0_keeps_final``."""
     err_f = jnp.asarray(err_f)
     k = jnp.argmin(jnp.abs(err_f - err_fv_final)).astype(jnp.int32)
     if k0_keeps_final:
@@ -115,9 +86,6 @@ def min_update(ctx, data, teacher, state: TrainState, idx, key, hp) -> TrainStat
     """gamma CE + alpha D_T over a retain batch."""
     return distill_step(ctx, data, teacher, state, idx, key, lambda t, s, y: (
         hp["gamma"] * cross_entropy(s, y) + hp["alpha"] * kl_div(t, s, hp["temperature"], "batchmean_t2")))
-
-
-# --------------------------------------------------------------------------- contract
 
 
 class State(NamedTuple):
@@ -143,15 +111,20 @@ def init(params, batch_stats, hp, key, ctx: StaticContext, data: SplitData) -> S
                  errs, snaps)
 
 
+def record(state: State, e, ctx: StaticContext, data: SplitData) -> State:
+    """Row ``e`` of the error log and snapshot ``e``: the student now (after e epochs)."""
+    st = state.train
+    errs = state.errs.at[e].set(record_errors(ctx, data, st.params, st.batch_stats, state.fv_mask))
+    snaps = jax.tree_util.tree_map(lambda a, x: a.at[e].set(x), state.snaps, (st.params, st.batch_stats))
+    return state._replace(errs=errs, snaps=snaps)
+
+
 def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
     """``record`` (epoch start e): log the errors and snapshot the student (= after e epochs);
     ``max`` / ``min``: one step of the max (D_f) / min (D_r) pass."""
     st, data = state.train, batch.data
     if phase == "record":
-        e = batch.epoch
-        errs = state.errs.at[e].set(record_errors(ctx, data, st.params, st.batch_stats, state.fv_mask))
-        snaps = jax.tree_util.tree_map(lambda a, x: a.at[e].set(x), state.snaps, (st.params, st.batch_stats))
-        return state._replace(errs=errs, snaps=snaps), {}
+        return record(state, batch.epoch, ctx, data), {}
     if phase == "max":
         st = max_update(ctx, data, state.teacher, st, batch.indices, key, hp["temperature"])
     else:
@@ -160,9 +133,9 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
 
 
 def plan(ctx: StaticContext) -> Plan:
-    """E epochs (k_e = fold_in(key, e)): step-decayed lr, the error log, the max pass over D_f in
-    stored order in the first min(msteps, E) epochs (key fold_in(k_e, 0)), the min pass over D_r
-    (key fold_in(k_e, 1))."""
+    """E epochs (k_e = fold_in(key, e), e 0-based): step-decayed lr, the error log, the max pass over
+    D_f in stored order in the first min(msteps, E) epochs (key fold_in(k_e, 0): drop-path only), the
+    min pass over D_r (key fold_in(k_e, 1))."""
     s = ctx.static
     E = s["epochs"]
     n_max = max(0, min(s["msteps"], E))
@@ -174,15 +147,12 @@ def plan(ctx: StaticContext) -> Plan:
 
 def result(state: State, hp, key, ctx: StaticContext, data: SplitData) -> tuple[Any, Any]:
     """The final errors complete the log (k = E); the snapshot k* is returned (see the docstring)."""
-    st = state.train
-    if not ctx.static["select_checkpoint"] or ctx.static["epochs"] == 0:
-        return st.params, st.batch_stats
     E = ctx.static["epochs"]
-    errs = state.errs.at[E].set(record_errors(ctx, data, st.params, st.batch_stats, state.fv_mask))
-    snaps = jax.tree_util.tree_map(lambda a, x: a.at[E].set(x), state.snaps, (st.params, st.batch_stats))
-    k = select_index(errs[:, 1], errs[-1, 3], k0_keeps_final=ctx.static["k0_keeps_final"])
-    out = jax.tree_util.tree_map(lambda a: a[k], snaps)
-    return out[0], out[1]
+    if not ctx.static["select_checkpoint"] or E == 0:
+        return state.train.params, state.train.batch_stats
+    log = record(state, E, ctx, data)
+    k = select_index(log.errs[:, 1], log.errs[-1, 3], k0_keeps_final=ctx.static["k0_keeps_final"])
+    return jax.tree_util.tree_map(lambda a: a[k], log.snaps)
 
 
 SPEC = MethodSpec(
