@@ -256,11 +256,20 @@ def work_torch_loop(m: int, a) -> dict:
     epoch(warm, wopt)  # warm-up epoch on a throwaway model: cuDNN autotuning, allocator
     del warm, wopt
     models = [make(s)[:2] for s in range(m)]  # initialisation untimed, as jaxmu's
+
+    def run():
+        for net, opt in models:  # the PyTorch user's loop: one model after another
+            for _ in range(a.epochs):
+                epoch(net, opt)
+
+    return _torch_timed(torch, dev, a, m, run, source)
+
+
+def _torch_timed(torch, dev, a, m: int, run, source: str) -> dict:
+    """Time ``run()`` (``a.epochs`` epochs of ``m`` models) between device syncs; the row's fields."""
     _sync(torch, dev)
     t0 = time.perf_counter()
-    for net, opt in models:  # the PyTorch user's loop: one model after another
-        for _ in range(a.epochs):
-            epoch(net, opt)
+    run()
     _sync(torch, dev)
     sec = time.perf_counter() - t0
     mem, kind = harness.torch_peak_mb(dev)
@@ -303,16 +312,12 @@ def work_torch_func(m: int, a) -> dict:
                 torch._foreach_add_(ps, moms, alpha=-LR)
 
     epoch()  # warm-up epoch
-    _sync(torch, dev)
-    t0 = time.perf_counter()
-    for _ in range(a.epochs):
-        epoch()
-    _sync(torch, dev)
-    sec = time.perf_counter() - t0
-    mem, kind = harness.torch_peak_mb(dev)
-    return {"sec": sec, "images_per_s": m * a.steps * a.epochs * a.batch / sec, "models": m, "compile_s": 0.0,
-            "mem_mb": mem, "mem_kind": kind, "backend": dev.type, "torch_model": source,
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
+
+    def run():
+        for _ in range(a.epochs):
+            epoch()
+
+    return _torch_timed(torch, dev, a, m, run, source)
 
 
 def worker(side: str, a) -> dict:
