@@ -182,12 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--bootstrap must be >= 2, got {args.bootstrap}")
     cfg = config_from_args(args)
     from jaxmu.ulira_stage import run_ulira
-    from jaxmu.pipeline import method_from_config, prepare
+    from jaxmu.pipeline import applicability_error, method_from_config, prepare
 
     method = method_from_config(cfg, args.method)
     enable_compile_cache()
     setting = prepare(cfg, args.out)
-    a = cfg.attack
+    why = applicability_error(setting, method)
+    if why:
+        from jaxmu.methods import MethodError
+
+        raise MethodError(why)  # before any shadow model is trained    a = cfg.attack
     print(f"U-LiRA: {a.num_splits} splits x {a.forget_sets} forget sets = {a.num_splits * a.forget_sets} "
           f"unlearned/retrained models; attack dir {setting.run_dir}")
     report = run_ulira(setting, method)

@@ -269,6 +269,23 @@ def method_from_config(cfg: Config, method: str | None = None):
     return M.get(name, **raw)
 
 
+def applicability_error(setting: Setting, method) -> str | None:
+    """Why ``method`` cannot run on the setting's model (``MethodError``'s message), or None.
+
+    Traces the method once on abstract values (``jax.eval_shape``: nothing is compiled or run),
+    so a structural refusal — CT and MSG on an architecture without convolutions — surfaces
+    before any stack is trained, for built-in and registered methods alike.
+    """
+    params, bs = jax.eval_shape(setting.model.init, jax.random.PRNGKey(0))
+    hp = {k: jnp.float32(v) for k, v in method.arrays.items()}
+    try:
+        jax.eval_shape(lambda p, b: method.spec.unlearn_one(method_context(setting), method_data(setting), p, b, hp,
+                                                            unlearning_key(), static=method.static), params, bs)
+    except M.MethodError as e:
+        return str(e)
+    return None
+
+
 def method_context(setting: Setting):
     return M.StaticContext(setting.model, setting.dataset.num_classes, setting.dataset.mean,
                            setting.dataset.std, setting.augment)

@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides.append(f"tune.storage={json.dumps(args.storage)}")
     cfg = config_from_args(args, multihost=False)
     import jaxmu.methods as M
-    from jaxmu.pipeline import klom_scores, method_from_config, prepare, scored_references
+    from jaxmu.pipeline import applicability_error, klom_scores, method_from_config, prepare, scored_references
 
     methods = [M.get(n) for n in M.names()] if args.method == "all" else [method_from_config(cfg, args.method)]
     if cfg.tune.storage:
@@ -237,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     setting = prepare(cfg, args.out)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
+    refused = {m.name: why for m in methods if (why := applicability_error(setting, m))}
+    if refused and args.method != "all":
+        raise M.MethodError(next(iter(refused.values())))  # before any stack is trained
+    for why in refused.values():  # --method all: the others run
+        print(f"skipped: {why}")
+    methods = [m for m in methods if m.name not in refused]
     scored = scored_references(setting)
     refs, ref_metrics = scored.stacks, scored.metrics
     ref_margins = scored.margins

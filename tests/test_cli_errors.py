@@ -181,6 +181,9 @@ CASES = [
      "missing keys fc1.bias", 0, None),
     ("original-seed-count", "unlearn", ["--method", "finetune", "--original", "{files}/cnn.npz", "{files}/cnn.npz"],
      "2 original model(s) but seeds has 1", 0, None),
+    # a method that cannot apply to the architecture: refused before any stack is trained
+    ("method-needs-convs", "unlearn", ["--method", "ct"], "ct cannot apply to architecture 'mlp'", 0, None),
+    ("method-needs-convs-sweep", "sweep", ["--method", "msg"], "msg cannot apply to architecture 'mlp'", 0, None),
     # the run directory's own files
     ("corrupt-checkpoint", "train", [], "retrain/final", SUB, _corrupt_checkpoint),
     ("corrupt-config-json", "train", [], "config.json is corrupt", 0, _corrupt_config),

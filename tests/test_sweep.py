@@ -198,3 +198,17 @@ def test_sweep_with_ulira_adds_the_attack_to_the_report(uninterrupted, repo_root
     assert "## U-LiRA" in report and "retrain (perfect)" in report and "hayes" in report
     assert "bootstrap over target models" in report  # AUC and TPRs with their intervals
     assert list(out.rglob("ulira_*/results_finetune/results.csv"))
+
+
+def test_methods_that_cannot_apply_are_named_before_any_training(tmp_path):
+    """CT and MSG need convolutions: on the MLP they are refused by an abstract trace (nothing
+    compiled or trained); every other method applies. ``--method all`` skips them with a line."""
+    import jaxmu.methods as M
+    from jaxmu.config import load_config
+    from jaxmu.pipeline import applicability_error, prepare
+
+    setting = prepare(load_config("digits_mlp_half", ["seeds=1", "engine.progress=false"]), tmp_path)
+    refused = {n: applicability_error(setting, M.get(n)) for n in M.names()}
+    assert {n for n, why in refused.items() if why} == {"ct", "msg"}
+    assert "cannot apply to architecture 'mlp'" in refused["ct"]
+    assert not list(setting.run_dir.glob("*/final"))  # nothing trained
