@@ -191,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if why:
         from jaxmu.methods import MethodError
 
-        raise MethodError(why)  # before any shadow model is trained    a = cfg.attack
+        raise MethodError(why)  # before any shadow model is trained
+    a = cfg.attack
     print(f"U-LiRA: {a.num_splits} splits x {a.forget_sets} forget sets = {a.num_splits * a.forget_sets} "
           f"unlearned/retrained models; attack dir {setting.run_dir}")
     report = run_ulira(setting, method)
