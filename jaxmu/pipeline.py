@@ -11,6 +11,7 @@ only the retrain stack is trained.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -212,7 +213,7 @@ class References:
     scores: dict[str, Scores]
     metrics: dict[str, dict[str, np.ndarray]]
 
-    @property
+    @functools.cached_property
     def margins(self) -> dict[str, dict[str, np.ndarray]]:
         return {k: margins(v) for k, v in self.scores.items()}
 

@@ -32,7 +32,6 @@ from jaxmu.metrics import indiscernibility, on_finite_rows, retdev, tug_of_war
 
 SCORES_FILE = "scores.npz"
 SPLIT_NAMES = ("retain", "forget", "val", "test")
-SPLITS = SPLIT_NAMES
 METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "val_mia", "test_mia", "indiscernibility")
 AGAINST_RETRAIN = ("retdev", "tow", "rmia_auc")  # scored_metrics adds them to METRICS
 KLOM_SPLITS = ("forget", "retain", "val")
@@ -58,7 +57,7 @@ class Scores:
         layout): accuracy, per-example cross-entropy and LiRA's margin φ from the logits."""
         from jaxmu.engine.evaluate import scores_of_logits
 
-        return {s: scores_of_logits(self.logits[s], self.labels[s], margins=True) for s in SPLITS}
+        return {s: scores_of_logits(self.logits[s], self.labels[s], margins=True) for s in SPLIT_NAMES}
 
     def true_class_probability(self, split: str) -> np.ndarray:
         """softmax(logits)_y ``[M, n]`` (RMIA's Pr(x | θ))."""
@@ -70,7 +69,7 @@ class Scores:
 def cache_key(checksum: str, labels: Mapping[str, np.ndarray], indices: Mapping[str, np.ndarray]) -> str:
     """sha256 of the checkpoint's checksum, the split indices and their labels."""
     h = hashlib.sha256(checksum.encode())
-    for s in SPLITS:
+    for s in SPLIT_NAMES:
         h.update(s.encode())
         h.update(np.ascontiguousarray(indices[s], np.int64).tobytes())
         h.update(np.ascontiguousarray(labels[s], np.int64).tobytes())
@@ -116,7 +115,7 @@ def cached_arrays(path: Path, key: str, compute: Callable[[], dict[str, np.ndarr
 def save_scores(path: Path, scores: Scores, key: str) -> None:
     """Write ``scores`` to ``path`` (``write_arrays``)."""
     arrays = {"params_ok": np.asarray(scores.params_ok, bool)}
-    for s in SPLITS:
+    for s in SPLIT_NAMES:
         arrays[f"logits_{s}"] = np.asarray(scores.logits[s], np.float32)
         arrays[f"labels_{s}"] = np.asarray(scores.labels[s])
     write_arrays(path, key, arrays)
@@ -126,9 +125,9 @@ def load_scores(path: Path, key: str | None = None) -> Scores | None:
     """The cached scores at ``path``; None when absent, unreadable, or made for another ``key``
     (``key=None`` accepts any: ``jaxmu report --rescore`` reads what a finished run left)."""
     z = read_arrays(path, key)
-    if z is None or not all(f"{p}_{s}" in z for p in ("logits", "labels") for s in SPLITS) or "params_ok" not in z:
+    if z is None or not all(f"{p}_{s}" in z for p in ("logits", "labels") for s in SPLIT_NAMES) or "params_ok" not in z:
         return None
-    return Scores({s: z[f"logits_{s}"] for s in SPLITS}, {s: z[f"labels_{s}"] for s in SPLITS}, z["params_ok"])
+    return Scores({s: z[f"logits_{s}"] for s in SPLIT_NAMES}, {s: z[f"labels_{s}"] for s in SPLIT_NAMES}, z["params_ok"])
 
 
 # --------------------------------------------------------------------------- metrics from scores

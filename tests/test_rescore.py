@@ -96,7 +96,10 @@ def test_a_later_stage_reads_the_cache_instead_of_evaluating(run, monkeypatch):
     setting = P.prepare(cfg, run.parent)
     assert setting.run_dir == run
     refs = P.reference_stacks(setting)
+    for k in ("original", "retrain"):
+        (refs[k].path / SCORES_FILE).unlink()  # so the first scoring evaluates (and writes the cache again)
     fresh = P.scored_references(setting, refs)
+    assert all((refs[k].path / SCORES_FILE).exists() for k in ("original", "retrain"))
     monkeypatch.setattr(P, "split_logits", no_eval)
     cached = P.scored_references(setting, refs)
     for k in ("original", "retrain"):

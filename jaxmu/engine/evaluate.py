@@ -68,8 +68,8 @@ def scores_of_logits(logits, labels, *, margins: bool = False) -> dict[str, np.n
     margin z_y − logsumexp_{k≠y} z_k ``[models, n]`` (LiRA's φ; KLOM's margin, ``attacks/klom.py``)
     of host logits ``[models, n, classes]``. Fresh and cached logits (``jaxmu.scores``) go through
     this one function, so a re-scored run gives the same numbers bit for bit."""
-    z = jnp.asarray(np.asarray(logits, np.float32))
-    y = jnp.asarray(np.asarray(labels))
+    z = jnp.asarray(logits, jnp.float32)
+    y = jnp.asarray(labels)
     out = {"accuracy": np.asarray(accuracy(z, y)), "loss": np.asarray(per_example_ce(z, y))}
     if margins:
         out["margin"] = np.asarray(logit_scaled_confidence(z, y))
@@ -84,8 +84,8 @@ def split_logits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np
 
 def evaluate_splits(evaluator: Evaluator, params, batch_stats, splits: dict[str, np.ndarray], data: DeviceData,
                     *, margins: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """``scores_of_logits`` on each named split; tuning's per-trial evaluation asks no margins."""
+    """``scores_of_logits`` on each named split, from the logits where they were computed (no trip
+    to the host); tuning's per-trial evaluation asks no margins."""
     labels = np.asarray(data.labels)
-    logits = split_logits(evaluator, params, batch_stats, splits, data)
-    return {name: scores_of_logits(z, labels[np.asarray(splits[name])], margins=margins)
-            for name, z in logits.items()}
+    return {name: scores_of_logits(evaluator.logits(params, batch_stats, idx, data), labels[np.asarray(idx)],
+                                   margins=margins) for name, idx in splits.items()}
