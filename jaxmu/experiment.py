@@ -147,6 +147,7 @@ class Experiment:
     def _unlearn_grid(self, methods: list[M.Method]) -> list[tuple[Any, Any]]:
         """Every combination x seed in one stack per static signature; checkpointed as a whole."""
         from jaxmu.checkpoint import load_tree, save_tree
+        from jaxmu.methods.driver import with_stream_sizes
         from jaxmu.methods.stack import unlearn_stack, unlearning_key
         from jaxmu.pipeline import method_context, method_data
 
@@ -164,8 +165,9 @@ class Experiment:
         else:
             # ragged epoch counts that differ across the grid become arrays compiled for their maximum
             varying = {k for k in spec.ragged if len({m.hparams[k] for m in methods}) > 1}
-            maxima = {k: max(int(m.hparams[k]) for m in methods) for k in varying}
-            split = [spec.ragged_split(m.hparams, maxima) for m in methods]
+            maxima = {k: max(m.hparams[k] for m in methods) for k in varying}
+            size = with_stream_sizes(method_context(s), method_data(s)).size
+            split = [spec.ragged_split(m.hparams, maxima, size) for m in methods]
             groups: dict[tuple, list[int]] = {}
             for i, (st, _) in enumerate(split):
                 groups.setdefault(tuple(sorted(st.items())), []).append(i)

@@ -218,8 +218,12 @@ def check_ragged(run: ContractRun, tiny: TinySetting) -> None:
     assert {ph.count for ph in plan if ph.count} == set(spec.ragged)
     if not spec.ragged:
         return
-    static = {**dict(run.static), **{k: 2 for k in spec.ragged}}
-    hp = {**run.hp, **{k: jnp.array([1.0, 2.0]) for k in spec.ragged}}
+    size = with_stream_sizes(tiny.ctx, tiny.data).size
+    full = spec.check_hparams(dict(run.static))
+    rows = [spec.ragged_split({**full, **{k: type(spec.defaults[k])(n) for k in spec.ragged}},
+                              {k: 2 for k in spec.ragged}, size) for n in (1, 2)]
+    static = rows[0][0]
+    hp = {**run.hp, **{k: jnp.array([r[1][k] for r in rows], jnp.float32) for k in spec.ragged}}
     un = Unlearner(spec, tuple(sorted(static.items())), tiny.ctx, model_axis="vmap")
     out = un(tiny.data, tiny.params, tiny.batch_stats, hp, run.key)
     chex.assert_trees_all_close(_row(out, 0, 0), _row(run.out, 0, 0), **TOLERANCE)

@@ -40,7 +40,8 @@ from jaxmu.attacks.population_mia import population_mia_stacked
 from jaxmu.engine.evaluate import evaluate_splits
 from jaxmu.engine.finite import finite_rows
 from jaxmu.methods import Choice, Float, Int, Method, epoch_cap, resolve_space
-from jaxmu.methods.stack import unlearn_stack, unlearning_key
+from jaxmu.methods.driver import with_stream_sizes
+from jaxmu.methods.stack import ProgramCache, unlearn_stack, unlearning_key
 from jaxmu.metrics import hpo_objectives, objective_score
 from jaxmu.pipeline import Setting, method_context, method_data
 
@@ -132,11 +133,12 @@ class TuningCounters:
     programs: int = 0
 
 
-def ragged_maxima(method: Method, cfg) -> dict[str, int]:
+def ragged_maxima(method: Method, cfg) -> dict[str, int | float]:
     """The compiled epoch count of each searched ragged epoch hyperparameter: its search
-    range's top (E_max for ``EP``). Trials differing only in those counts share one program."""
+    range's top (E_max for ``EP``; PRMQ's float ``EPF`` too). Trials differing only in those
+    counts share one program."""
     space = resolve_space(method.spec.search_space, epoch_cap(cfg.train.epochs))
-    return {k: int(space[k].high) for k in method.spec.ragged if isinstance(space.get(k), Int)}
+    return {k: space[k].high for k in method.spec.ragged if isinstance(space.get(k), (Int, Float))}
 
 
 class TrialEvaluator:
@@ -160,7 +162,8 @@ class TrialEvaluator:
         self.seed_row = {s: i for i, s in enumerate(setting.cfg.seeds)}
         self.epoch_maxima = ragged_maxima(method, setting.cfg) if setting.cfg.engine.ragged_epochs else {}
         self.counters = TuningCounters()
-        self._programs: dict[tuple, Any] = {}  # compiled once per static signature and stack size
+        self._programs = ProgramCache()  # compiled once per static signature and stack size
+        self._size = with_stream_sizes(self.ctx, self.data).size
 
     @property
     def compile_s(self) -> float:
@@ -184,7 +187,7 @@ class TrialEvaluator:
         hps = []
         for i, (_, params) in enumerate(trials):
             hp = self.method.spec.check_hparams({**self.method.hparams, **params})
-            st, arr = self.method.spec.ragged_split(hp, self.epoch_maxima)
+            st, arr = self.method.spec.ragged_split(hp, self.epoch_maxima, self._size)
             hps.append((st, arr))
             groups.setdefault(tuple(sorted(st.items())), []).append(i)
         out: list[Any] = [None] * len(trials)
@@ -209,7 +212,7 @@ class TrialEvaluator:
                 c.run_s += res.run_s
                 c.models += size
                 c.trials += real
-                c.programs = len(self._programs)
+                c.programs = self._programs.compiled
                 kept = jax.tree_util.tree_map(lambda x: x[:real], (res.params, res.batch_stats))
                 for i, o in zip(chunk[:real], self._objectives(kept, rows[:real])):
                     out[i] = o

@@ -48,3 +48,45 @@ def test_ragged_split_moves_only_declared_searched_counts():
     with pytest.raises(M.MethodError, match="exceeds the compiled maximum"):
         spec.ragged_split(hp, {"epochs": 1})
     assert not M.METHODS["scrub"].ragged  # epochs also set SCRUB's max-step window: stays static
+
+
+def test_prmq_float_epochs_are_one_program_of_host_computed_step_budgets(mlp):
+    """PRMQ's searched ``num_epochs`` is a float: ragged, it becomes each model's step budget
+    S = int(L * E) + 1 computed on the host in float64 (``ragged_value``). The third E sits just
+    below an integer multiple of 1/L: in float32, L * E rounds up to that integer (one step more)."""
+    spec = M.METHODS["prmq"]
+    size = lambda stream: int(mlp.data.retain.shape[0])  # noqa: E731  (only D_r is asked for)
+    L = -(-size("retain") // 64)
+    edge = (L + 3) / L - 1e-9
+    assert int(L * edge) != int(np.float32(L) * np.float32(edge))  # the case float32 gets wrong
+    counts = (0.5, 1.37, edge)
+    base = spec.check_hparams({"batch_size": 64, "epochs": 1.0})
+    rows = [spec.ragged_split({**base, "epochs": e}, {"epochs": 2.0}, size) for e in counts]
+    assert [r[1]["epochs"] for r in rows] == [float(int(L * e) + 1) for e in counts]
+    static = rows[0][0]
+    assert static["epochs"] == 2.0
+    arrays = {k: np.array([r[1][k] for r in rows], np.float32) for k in rows[0][1]}
+    ragged = unlearn_stack(spec, static, arrays, mlp.ctx, mlp.data, mlp.params, mlp.batch_stats, unlearning_key(),
+                           model_axis="loop")
+    for i, e in enumerate(counts):
+        m = M.get("prmq", batch_size=64, epochs=e)
+        take = lambda t, i=i: jax.tree_util.tree_map(lambda x: x[i:i + 1], t)  # noqa: E731
+        own = unlearn_stack(spec, m.static, m.arrays, mlp.ctx, mlp.data, take(mlp.params), take(mlp.batch_stats),
+                            unlearning_key(), model_axis="loop")
+        chex.assert_trees_all_equal(take((ragged.params, ragged.batch_stats)), (own.params, own.batch_stats))
+
+
+def test_a_step_budget_phase_must_be_well_formed(mlp):
+    """``Phase.steps`` needs one whole-stream pass and ceil(S / L) epochs."""
+    from jaxmu.methods.driver import step_budget, with_stream_sizes
+    from jaxmu.methods.plan import Pass, Phase
+
+    ctx = with_stream_sizes(mlp.ctx, mlp.data)
+    L = -(-ctx.size("retain") // 64)
+    one = Pass("step", "retain", 64)
+    with pytest.raises(ValueError, match="need 2 epochs, not 3"):
+        step_budget(Phase("p", 3, passes=(one,), steps=L + 1), {}, ctx)
+    with pytest.raises(ValueError, match="exactly one whole-stream pass"):
+        step_budget(Phase("p", 2, passes=(one, one), steps=L + 1), {}, ctx)
+    phase, gate = step_budget(Phase("p", 2, passes=(one,), steps=L + 1), {}, ctx)
+    assert gate is None and [(p.epochs, p.steps) for p in phase.passes] == [((0, 1), None), ((1, 2), 1)]

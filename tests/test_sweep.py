@@ -153,6 +153,44 @@ def test_batched_trials_equal_one_by_one(tmp_path):
     assert flat.counters.programs == 3
 
 
+def test_prmq_float_epochs_share_one_program_per_batch_size(tmp_path):
+    """PRMQ's searched float ``num_epochs`` is ragged (a per-model step budget): trials that
+    differ in it compile one program, with the objectives of one program per value. Before, each
+    sampled float was a new static signature: 300 programs for the study's budget, kept until
+    LLVM ran out of memory maps in ``sweep --method all``."""
+    import jaxmu.methods as M
+    from jaxmu.config import load_config
+    from jaxmu.pipeline import prepare, reference_stacks, stack_metrics
+    from jaxmu.tuning import TrialEvaluator
+
+    over = TINY + ["engine.progress=false", "train.epochs=6"]
+    setting = prepare(load_config(None, over), tmp_path)
+    refs = reference_stacks(setting)
+    retrain = stack_metrics(setting, refs["retrain"].state)
+    method = M.get("prmq")
+    trials = [(0, {"learning_rate": 0.01, "epochs": e, "batch_size": 128, "weight_decay": 1e-3,
+                   "momentum": 0.9, "prune_amount": 0.5}) for e in (1.0, 1.45, 2.0)]
+    ev = TrialEvaluator(setting, method, refs["original"].state, retrain, group_size=4)
+    ragged = ev.evaluate(trials)
+    assert ev.counters.programs == 1 and len({tuple(o) for o in ragged}) == 3
+    flat = TrialEvaluator(prepare(load_config(None, over + ["engine.ragged_epochs=false"]), tmp_path), method,
+                          refs["original"].state, retrain, group_size=4)
+    np.testing.assert_allclose(np.array(flat.evaluate(trials)), np.array(ragged), atol=1e-6)
+    assert flat.counters.programs == 3
+
+
+def test_program_cache_keeps_the_most_recently_used():
+    from jaxmu.methods.stack import ProgramCache
+
+    c = ProgramCache(capacity=2)
+    c["a"], c["b"] = 1, 2
+    assert c["a"] == 1  # a is now the most recent
+    c["c"] = 3
+    assert list(c) == ["a", "c"] and "b" not in c and c.compiled == 3
+    with pytest.raises(ValueError, match="capacity"):
+        ProgramCache(0)
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path, repo_root):
     """A helper worker and the main worker fill one journal-file study: no trial lost or doubled."""

@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import math
 import types
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from jaxmu.methods import driver
 from jaxmu.methods.plan import InitFn, PlanFn, ResultFn, UpdateFn
@@ -325,6 +325,11 @@ class MethodSpec:
       ragged: static epoch counts that may instead be given per model as array hyperparameters
         (``Phase.count``, ``docs/methods.md`` §6.2): ``ragged_split`` moves them, one program then
         serves every count up to the compiled maximum.
+      ragged_value: ``(name, value, static, size) -> float``: the per-model array a ragged count
+        becomes, when it is not the count itself (``static``: the static hyperparameters;
+        ``size(stream)``: a stream's number of examples). PRMQ's ``num_epochs`` E becomes its
+        step budget ``int(ceil(n_r / B) * E) + 1``, computed here in float64 as the reference
+        does (float32 arithmetic in the program could round ``L * E`` across an integer).
     """
 
     name: str
@@ -341,6 +346,7 @@ class MethodSpec:
     tune_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     domains: Mapping[str, Domain] = dataclasses.field(default_factory=dict)
     ragged: frozenset[str] = frozenset()
+    ragged_value: Callable[[str, Any, Mapping[str, Any], Callable[[str], int]], float] | None = None
 
     def __post_init__(self) -> None:
         if not self.ragged <= self.static:
@@ -398,19 +404,26 @@ class MethodSpec:
         arrays = {k: float(v) for k, v in hp.items() if k not in self.static}
         return static, arrays
 
-    def ragged_split(self, hp: Mapping[str, Any], maxima: Mapping[str, int]) -> tuple[dict[str, Any], dict[str, float]]:
+    def ragged_split(self, hp: Mapping[str, Any], maxima: Mapping[str, Any],
+                     size: Callable[[str], int] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
         """``split_hparams`` with every ragged epoch count named in ``maxima`` moved to the arrays.
 
         The static part then holds ``maxima[name]`` (the compiled number of epochs, e.g. the
-        search space's E_max) and the arrays the model's own count, so trials that differ only
-        in those counts share one program (``Phase.count``). A count above its maximum raises.
+        search space's E_max) and the arrays the model's own count — or ``ragged_value`` of it,
+        which may read the stream sizes ``size`` —, so trials that differ only in those counts
+        share one program (``Phase.count``). A count above its maximum raises.
         """
         static, arrays = self.split_hparams(hp)
         for name in self.ragged & set(maxima):
             if static[name] > maxima[name]:
                 raise MethodError(f"{self.name}.{name} = {static[name]} exceeds the compiled maximum {maxima[name]}")
-            arrays[name] = float(static[name])
-            static[name] = int(maxima[name])
+            if self.ragged_value is None:
+                arrays[name] = float(static[name])
+            elif size is None:
+                raise ValueError(f"{self.name}.{name}: a ragged count with ragged_value needs the stream sizes")
+            else:
+                arrays[name] = float(self.ragged_value(name, static[name], static, size))
+            static[name] = type(self.defaults[name])(maxima[name])
         return static, arrays
 
 

@@ -76,15 +76,17 @@ def _step(spec, state, batch: Batch, hp, key, ctx, phase: str):
     return state
 
 
-def run_pass(spec, p: Pass, state, hp, epoch_key, ctx, data, epoch):
+def run_pass(spec, p: Pass, state, hp, epoch_key, ctx, data, epoch, gate=None):
     """One pass of ``p`` with ``engine.passes``' loop and key convention (permutation from
-    ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``); the step index rides in the carry."""
+    ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``); the step index rides in the carry.
+    ``gate(epoch, b)`` (traced bool): the steps where it is false leave the state unchanged."""
     key = fold(epoch_key, p.key)
     idx = stream_indices(data, p.stream) if p.subset is None else getattr(state, p.subset)
 
     def step(carry, bidx, bkey):
         st, b = carry
-        return _step(spec, st, Batch(bidx, epoch, b, data), hp, bkey, ctx, p.phase), b + 1
+        run = lambda s: _step(spec, s, Batch(bidx, epoch, b, data), hp, bkey, ctx, p.phase)  # noqa: E731
+        return (run(st) if gate is None else jax.lax.cond(gate(epoch, b), run, lambda s: s, st)), b + 1
 
     carry = (state, jnp.int32(0))
     if p.steps is None:
@@ -115,13 +117,40 @@ def phase_length(phase: Phase, hp: Mapping[str, Array]):
     return phase.epochs
 
 
+def step_budget(phase: Phase, hp: Mapping[str, Array], ctx):
+    """``phase`` with its step budget (``Phase.steps``) made explicit, and the step gate.
+
+    Static budget S: the passes become epochs ``[0, S // L)`` of whole passes and, in epoch
+    ``S // L``, the first ``S mod L`` full batches of its shuffle (no gate). Ragged
+    (``hp[phase.count]``, each model's own S): every epoch runs its whole pass and step ``b`` of
+    epoch ``e`` runs while ``e * L + b < S``.
+    """
+    if phase.steps is None:
+        return phase, None
+    p = phase.passes[0] if len(phase.passes) == 1 else None
+    if p is None or p.epochs is not None or p.steps is not None or p.subset is not None or phase.schedule:
+        raise ValueError(f"phase {phase.name!r}: a step budget needs exactly one whole-stream pass and no schedule")
+    L = passes.pass_batches(ctx.size(p.stream), p.batch_size)
+    if phase.epochs != -(-phase.steps // L):
+        raise ValueError(f"phase {phase.name!r}: {phase.steps} steps of {L} per epoch need "
+                         f"{-(-phase.steps // L)} epochs, not {phase.epochs}")
+    if phase.count is not None and phase.count in hp:
+        budget = hp[phase.count]
+        return phase, lambda e, b: e * L + b < budget
+    full, rest = divmod(phase.steps, L)
+    split = (dataclasses.replace(p, epochs=(0, full)),) + \
+        ((dataclasses.replace(p, epochs=(full, full + 1), steps=rest),) if rest else ())
+    return dataclasses.replace(phase, passes=split, steps=None, count=None), None
+
+
 def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
     """The one-shot step, then the epochs of ``phase`` (``Phase.count``: each model stops at its
     own epoch count, later epochs skipped by ``lax.cond``: a real branch in a loop over models, a
-    select under ``vmap``)."""
+    select under ``vmap``; with a step budget ``Phase.steps``, at its own step count instead)."""
     pkey = fold(key, phase.key)
     zero = jnp.int32(0)
-    length = phase_length(phase, hp)
+    phase, gate = step_budget(phase, hp, ctx)
+    length = phase.epochs if gate is not None else phase_length(phase, hp)
     ragged = not isinstance(length, int)
     if phase.once is not None:
         state = _step(spec, state, Batch(None, zero, zero, data), hp, pkey, ctx, phase.once)
@@ -135,7 +164,7 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
             if phase.on_epoch is not None:
                 st = _step(spec, st, Batch(None, e, zero, data), hp, k, ctx, phase.on_epoch)
             for p in active:
-                st = run_pass(spec, p, st, hp, k, ctx, data, e)
+                st = run_pass(spec, p, st, hp, k, ctx, data, e, gate)
             return st
 
         if ragged:

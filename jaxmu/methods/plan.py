@@ -85,7 +85,7 @@ class Pass:
       shuffle: a fresh permutation per pass (else the stored order).
       key: ``fold_in`` path from the epoch key to the pass key.
       epochs: ``(lo, hi)``: the pass runs only in epochs lo <= e < hi (SCRUB's max steps).
-      steps: only the first ``steps`` full batches of the pass (PRMQ's step budget).
+      steps: only the first ``steps`` full batches of the pass.
       subset: name of a field of the method's state holding the indices to pass over instead of
         the whole stream: a subset of it drawn at run time (e.g. by the ``on_epoch`` hook; its
         length is static), MSG's random R' of D_r. ``None``: the stream itself.
@@ -120,6 +120,12 @@ class Phase:
         skipped, ``lax.cond``) and schedules use ``hp[count]`` as the phase length, so one
         program serves every epoch count up to ``epochs`` with the results of a program compiled
         for that count. A method lists such names in ``MethodSpec.ragged``.
+      steps: a step budget S for the whole phase (static; one pass per epoch): the steps cross
+        epoch boundaries, batch ``b`` of epoch ``e`` running while ``e * L + b < S`` (L: the
+        pass's batches, the partial one included), so the last epoch stops after the first
+        ``S mod L`` (full) batches of its shuffle; ``epochs`` must be ``ceil(S / L)``. With
+        ``count``, ``hp[count]`` is each model's own budget (``MethodSpec.ragged_value``) and
+        ``steps`` the compiled maximum (PRMQ's ``num_epochs`` under HPO).
     """
 
     name: str
@@ -130,6 +136,7 @@ class Phase:
     schedule: Schedule | None = None
     key: tuple[int, ...] = ()
     count: str | None = None
+    steps: int | None = None
 
 
 def epoch_count(hp: Mapping[str, Array], ctx: Any, name: str = "epochs"):

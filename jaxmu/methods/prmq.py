@@ -34,8 +34,12 @@ Quirk flags: ``fp16_roundtrip`` (True faithful; False skips step 4), ``prune_bia
 faithful; False prunes kernels only).
 
 Structure (``jaxmu.methods.plan``): ``init`` prunes and re-draws and holds the teacher and w_c;
-the plan is one phase of floor(S/L) + (S mod L > 0) epochs whose last epoch runs a pass with a
-``steps`` budget (L and S from ``ctx.size("retain")``); ``result`` is the fp16 round trip.
+the plan is one phase of ceil(S/L) epochs with the step budget S (``Phase.steps``; L and S from
+``ctx.size("retain")``); ``result`` is the fp16 round trip. ``epochs`` is ragged
+(``docs/methods.md`` §6.2): under HPO the program is compiled once per batch size for the
+search's E_max and each model gets its own S as an array (``steps_for_epochs``, computed on the host
+in float64 as the reference's ``int(L * E)``), so the 300 trials of a study compile 3 programs,
+not one per sampled float.
 
 Randomness: re-draw leaf ``i`` uses ``fold_in(fold_in(key, 0), i)``; training pass ``p`` uses
 ``fold_in(fold_in(key, 1), p)`` (the trailing partial pass is pass number floor(S/L)): the phase
@@ -120,15 +124,19 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
 
 
 def plan(ctx: StaticContext) -> Plan:
-    """S steps (phase key fold_in(key, 1)): floor(S / L) full passes over D_r, then, in one more
-    epoch, the first S mod L full batches of a fresh shuffle (a ``steps`` budget)."""
+    """S steps over D_r (phase key fold_in(key, 1); a ``Phase.steps`` budget): floor(S / L) full
+    passes, then the first S mod L full batches of a fresh shuffle. Under HPO ``num_epochs`` is
+    ragged: compiled for the search's E_max, each model stops at its own S (``driver.step_budget``)."""
     B = ctx.static["batch_size"]
+    S = train_steps(ctx.size("retain"), B, ctx.static["epochs"])
     L = pass_batches(ctx.size("retain"), B)
-    full, rest = divmod(train_steps(ctx.size("retain"), B, ctx.static["epochs"]), L)
-    passes = (Pass("step", "retain", B, epochs=(0, full)),)
-    if rest:
-        passes += (Pass("step", "retain", B, epochs=(full, full + 1), steps=rest),)
-    return (Phase("train", full + (rest > 0), passes=passes, key=(1,)),)
+    return (Phase("train", -(-S // L), passes=(Pass("step", "retain", B),), key=(1,), steps=S, count="epochs"),)
+
+
+def steps_for_epochs(name: str, epochs: float, static, size) -> int:
+    """``ragged_value``: the per-model array of a ragged ``num_epochs`` is its step budget S."""
+    del name
+    return train_steps(size("retain"), static["batch_size"], epochs)
 
 
 def result(state: State, hp, key, ctx: StaticContext, data) -> tuple[Any, Any]:
@@ -149,6 +157,8 @@ SPEC = MethodSpec(
               "prune_amount": 0.99, "fp16_roundtrip": True, "prune_biases": True},
     search_space={**generic_space(ep=None), "epochs": EPF, "prune_amount": U01},
     static=frozenset({"epochs", "batch_size", "fp16_roundtrip", "prune_biases"}),
+    ragged=frozenset({"epochs"}),
+    ragged_value=steps_for_epochs,
     domains={**generic_domains(ep=None), "epochs": nonneg("a (fractional) number of epochs; 0 is one step"),
              "prune_amount": unit("the fraction of weights pruned"),
              "fp16_roundtrip": D_BOOL, "prune_biases": D_BOOL},

@@ -15,10 +15,11 @@ before every run, so all seeds see the same unlearning randomness) or per model.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,37 @@ def unlearning_key(seeds=None, *, per_model: bool = False) -> jax.Array:
     if not per_model:
         return base
     return jnp.stack([jax.random.fold_in(base, int(s)) for s in seeds])
+
+
+class ProgramCache(collections.OrderedDict):
+    """Compiled executables by signature, at most ``capacity`` of them (least recently used dropped).
+
+    Every compiled XLA:CPU program keeps its JIT code mapped until it is dropped, and the code
+    pages count against the kernel's ``vm.max_map_count`` (65,530 by default). Before PRMQ's
+    epochs were ragged, its tuning compiled one program per trial; kept in an unbounded cache,
+    ~300 of them exhausted the maps and LLVM failed ("Cannot allocate memory", then SIGSEGV)
+    in ``sweep --method all``. The bound keeps any method whose static signature varies per
+    trial within the limit; a dropped program is compiled again (from the persistent compile
+    cache) if it is needed again. ``compiled``: how many programs were ever stored.
+    """
+
+    def __init__(self, capacity: int = 64):
+        super().__init__()
+        if capacity < 1:
+            raise ValueError(f"ProgramCache capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.compiled = 0
+
+    def __getitem__(self, sig):
+        self.move_to_end(sig)
+        return super().__getitem__(sig)
+
+    def __setitem__(self, sig, exe) -> None:
+        super().__setitem__(sig, exe)
+        self.move_to_end(sig)
+        self.compiled += 1
+        while len(self) > self.capacity:
+            self.popitem(last=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +149,13 @@ def _signature(args) -> tuple:
 def unlearn_stack(spec: MethodSpec, static: Mapping[str, Any], arrays: Mapping[str, Any], ctx: StaticContext,
                   data: SplitData, params, batch_stats, key, *, per_model_splits: bool = False,
                   model_axis: str = "vmap", chunk_size: int = 8,
-                  programs: dict[tuple, Any] | None = None) -> UnlearnResult:
+                  programs: MutableMapping[tuple, Any] | None = None) -> UnlearnResult:
     """Unlearn every model of a stack; compile time and run time measured apart.
 
     ``arrays`` are scalars (every model) or ``[M]`` per-model values; ``key`` is one key (shared,
     faithful) or ``[M, 2]`` (per model), as ``unlearning_key`` makes it. ``programs``: a cache of
-    compiled executables keyed by method, static settings and argument shapes; a hit costs no
-    compilation (``compile_s`` 0).
+    compiled executables keyed by method, static settings and argument shapes (a dict, or a
+    bounded ``ProgramCache``); a hit costs no compilation (``compile_s`` 0).
     """
     m = jax.tree_util.tree_leaves(params)[0].shape[0]
     hp = stack_hparams(arrays, m)
