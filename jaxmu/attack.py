@@ -182,16 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--bootstrap must be >= 2, got {args.bootstrap}")
     cfg = config_from_args(args)
     from jaxmu.ulira_stage import run_ulira
-    from jaxmu.pipeline import applicability_error, method_from_config, prepare
+    from jaxmu.pipeline import method_from_config, prepare, require_applicable
 
     method = method_from_config(cfg, args.method)
     enable_compile_cache()
-    setting = prepare(cfg, args.out)
-    why = applicability_error(setting, method)
-    if why:
-        from jaxmu.methods import MethodError
-
-        raise MethodError(why)  # before any shadow model is trained
+    setting = prepare(cfg, args.out, check=require_applicable(method))  # refused: nothing written
     a = cfg.attack
     print(f"U-LiRA: {a.num_splits} splits x {a.forget_sets} forget sets = {a.num_splits * a.forget_sets} "
           f"unlearned/retrained models; attack dir {setting.run_dir}")

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ from jaxmu.models import Model, build_model
 from jaxmu.models import fingerprint as model_fingerprint
 from jaxmu.models import is_builtin as model_is_builtin
 from jaxmu.originals import load_original, stack_hash
+from jaxmu.paths import absolute_path
 from jaxmu.scores import (AGAINST_RETRAIN, KLOM_SPLITS, METRICS, SCORES_FILE, SPLIT_NAMES, Scores, cache_key, klom_scores,  # noqa: F401
                           load_scores, margins, save_scores, scored_metrics, split_metrics, with_retention)
 from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage
@@ -99,10 +101,16 @@ def content_key(cfg: Config, ds: Dataset, model: Model) -> dict[str, str]:
     return key
 
 
-def prepare(cfg: Config, out: str | Path) -> Setting:
+def prepare(cfg: Config, out: str | Path, check: Callable[[Setting], None] | None = None) -> Setting:
+    """The ``Setting`` of ``cfg`` under ``out``: dataset, splits, model, run directory, engine.
+
+    Nothing is written until the dataset, the model, an imported original and ``check`` (called
+    on the setting before its run directory exists; it raises to refuse, e.g. a method that
+    cannot apply to the model) have passed: a refused command leaves no run directory and no
+    split file behind.
+    """
     d = cfg.data
     ds = load_dataset(d.name, data_dir=d.data_dir, path=d.path)
-    # the model is built before anything is written: a model that cannot apply leaves no run directory
     model = build_model(cfg.model.name, ds.num_classes, ds.images.shape[1:3] + (ds.images.shape[3],),
                         conv_impl=cfg.engine.conv_impl, stem=cfg.model.stem)
     original = None
@@ -110,15 +118,18 @@ def prepare(cfg: Config, out: str | Path) -> Setting:
         original = load_original(cfg.original.path, cfg.original.format, arch=model.name,
                                  num_classes=model.num_classes, input_shape=model.input_shape,
                                  stem=cfg.model.stem, num_seeds=len(cfg.seeds))
-    run_dir = run_dir_for(out, cfg, content_key(cfg, ds, model),
-                          original=None if original is None else stack_hash(original))
-    splits = splits_for(
-        ds, run_dir.parent / "splits", val_ratio=d.val_ratio, forget_ratio=d.forget_ratio,
-        seed=d.split_seed, forget_mode=d.forget_mode, forget_class=d.forget_class,
-        forget_class_fraction=d.forget_class_fraction,
-    )
+    split_args = dict(val_ratio=d.val_ratio, forget_ratio=d.forget_ratio, seed=d.split_seed,
+                      forget_mode=d.forget_mode, forget_class=d.forget_class,
+                      forget_class_fraction=d.forget_class_fraction)
+    split_dir = absolute_path(out) / "splits"
     data = DeviceData(jnp.asarray(ds.images), jnp.asarray(ds.labels, jnp.int32))
     axis = choose_model_axis(cfg.engine.model_axis, backend=jax.default_backend(), model_name=model.name)
+    if check is not None:
+        check(Setting(cfg, ds, splits_for(ds, split_dir, write=False, **split_args), data, model,
+                      absolute_path(out), axis, original))
+    run_dir = run_dir_for(out, cfg, content_key(cfg, ds, model),
+                          original=None if original is None else stack_hash(original))
+    splits = splits_for(ds, run_dir.parent / "splits", **split_args)
     setting = Setting(cfg, ds, splits, data, model, run_dir, axis, original)
     if cfg.engine.model_axis == "auto" and axis == "vmap":
         # a vmapped stack that would not fit in memory runs in vmapped chunks instead
@@ -285,6 +296,16 @@ def applicability_error(setting: Setting, method) -> str | None:
     except M.MethodError as e:
         return str(e)
     return None
+
+
+def require_applicable(method) -> Callable[[Setting], None]:
+    """A ``prepare`` check: ``MethodError`` (``applicability_error``'s message) when ``method``
+    cannot apply to the setting's model, before the run directory is made."""
+    def check(setting: Setting) -> None:
+        why = applicability_error(setting, method)
+        if why:
+            raise M.MethodError(why)
+    return check
 
 
 def method_context(setting: Setting):

@@ -235,11 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_storage(cfg.tune.storage)  # a bad or unreachable URL fails here, before any training
     enable_compile_cache()
     t_start = time.perf_counter()
-    setting = prepare(cfg, args.out)
+    refused: dict[str, str] = {}
+
+    def check(pending) -> None:  # before the run directory exists: a refusal writes nothing
+        refused.update({m.name: why for m in methods if (why := applicability_error(pending, m))})
+        if refused and args.method != "all":
+            raise M.MethodError(next(iter(refused.values())))
+
+    setting = prepare(cfg, args.out, check=check)
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
-    refused = {m.name: why for m in methods if (why := applicability_error(setting, m))}
-    if refused and args.method != "all":
-        raise M.MethodError(next(iter(refused.values())))  # before any stack is trained
     for why in refused.values():  # --method all: the others run
         print(f"skipped: {why}")
     methods = [m for m in methods if m.name not in refused]

@@ -99,18 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--method", default=None, help='method id or call string, e.g. "ng_plus(alpha=0.9)"')
     args = p.parse_args(argv)
     cfg = config_from_args(args)
-    from jaxmu.pipeline import (METRICS, applicability_error, method_from_config, prepare, scored_references,
+    from jaxmu.pipeline import (METRICS, method_from_config, prepare, require_applicable, scored_references,
                                 stack_evaluation, unlearn_stage)
     from jaxmu.train import metric_rows, stage_lines
 
     method = method_from_config(cfg, args.method)  # validate before any work
     enable_compile_cache()
-    setting = prepare(cfg, args.out)
-    why = applicability_error(setting, method)
-    if why:
-        from jaxmu.methods import MethodError
-
-        raise MethodError(why)  # before any stack is trained
+    setting = prepare(cfg, args.out, check=require_applicable(method))  # refused: nothing written
     print(f"run directory: {setting.run_dir}  (model axis: {setting.model_axis}, {len(cfg.seeds)} seeds)")
     scored = scored_references(setting)
     refs = scored.stacks

@@ -184,6 +184,11 @@ CASES = [
     # a method that cannot apply to the architecture: refused before any stack is trained
     ("method-needs-convs", "unlearn", ["--method", "ct"], "ct cannot apply to architecture 'mlp'", 0, None),
     ("method-needs-convs-sweep", "sweep", ["--method", "msg"], "msg cannot apply to architecture 'mlp'", 0, None),
+    # ... also where the run directory does not exist yet (other seeds): none is made, no split written
+    ("method-needs-convs-attack", "attack", ["--method", "ct", "--set", "seeds=[0,1]"],
+     "ct cannot apply to architecture 'mlp'", 0, None),
+    ("method-needs-convs-new-run", "unlearn", ["--method", "msg", "--set", "data.split_seed=7"],
+     "msg cannot apply to architecture 'mlp'", 0, None),
     # the run directory's own files
     ("corrupt-checkpoint", "train", [], "retrain/final", SUB, _corrupt_checkpoint),
     ("corrupt-config-json", "train", [], "config.json is corrupt", 0, _corrupt_config),

@@ -279,12 +279,13 @@ def split_arguments(ds: Dataset, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-def splits_for(ds: Dataset, cache_dir: str | os.PathLike, **kwargs: Any) -> Splits:
+def splits_for(ds: Dataset, cache_dir: str | os.PathLike, *, write: bool = True, **kwargs: Any) -> Splits:
     """Splits of ``ds`` for ``kwargs`` (see :func:`make_splits`), cached on disk.
 
     The file is ``cache_dir/splits_<name>_<h>.npz`` with ``h`` the first 16
     hex digits of sha256 over :func:`split_arguments`; it is reused when
     present, after verifying its content hash and its stored arguments.
+    ``write=False``: a missing file is not written (the splits are computed only).
 
     Raises:
       DataError: the cached file is corrupt or was made for other arguments.
@@ -302,5 +303,6 @@ def splits_for(ds: Dataset, cache_dir: str | os.PathLike, **kwargs: Any) -> Spli
             )
         return splits
     splits = make_splits(ds, **kwargs)
-    _write(splits, path, {_ARGS_KEY: args_json})
+    if write:
+        _write(splits, path, {_ARGS_KEY: args_json})
     return splits
