@@ -132,7 +132,8 @@ def work_jaxmu(net: str, m: int, a) -> dict:
     import jax.numpy as jnp
 
     from jaxmu.engine.execution import choose_model_axis
-    from jaxmu.engine.trainer import DeviceData, Trainer
+    from jaxmu.training import Trainer
+    from jaxmu.types import DeviceData
     from jaxmu.models import build_model
 
     backend = jax.default_backend()

@@ -49,7 +49,8 @@ def worker(models: list[int], net: str, epochs: int, coordinator: str | None, pr
     if coordinator:
         maybe_initialize(coordinator, processes, pid)
     from jaxmu.data import load_dataset, make_splits
-    from jaxmu.engine.trainer import DeviceData, Trainer
+    from jaxmu.training import Trainer
+    from jaxmu.types import DeviceData
     from jaxmu.models import build_model
 
     ds = load_dataset("digits")

@@ -45,7 +45,8 @@ import numpy as np  # noqa: E402
 
 from jaxmu.data import load_dataset
 from jaxmu.data.splits import make_splits
-from jaxmu.engine.trainer import DeviceData, Trainer
+from jaxmu.training import Trainer
+from jaxmu.types import DeviceData
 from jaxmu.models import build_model
 
 BATCH = 64

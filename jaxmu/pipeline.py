@@ -30,13 +30,15 @@ from jaxmu.data import is_builtin as data_is_builtin
 from jaxmu.engine.evaluate import Evaluator, split_logits
 from jaxmu.engine.execution import auto_chunk, choose_model_axis, memory_budget
 from jaxmu.engine.finite import finite_rows
-from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
+from jaxmu.engine.state import TrainProgress
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.models import Model, build_model
 from jaxmu.models import fingerprint as model_fingerprint
 from jaxmu.models import is_builtin as model_is_builtin
 from jaxmu.originals import load_original, stack_hash
 from jaxmu.paths import absolute_path
+from jaxmu.training import Trainer
+from jaxmu.types import DeviceData
 from jaxmu.scores import (AGAINST_RETRAIN, KLOM_SPLITS, METRICS, SCORES_FILE, SPLIT_NAMES, Scores, cache_key, klom_scores,  # noqa: F401
                           load_scores, margins, save_scores, scored_metrics, split_metrics, with_retention)
 from jaxmu.stages import StageResult, environment, run_dir_for, run_training_stage

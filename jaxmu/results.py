@@ -34,8 +34,15 @@ NO_CALL = "-"  # the call column of a trained reference stack, the seed column o
 
 
 def run_hash(cfg) -> str:
-    """The hash keying a config's run directory (``stages.run_dir_for``): data, model, train, seeds."""
-    return cfg.hash("data", "model", "train", "seeds")
+    """The hash keying a config's run directory (``stages.run_dir_for``): data, model, train, seeds
+    and the trainer's recipe version (``version.TRAINER_RECIPE``: models trained under another
+    recipe live in other directories)."""
+    import hashlib
+
+    from jaxmu.version import TRAINER_RECIPE
+
+    blob = f"{cfg.hash('data', 'model', 'train', 'seeds')}:trainer-recipe-{TRAINER_RECIPE}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_key(run_dir: Path) -> str:

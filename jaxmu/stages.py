@@ -38,7 +38,9 @@ from jaxmu.checkpoint import load_tree, save_tree, write_text_atomic
 from jaxmu.engine.finite import DivergedError, diverged_names, finite_rows
 from jaxmu.engine.sharding import place, to_host
 from jaxmu.config import Config
-from jaxmu.engine.trainer import DeviceData, Trainer, TrainProgress
+from jaxmu.engine.state import TrainProgress
+from jaxmu.training import Trainer
+from jaxmu.types import DeviceData
 from jaxmu.paths import absolute_path
 
 
@@ -140,7 +142,7 @@ class StageResult:
     """A finished training stage: the stacked state, its timings (seconds) and its learning curves.
 
     ``history``: ``{"loss": [M, epochs], "accuracy": [M, epochs]}``, each epoch's training loss
-    and accuracy per model as the trainer computed them during the epoch (``Trainer._epoch``);
+    and accuracy per model as the trainer computed them during the epoch (``jaxmu.training.update``);
     None for a stage finished before jaxmu recorded them.
     """
 

@@ -55,7 +55,8 @@ class TinySetting:
     """
 
     def __init__(self, digits: Dataset, splits: Splits, arch: str = "cnn", num_models: int = 2):
-        from jaxmu.engine.trainer import DeviceData, Trainer
+        from jaxmu.training import Trainer
+        from jaxmu.types import DeviceData
         from jaxmu.models import build_model
 
         self.model = build_model(arch, digits.num_classes, digits.images.shape[1:])
@@ -83,7 +84,7 @@ class TinySetting:
     def accuracy(self, params, batch_stats, idx):
         """Accuracy ``[models]`` of a stack on index set ``idx`` (eval mode)."""
         from jaxmu.engine.evaluate import Evaluator
-        from jaxmu.engine.trainer import DeviceData
+        from jaxmu.types import DeviceData
         from jaxmu.metrics import accuracy
 
         ev = Evaluator(self.model, self.ctx.mean, self.ctx.std, batch_size=256)

@@ -66,7 +66,8 @@ from jaxmu.engine.finite import finite_rows
 from jaxmu.config import AttackConfig
 from jaxmu.data import Dataset
 from jaxmu.engine.evaluate import Evaluator
-from jaxmu.engine.trainer import DeviceData, Trainer
+from jaxmu.training import Trainer
+from jaxmu.types import DeviceData
 from jaxmu.methods import SplitData
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.pipeline import Setting, method_context

@@ -14,7 +14,8 @@ import numpy as np
 
 from jaxmu.data import load_dataset, make_splits
 from jaxmu.engine.evaluate import Evaluator
-from jaxmu.engine.trainer import DeviceData, Trainer
+from jaxmu.training import Trainer
+from jaxmu.types import DeviceData
 from jaxmu.methods import SplitData, StaticContext, get
 from jaxmu.methods.stack import unlearn_stack, unlearning_key
 from jaxmu.models import build_model

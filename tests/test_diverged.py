@@ -213,7 +213,7 @@ class _DivergingTrainer:
 
 def test_training_stage_stops_on_divergence_and_keeps_the_last_good_epoch(tmp_path):
     from jaxmu.engine.state import TrainState
-    from jaxmu.engine.trainer import TrainProgress
+    from jaxmu.engine.state import TrainProgress
     from jaxmu.stages import run_training_stage
 
     init = TrainProgress(TrainState({"w": jnp.zeros((3, 2))}, {}, {}), jnp.ones(3), jnp.zeros(3, jnp.int32))
@@ -242,7 +242,7 @@ def test_diverged_model_leaves_the_others_bit_identical(tiny, model_axis):
     """
     import jaxmu.methods as M
     from jaxmu.engine.evaluate import Evaluator, split_logits
-    from jaxmu.engine.trainer import DeviceData
+    from jaxmu.types import DeviceData
     from jaxmu.methods.stack import unlearn_stack, unlearning_key
     from jaxmu.scores import Scores, split_metrics, with_retention
 

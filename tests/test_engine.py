@@ -10,7 +10,8 @@ import pytest
 from jaxmu.engine.evaluate import Evaluator
 from jaxmu.metrics import accuracy
 from jaxmu.engine.optim import cosine_factor, step_decay_factor, torch_sgd
-from jaxmu.engine.trainer import DeviceData, Trainer
+from jaxmu.training import Trainer
+from jaxmu.types import DeviceData
 from jaxmu.models import build_model
 from jaxmu.models.layers import BatchNorm, conv2d
 

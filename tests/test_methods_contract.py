@@ -180,6 +180,8 @@ def test_golden_outputs(contract):
         table["jax"] = jax.__version__
         if record == "sums" or name not in table["methods"]:
             table["methods"][name] = {k: got[k] for k in ("sum", "abs_sum", "sq_sum", "size")}
+            for recorded in table.get("platforms", {}).values():  # other platforms' bytes are of the old numerics
+                recorded.pop(name, None)
         table.setdefault("platforms", {}).setdefault(_platform(), {})[name] = got["sha256"]
         GOLDENS.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
         return

@@ -170,7 +170,7 @@ def test_report_runs_as_a_console_subcommand(repo_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def mlp_setup(digits, digits_splits):
-    from jaxmu.engine.trainer import DeviceData
+    from jaxmu.types import DeviceData
     from jaxmu.models import build_model
 
     model = build_model("mlp", digits.num_classes, digits.images.shape[1:])
@@ -180,7 +180,7 @@ def mlp_setup(digits, digits_splits):
 
 def test_logged_training_is_run_epochs_bit_for_bit(mlp_setup):
     """Chunks of ``run_epochs_logged`` give ``run_epochs``'s parameters exactly; each chunk logs its own epochs."""
-    from jaxmu.engine.trainer import Trainer
+    from jaxmu.training import Trainer
 
     model, data, subset, ds = mlp_setup
     tr = Trainer(model, 64, 3, "flip", ds.mean, ds.std)
@@ -205,7 +205,7 @@ def test_epoch_loss_and_accuracy_match_an_independent_evaluation(mlp_setup):
     (train mode, no augmentation; the MLP has no dropout or BatchNorm) equal the evaluator's mean
     cross-entropy and accuracy of the initial parameters on the subset, partial batch included."""
     from jaxmu.engine.evaluate import Evaluator
-    from jaxmu.engine.trainer import Trainer
+    from jaxmu.training import Trainer
     from jaxmu.metrics import accuracy, per_example_ce
 
     model, data, subset, ds = mlp_setup

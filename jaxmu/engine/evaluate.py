@@ -18,10 +18,9 @@ from jaxmu.data.augment import normalize
 from jaxmu.engine.execution import map_models
 from jaxmu.engine.sharding import addressable
 from jaxmu.attacks.lira import logit_scaled_confidence
-from jaxmu.engine.trainer import DeviceData
 from jaxmu.metrics import accuracy, per_example_ce
 from jaxmu.models.base import Model
-from jaxmu.types import Array
+from jaxmu.types import Array, DeviceData
 
 
 @dataclasses.dataclass(frozen=True)

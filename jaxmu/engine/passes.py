@@ -6,8 +6,8 @@ second step of its own static shape, so BatchNorm batch statistics and loss mean
 examples actually present.
 
 Key convention: a pass with key ``k`` permutes with ``fold_in(k, 0)`` and gives batch ``b``
-``fold_in(k, b + 1)``; epoch ``e`` of ``run_epochs`` gets ``fold_in(key, e)``. (The trainer keeps
-its own convention, see ``engine.trainer``.)
+``fold_in(k, b + 1)``; epoch ``e`` of ``run_epochs`` gets ``fold_in(key, e)``. One convention for
+every method and for the trainer of original/retrained stacks (``jaxmu.training``).
 """
 
 from __future__ import annotations

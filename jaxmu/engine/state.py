@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +128,28 @@ def _freeze_state(new_state, old_state, trainable):
         fix, new_state, old_state,
         is_leaf=lambda n: jax.tree_util.tree_structure(n) == params_def if not isinstance(n, jax.Array) else True,
     )
+
+
+class TrainProgress(NamedTuple):
+    """A model in training by ``jaxmu.training.Trainer`` (stacked: every leaf gets a models axis).
+
+    Attributes:
+      state: the ``TrainState`` (params, batch_stats, ``torch_sgd`` state; hyperparameters inside).
+      base_lr: the epoch-0 learning rate the cosine schedule scales.
+      epoch: number of finished epochs (int32).
+
+    Its leaves flatten in the order ``params, batch_stats, opt_state, base_lr, epoch`` (the
+    training stages' checkpoint layout).
+    """
+
+    state: TrainState
+    base_lr: jax.Array
+    epoch: jax.Array
+
+    @property
+    def params(self):
+        return self.state.params
+
+    @property
+    def batch_stats(self):
+        return self.state.batch_stats

@@ -143,17 +143,25 @@ def step_budget(phase: Phase, hp: Mapping[str, Array], ctx):
     return dataclasses.replace(phase, passes=split, steps=None, count=None), None
 
 
-def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
+def run_phase(spec, phase: Phase, state, hp, key, ctx, data, window=None):
     """The one-shot step, then the epochs of ``phase`` (``Phase.count``: each model stops at its
     own epoch count, later epochs skipped by ``lax.cond``: a real branch in a loop over models, a
-    select under ``vmap``; with a step budget ``Phase.steps``, at its own step count instead)."""
+    select under ``vmap``; with a step budget ``Phase.steps``, at its own step count instead).
+
+    ``window``: ``(start, stop)`` traced int32 scalars shared by every model: only the epochs
+    ``start <= e < stop`` run (the others are skipped by a ``lax.cond`` whose predicate carries no
+    models axis, so it stays a branch under ``vmap``); one compiled program then runs any chunk of
+    epochs — the resumable trainer (``jaxmu.training``). The one-shot step runs only in the
+    chunk that starts at epoch 0.
+    """
     pkey = fold(key, phase.key)
     zero = jnp.int32(0)
     phase, gate = step_budget(phase, hp, ctx)
     length = phase.epochs if gate is not None else phase_length(phase, hp)
     ragged = not isinstance(length, int)
     if phase.once is not None:
-        state = _step(spec, state, Batch(None, zero, zero, data), hp, pkey, ctx, phase.once)
+        once = lambda s: _step(spec, s, Batch(None, zero, zero, data), hp, pkey, ctx, phase.once)  # noqa: E731
+        state = once(state) if window is None else jax.lax.cond(window[0] == 0, once, lambda s: s, state)
     for lo, hi, active in _segments(phase):
 
         def epoch(st, e, k, active=active):
@@ -169,6 +177,8 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
 
         if ragged:
             epoch = functools.partial(_gated, epoch, length)
+        if window is not None:
+            epoch = functools.partial(_windowed, epoch, window)
         state = passes.run_epochs(state, hi, pkey, epoch, start=lo)
     return state
 
@@ -176,6 +186,11 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data):
 def _gated(epoch, length, st, e, k):
     """``epoch(st, e, k)`` for the epochs ``e < length``; the state unchanged after them."""
     return jax.lax.cond(e < length, lambda s: epoch(s, e, k), lambda s: s, st)
+
+
+def _windowed(epoch, window, st, e, k):
+    """``epoch(st, e, k)`` for ``window[0] <= e < window[1]``; the state unchanged otherwise."""
+    return jax.lax.cond((window[0] <= e) & (e < window[1]), lambda s: epoch(s, e, k), lambda s: s, st)
 
 
 def with_stream_sizes(ctx, data):
