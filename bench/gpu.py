@@ -104,13 +104,13 @@ def _precision(jax, params) -> tuple[str, str]:
 
 
 def _step_flops(jax, tr, state, batch: int, data) -> tuple[float, str]:
-    """FLOPs of one training step of the whole stack (vmapped ``Trainer._step``), from XLA's cost
+    """FLOPs of one training step of the whole stack (vmapped ``Trainer.step``), from XLA's cost
     analysis of its HLO; (0, why) when the backend gives none."""
     import jax.numpy as jnp
 
     spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.state)
     idx = jax.ShapeDtypeStruct((batch,), jnp.int32)
-    step = jax.jit(jax.vmap(lambda st, i, k, d: tr._step(st, i, k, d)[0], in_axes=(0, None, None, None)))
+    step = jax.jit(jax.vmap(lambda st, i, k, d: tr.step(st, i, k, d), in_axes=(0, None, None, None)))
     lowered = step.lower(spec, idx, jax.random.PRNGKey(0), data)
     for source, get in (("lowered HLO", lowered.cost_analysis), ("compiled HLO", lambda: lowered.compile().cost_analysis())):
         try:

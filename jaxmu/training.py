@@ -41,10 +41,10 @@ from jaxmu.engine.execution import map_models
 from jaxmu.engine.losses import cross_entropy, forward
 from jaxmu.engine.passes import gather
 from jaxmu.engine.state import TrainProgress, TrainState
-from jaxmu.methods._base import D_BATCH, D_EPOCHS, D_LR, D_MOM, D_WD, MethodSpec, SplitData, StaticContext
+from jaxmu.methods._base import SplitData, StaticContext
 from jaxmu.methods.driver import run_phase, with_stream_sizes
 from jaxmu.methods.plan import Batch
-from jaxmu.methods.recipes import cosine_finetune_plan
+from jaxmu.methods.recipes import cosine_finetune_plan, sgd_spec
 from jaxmu.models.base import Model
 from jaxmu.types import Array, DeviceData, PRNGKey
 from jaxmu.version import TRAINER_RECIPE  # noqa: F401  (the recipe this module implements)
@@ -82,18 +82,10 @@ def update(state: Logged, batch: Batch, hp, key, ctx: StaticContext, *, phase: s
     return Logged(st.apply_gradients(grads, batch_stats=bs), state.log.at[batch.epoch].add(row)), {"loss": loss}
 
 
-TRAINING = MethodSpec(
-    name="train",
-    init=init,
-    update=update,
-    plan=cosine_finetune_plan,
-    defaults={"epochs": 1, "batch_size": 128, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
-    search_space={},
-    static=frozenset({"epochs", "batch_size"}),
-    domains={"epochs": D_EPOCHS, "batch_size": D_BATCH, "learning_rate": D_LR, "momentum": D_MOM,
-             "weight_decay": D_WD},
-    doc="train from scratch: E epochs of augmented CE, PyTorch SGD, cosine learning rate (protocol §4.1)",
-)
+TRAINING = sgd_spec("train", cosine_finetune_plan,
+                    {"epochs": 1, "batch_size": 128, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+                    "train from scratch: E epochs of augmented CE, PyTorch SGD, cosine learning rate (protocol §4.1)",
+                    init=init, update=update, searched=False)
 """Not a registered method: the original / retrain recipe, run by ``Trainer`` through the driver."""
 
 
@@ -195,6 +187,14 @@ class Trainer:
         """
         return self._mapped(logged=True)
 
+    def step(self, state: TrainState, idx: Array, key: PRNGKey, data: DeviceData) -> TrainState:
+        """One training step of ONE model on the batch ``idx`` (the recipe's ``update``), for
+        memory and cost analyses of a step (``bytes_per_model``, ``bench/gpu.py``)."""
+        split = self._split(idx, data)
+        logged = Logged(state, jnp.zeros((self.num_epochs, 2), jnp.float32))
+        batch = Batch(idx, jnp.int32(0), jnp.int32(0), split)
+        return update(logged, batch, {}, key, self._ctx(split), phase="descend")[0].train
+
     def bytes_per_model(self, data: DeviceData) -> int:
         """Memory of one model's training step (arguments, outputs, temporaries), from XLA.
 
@@ -202,15 +202,9 @@ class Trainer:
         engine uses it to chunk a vmapped stack that would not fit (``execution.auto_chunk``).
         """
         key = jax.random.PRNGKey(0)
-        state = jax.eval_shape(lambda k: Logged(self._init_one(k, 0.1, 0.9, 0.0).state,
-                                                jnp.zeros((self.num_epochs, 2), jnp.float32)), key)
+        state = jax.eval_shape(lambda k: self._init_one(k, 0.1, 0.9, 0.0).state, key)
         idx = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32)
-
-        def step(st, i, k, d):
-            split = self._split(i, d)
-            return update(st, Batch(i, jnp.int32(0), jnp.int32(0), split), {}, k, self._ctx(split), phase="descend")[0]
-
-        compiled = jax.jit(step).lower(state, idx, key, data).compile()
+        compiled = jax.jit(self.step).lower(state, idx, key, data).compile()
         mem = compiled.memory_analysis()
         if mem is None:
             return 0

@@ -12,18 +12,8 @@ and GA).
 
 from __future__ import annotations
 
-from jaxmu.methods._base import MethodSpec, generic_domains, generic_space
-from jaxmu.methods.recipes import ce_update, cosine_finetune_plan, sgd_init
+from jaxmu.methods.recipes import cosine_finetune_plan, sgd_spec
 
-SPEC = MethodSpec(
-    name="finetune",
-    init=sgd_init,
-    update=ce_update,
-    plan=cosine_finetune_plan,
-    defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
-    search_space=generic_space(),
-    static=frozenset({"epochs", "batch_size"}),
-    ragged=frozenset({"epochs"}),
-    domains=generic_domains(),
-    doc="fine-tune on D_r (cosine per epoch)",
-)
+SPEC = sgd_spec("finetune", cosine_finetune_plan,
+                {"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+                "fine-tune on D_r (cosine per epoch)")

@@ -17,9 +17,9 @@ tinyvit_11m: train mode, so TinyViT drop-path is active with per-step keys).
 
 from __future__ import annotations
 
-from jaxmu.methods._base import MethodSpec, StaticContext, generic_domains, generic_space
+from jaxmu.methods._base import StaticContext
 from jaxmu.methods.plan import Pass, Phase, Plan
-from jaxmu.methods.recipes import ce_update, sgd_init
+from jaxmu.methods.recipes import sgd_spec
 
 
 def plan(ctx: StaticContext) -> Plan:
@@ -28,15 +28,6 @@ def plan(ctx: StaticContext) -> Plan:
     return (Phase("ascend", s["epochs"], passes=(Pass("ascend", "forget", s["batch_size"]),), count="epochs"),)
 
 
-SPEC = MethodSpec(
-    name="gradient_ascent",
-    init=sgd_init,
-    update=ce_update,
-    plan=plan,
-    defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
-    search_space=generic_space(),
-    static=frozenset({"epochs", "batch_size"}),
-    ragged=frozenset({"epochs"}),
-    domains=generic_domains(),
-    doc="gradient ascent on D_f (SGD, no schedule)",
-)
+SPEC = sgd_spec("gradient_ascent", plan,
+                {"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
+                "gradient ascent on D_f (SGD, no schedule)")

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import ce_step, masked_ce_step
-from jaxmu.methods._base import (BS, D_BATCH, D_EPOCHS, D_LR, EP, LR, NL, U01, WD, OneOf, SplitData,
-    StaticContext, at_least, nonneg, unit)
+from jaxmu.methods._base import (BS, D_BATCH, D_EPOCHS, D_LR, EP, LR, NL, U01, WD, MethodSpec, OneOf, SplitData,
+    StaticContext, at_least, generic_domains, generic_space, nonneg, unit)
 from jaxmu.methods.layouts import ATTENTION_BIAS_MODES, trainable_mask
 from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
 
@@ -35,6 +35,16 @@ def ce_update(state: TrainState, batch: Batch, hp, key, ctx: StaticContext, *, p
     del hp
     sign = -1.0 if phase == "ascend" else 1.0
     return ce_step(ctx, batch.data, state, batch.indices, key, sign=sign), {}
+
+
+def sgd_spec(name: str, plan, defaults: dict[str, Any], doc: str, *, init=sgd_init, update=ce_update,
+             searched: bool = True) -> MethodSpec:
+    """A method over the generic SGD hyperparameters only (epochs, B, lr, momentum, wd; epochs
+    ragged): FT and GA, and the trainer's recipe (``jaxmu.training``; ``searched=False``: no
+    search space)."""
+    return MethodSpec(name=name, init=init, update=update, plan=plan, defaults=defaults,
+                      search_space=generic_space() if searched else {}, static=frozenset({"epochs", "batch_size"}),
+                      ragged=frozenset({"epochs"}), domains=generic_domains(), doc=doc)
 
 
 def cosine_finetune_plan(ctx: StaticContext) -> Plan:
