@@ -209,14 +209,16 @@ def check_finite(run: ContractRun) -> None:
 
 
 def check_ragged(run: ContractRun, tiny: TinySetting) -> None:
-    """Ragged epochs (docs/methods.md §6.2): every name in ``spec.ragged`` is some phase's count;
-    compiled for 2 epochs with per-model counts [1, 2], model 0 gets the 1-epoch program's result
-    (vmap-versus-loop tolerance) and model 1 one more epoch."""
+    """Ragged epochs (docs/methods.md §6.2): every count a phase or pass of the plan names is in
+    ``spec.ragged`` (so tuning passes it per model); compiled for 2 with per-model counts [1, 2]
+    (every ragged name at once), model 0 gets the result of the program compiled for 1
+    (vmap-versus-loop tolerance) and model 1 something else."""
     from jaxmu.methods.driver import with_stream_sizes
 
     spec = run.spec
     plan = spec.plan(with_stream_sizes(tiny.ctx.with_static(dict(run.static)), tiny.data))
-    assert {ph.count for ph in plan if ph.count} == set(spec.ragged)
+    counts = {ph.count for ph in plan if ph.count} | {p.count for ph in plan for p in ph.passes if p.count}
+    assert counts <= set(spec.ragged), f"{spec.name}: plan counts {sorted(counts - set(spec.ragged))} not ragged"
     if not spec.ragged:
         return
     size = with_stream_sizes(tiny.ctx, tiny.data).size

@@ -22,17 +22,24 @@ def mlp(digits, digits_splits):
     return TinySetting(digits, digits_splits, arch="mlp", num_models=len(COUNTS))
 
 
-@pytest.mark.parametrize("name", ["finetune", "cf_k", "kde", "cfw", "fcs"])  # cosine, step, two phases, counts in updates
+BATCH = {"scrub": {"retain_batch_size": 64, "forget_batch_size": 64}, "rni": {"batch_size": 64,
+                                                                                "fine_lr_schedule": "scalar"}}
+
+
+# cosine, step, two phases, counts in updates; SCRUB: a pass count (msteps) and a selection over
+# the first E snapshots; RNI: F and R read by the update
+@pytest.mark.parametrize("name", ["finetune", "cf_k", "kde", "cfw", "fcs", "scrub", "rni"])
 def test_one_program_for_every_count_equals_one_program_per_count(mlp, name):
     spec = M.METHODS[name]
-    base = M.get(name, batch_size=64, **{k: 1 for k in spec.ragged})
+    extra = BATCH.get(name, {"batch_size": 64})
+    base = M.get(name, **extra, **{k: 1 for k in spec.ragged})
     static, arrays = spec.ragged_split(base.spec.check_hparams(base.hparams), {k: max(COUNTS) for k in spec.ragged})
     assert all(static[k] == max(COUNTS) for k in spec.ragged)
     arrays = {**arrays, **{k: np.array(COUNTS, np.float32) for k in spec.ragged}}
     ragged = unlearn_stack(spec, static, arrays, mlp.ctx, mlp.data, mlp.params, mlp.batch_stats, unlearning_key(),
                            model_axis="loop")
     for i, n in enumerate(COUNTS):
-        m = M.get(name, batch_size=64, **{k: n for k in spec.ragged})
+        m = M.get(name, **extra, **{k: n for k in spec.ragged})
         take = lambda t, i=i: jax.tree_util.tree_map(lambda x: x[i:i + 1], t)  # noqa: E731
         own = unlearn_stack(spec, m.static, m.arrays, mlp.ctx, mlp.data, take(mlp.params), take(mlp.batch_stats),
                             unlearning_key(), model_axis="loop")
@@ -47,7 +54,8 @@ def test_ragged_split_moves_only_declared_searched_counts():
     assert spec.ragged_split(hp, {}) == spec.split_hparams(hp)  # nothing searched: nothing moves
     with pytest.raises(M.MethodError, match="exceeds the compiled maximum"):
         spec.ragged_split(hp, {"epochs": 1})
-    assert not M.METHODS["scrub"].ragged  # epochs also set SCRUB's max-step window: stays static
+    assert M.METHODS["scrub"].ragged == {"epochs", "msteps"} and M.METHODS["rni"].ragged == {
+        "epochs", "fine_epochs", "reset_epochs"}
 
 
 def test_prmq_float_epochs_are_one_program_of_host_computed_step_budgets(mlp):
@@ -90,3 +98,25 @@ def test_a_step_budget_phase_must_be_well_formed(mlp):
         step_budget(Phase("p", 2, passes=(one, one), steps=L + 1), {}, ctx)
     phase, gate = step_budget(Phase("p", 2, passes=(one,), steps=L + 1), {}, ctx)
     assert gate is None and [(p.epochs, p.steps) for p in phase.passes] == [((0, 1), None), ((1, 2), 1)]
+
+
+@pytest.mark.parametrize("name,rows", [
+    ("rni", [{"epochs": 3, "fine_epochs": 1, "reset_epochs": 1}, {"epochs": 3, "fine_epochs": 2, "reset_epochs": 2},
+             {"epochs": 2, "fine_epochs": 1, "reset_epochs": 0}]),  # partial epochs, noise from epoch R
+    ("scrub", [{"epochs": 3, "msteps": 1}, {"epochs": 2, "msteps": 2}, {"epochs": 3, "msteps": 0}]),
+])
+def test_mixed_counts_equal_their_own_programs(mlp, name, rows):
+    """Counts that differ independently per model (RNI's E, F, R; SCRUB's E and msteps) in one
+    program compiled for their maxima equal each model's own program, bit for bit."""
+    spec = M.METHODS[name]
+    maxima = {k: max(r[k] for r in rows) for k in spec.ragged}
+    split = [spec.ragged_split(spec.check_hparams({**BATCH[name], **r}), maxima) for r in rows]
+    arrays = {k: np.array([s[1][k] for s in split], np.float32) for k in split[0][1]}
+    ragged = unlearn_stack(spec, split[0][0], arrays, mlp.ctx, mlp.data, mlp.params, mlp.batch_stats,
+                           unlearning_key(), model_axis="loop")
+    for i, r in enumerate(rows):
+        m = M.get(name, **BATCH[name], **r)
+        take = lambda t, i=i: jax.tree_util.tree_map(lambda x: x[i:i + 1], t)  # noqa: E731
+        own = unlearn_stack(spec, m.static, m.arrays, mlp.ctx, mlp.data, take(mlp.params), take(mlp.batch_stats),
+                            unlearning_key(), model_axis="loop")
+        chex.assert_trees_all_equal(take((ragged.params, ragged.batch_stats)), (own.params, own.batch_stats))

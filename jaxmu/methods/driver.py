@@ -76,7 +76,7 @@ def _step(spec, state, batch: Batch, hp, key, ctx, phase: str):
     return state
 
 
-def run_pass(spec, p: Pass, state, hp, epoch_key, ctx, data, epoch, gate=None):
+def run_pass(spec, p: Pass, state, *, hp, epoch_key, ctx, data, epoch, gate=None):
     """One pass of ``p`` with ``engine.passes``' loop and key convention (permutation from
     ``fold_in(k, 0)``, step ``b`` on ``fold_in(k, b + 1)``); the step index rides in the carry.
     ``gate(epoch, b)`` (traced bool): the steps where it is false leave the state unchanged."""
@@ -172,7 +172,9 @@ def run_phase(spec, phase: Phase, state, hp, key, ctx, data, window=None):
             if phase.on_epoch is not None:
                 st = _step(spec, st, Batch(None, e, zero, data), hp, k, ctx, phase.on_epoch)
             for p in active:
-                st = run_pass(spec, p, st, hp, k, ctx, data, e, gate)
+                run = functools.partial(run_pass, spec, p, hp=hp, epoch_key=k, ctx=ctx, data=data, epoch=e, gate=gate)
+                st = run(st) if p.count is None or p.count not in hp else \
+                    jax.lax.cond(e < hp[p.count], run, lambda s: s, st)
             return st
 
         if ragged:

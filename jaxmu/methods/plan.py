@@ -89,6 +89,9 @@ class Pass:
       subset: name of a field of the method's state holding the indices to pass over instead of
         the whole stream: a subset of it drawn at run time (e.g. by the ``on_epoch`` hook; its
         length is static), MSG's random R' of D_r. ``None``: the stream itself.
+      count: the name of an epoch-count hyperparameter bounding the pass, for ragged counts: when
+        the array hyperparameters hold it, the pass runs only in the epochs ``e < hp[count]``
+        (``lax.cond``), ``epochs`` being the compiled window (SCRUB's ``msteps``).
     """
 
     phase: str
@@ -99,6 +102,7 @@ class Pass:
     epochs: tuple[int, int] | None = None
     steps: int | None = None
     subset: str | None = None
+    count: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

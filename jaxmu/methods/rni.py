@@ -26,7 +26,9 @@ TinyViT: 54 / 161).
    theta_{t+1} = theta_t - lr * m_t on the trainable leaves, m_t = mu m_{t-1} + g_t + wd theta_t,
    m reset to 0 at every epoch start.
 
-Static: E, F, R, ``batch_size`` (B), the flags. Arrays: the two optimizers' hyperparameters,
+Static: E, F, R, ``batch_size`` (B), the flags; E, F and R are ragged under tuning (compiled for
+E_max epochs, each model stops at its own E, and its F and R are per-model values the update reads:
+``plan.epoch_count``). Arrays: the two optimizers' hyperparameters,
 ``noise_ratio``, ``origin_noise``; floor(noise_ratio * 9) is a float32 ``jnp.floor`` applied as a
 rank threshold, so ``noise_ratio`` may differ per model (the reference truncates a float64
 product: identical except within float32 rounding of multiples of 1/9).
@@ -55,7 +57,7 @@ from jaxmu.methods._base import (D_BOOL, D_LR, D_MOM, D_WD, EP, LR, U01, WD, Met
     StaticContext, at_least, generic_domains, generic_space, nonneg, unit)
 from jaxmu.methods.layouts import NAME_FILTERS, KeyTable, key_table
 from jaxmu.methods.noise import add_noise
-from jaxmu.methods.plan import Batch, Pass, Phase, Plan
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, epoch_count
 from jaxmu.methods.ranking import ranks
 from jaxmu.methods.reinit import reset_classifier
 from jaxmu.models.names import tree_paths
@@ -86,7 +88,7 @@ def partial_masks(table: KeyTable, key, ep, seen, noise_ratio, reset_epochs: int
 def fine_lr(hp, ep, E: int, F: int, schedule: str):
     if schedule == "scalar":
         return hp["fine_learning_rate"]
-    idx = jnp.clip(ep - (E - F), 0, len(FINE_LR_LIST) - 1)  # clipped only in partial epochs (unused there)
+    idx = jnp.clip(ep - (E - F), 0, len(FINE_LR_LIST) - 1).astype(jnp.int32)  # clipped only in partial epochs
     return jnp.asarray(FINE_LR_LIST, jnp.float32)[idx]
 
 
@@ -121,12 +123,12 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
         mask = unflatten_like(state.train.params, [state.trainable[i] for i in range(state.trainable.shape[0])])
         return state._replace(train=masked_ce_step(ctx, batch.data, state.train, batch.indices, key, train=True,
                                                    trainable=mask)), {}
-    E, F, R = (ctx.static[k] for k in EPOCH_COUNTS)
+    E, F, R = (epoch_count(hp, ctx, k) for k in EPOCH_COUNTS)  # per model when ragged (float32)
     table = key_table(ctx.arch, state.train.params, state.train.batch_stats, ctx.static["name_filter"])
     # One body for both phases (one compiled program): the fine phase is the partial phase
     # with every leaf trainable, no noise and the fine optimizer's hyperparameters.
     ep = batch.epoch
-    fine = ep >= max(0, E - F)
+    fine = ep >= jnp.maximum(0, E - F)
     trainable, noised, seen = partial_masks(table, key, ep, state.seen, hp["noise_ratio"], R,
                                             noise_only_unseen=ctx.static["noise_only_unseen"])
     trainable = trainable | fine
@@ -141,7 +143,7 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
 def plan(ctx: StaticContext) -> Plan:
     """E epochs on ``fold_in(key, 1)``: ``select`` with k_e, then one pass over D_r on ``fold_in(k_e, 2)``."""
     _check(ctx.static)
-    return (Phase("rni", ctx.static["epochs"], on_epoch="select",
+    return (Phase("rni", ctx.static["epochs"], on_epoch="select", count="epochs",
                   passes=(Pass("step", "retain", ctx.static["batch_size"], key=(2,)),), key=(1,)),)
 
 
@@ -158,6 +160,7 @@ SPEC = MethodSpec(
                   "noise_ratio": U01, "origin_noise": U01, **generic_space()},
     static=frozenset({"epochs", "fine_epochs", "reset_epochs", "batch_size", "fine_lr_schedule", "name_filter",
                       "noise_only_unseen"}),
+    ragged=frozenset(EPOCH_COUNTS),
     domains={**generic_domains(ep=None), **{k: at_least(0, "a number of epochs") for k in EPOCH_COUNTS},
              "fine_learning_rate": D_LR, "fine_momentum": D_MOM, "fine_weight_decay": D_WD,
              "noise_ratio": unit("the fraction of selected layers noised"),

@@ -25,7 +25,9 @@ k* = 0 returns the FINAL student in the reference (``k0_keeps_final=True``, fait
 random forgetting; if empty, err_fv is taken as 100).
 
 Static: ``epochs``, ``msteps`` (the first min(msteps, E) epochs run the max pass: ``Pass.epochs``),
-the two batch sizes, ``select_checkpoint`` (True faithful; False returns the final student),
+both ragged under tuning (``Phase.count`` / ``Pass.count``: compiled for E_max, each model stops
+at its own E and msteps; the log and snapshots are sized E_max + 1 and the selection looks at
+k <= E only), the two batch sizes, ``select_checkpoint`` (True faithful; False returns the final student),
 ``k0_keeps_final``. Arrays: the SGD's (sgda_*), ``gamma``, ``alpha``, ``temperature`` (kd_T; T -> 0
 gives non-finite losses, not guarded). Dead (§4.6): ``beta`` (the "kd" distiller adds 0) and
 ``smoothing`` (the SWA term is a zero distance whose JAX gradient would be NaN). Decay rate 0.1 fixed.
@@ -47,7 +49,7 @@ from jaxmu.engine.losses import cross_entropy, kl_div
 from jaxmu.engine.passes import error_percent, predict_correct
 from jaxmu.engine.state import TrainState
 from jaxmu.engine.steps import distill_step
-from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule
+from jaxmu.methods.plan import Batch, Pass, Phase, Plan, Schedule, epoch_count
 from jaxmu.methods._base import (BS, D_BATCH, D_BOOL, D_TEMP, EP, LR, TEMP, U01, WD, MethodSpec,
     SplitData, StaticContext, at_least, generic_domains, nonneg)
 
@@ -66,13 +68,16 @@ def record_errors(ctx: StaticContext, data: SplitData, params, batch_stats, fv_m
     return jnp.stack([error_percent(c_r), error_percent(c_f), error_percent(c_v), error_percent(c_v, fv_mask)])
 
 
-def select_index(err_f, err_fv_final, *, k0_keeps_final: bool = True) -> jax.Array:
-    """k* = argmin_k |err_f[k] - err_fv_final| over k = 0..E (``err_f`` ``[E+1]``, first on ties);
-    k* = 0 maps to E (the final student) when ``k0_keeps_final``."""
+def select_index(err_f, err_fv_final, *, k0_keeps_final: bool = True, last=None) -> jax.Array:
+    """k* = argmin_k |err_f[k] - err_fv_final| over k = 0..E (first on ties); k* = 0 maps to E (the
+    final student) when ``k0_keeps_final``. ``err_f`` ``[E_max+1]``; ``last`` = E (traced when
+    epochs are ragged; default E_max): the entries after it are not candidates."""
     err_f = jnp.asarray(err_f)
-    k = jnp.argmin(jnp.abs(err_f - err_fv_final)).astype(jnp.int32)
+    last = err_f.shape[0] - 1 if last is None else last
+    dist = jnp.where(jnp.arange(err_f.shape[0]) <= last, jnp.abs(err_f - err_fv_final), jnp.inf)
+    k = jnp.argmin(dist).astype(jnp.int32)
     if k0_keeps_final:
-        k = jnp.where(k == 0, err_f.shape[0] - 1, k)
+        k = jnp.where(k == 0, last, k).astype(jnp.int32)
     return k
 
 
@@ -135,23 +140,25 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
 def plan(ctx: StaticContext) -> Plan:
     """E epochs (k_e = fold_in(key, e), e 0-based): step-decayed lr, the error log, the max pass over
     D_f in stored order in the first min(msteps, E) epochs (key fold_in(k_e, 0): drop-path only), the
-    min pass over D_r (key fold_in(k_e, 1))."""
+    min pass over D_r (key fold_in(k_e, 1)). Ragged under tuning: E and msteps per model."""
     s = ctx.static
     E = s["epochs"]
     n_max = max(0, min(s["msteps"], E))
     return (Phase("unlearn", E, schedule=Schedule("step", decay=LR_DECAY_RATE, one_based=True),
-                  on_epoch="record" if s["select_checkpoint"] else None,
-                  passes=(Pass("max", "forget", s["forget_batch_size"], shuffle=False, key=(0,), epochs=(0, n_max)),
+                  on_epoch="record" if s["select_checkpoint"] else None, count="epochs",
+                  passes=(Pass("max", "forget", s["forget_batch_size"], shuffle=False, key=(0,), epochs=(0, n_max),
+                               count="msteps"),
                           Pass("min", "retain", s["retain_batch_size"], key=(1,)))),)
 
 
 def result(state: State, hp, key, ctx: StaticContext, data: SplitData) -> tuple[Any, Any]:
     """The final errors complete the log (k = E); the snapshot k* is returned (see the docstring)."""
-    E = ctx.static["epochs"]
-    if not ctx.static["select_checkpoint"] or E == 0:
+    if not ctx.static["select_checkpoint"] or ctx.static["epochs"] == 0:
         return state.train.params, state.train.batch_stats
+    E = epoch_count(hp, ctx)  # the model's own E when ragged (a float32 count), else E_max
+    E = E if isinstance(E, int) else E.astype(jnp.int32)
     log = record(state, E, ctx, data)
-    k = select_index(log.errs[:, 1], log.errs[-1, 3], k0_keeps_final=ctx.static["k0_keeps_final"])
+    k = select_index(log.errs[:, 1], log.errs[E, 3], k0_keeps_final=ctx.static["k0_keeps_final"], last=E)
     return jax.tree_util.tree_map(lambda a: a[k], log.snaps)
 
 
@@ -169,6 +176,7 @@ SPEC = MethodSpec(
                   "learning_rate": LR, "weight_decay": WD, "retain_batch_size": BS, "forget_batch_size": BS},
     static=frozenset({"epochs", "msteps", "retain_batch_size", "forget_batch_size", "select_checkpoint",
                       "k0_keeps_final"}),
+    ragged=frozenset({"epochs", "msteps"}),
     dead=frozenset({"beta", "smoothing"}),
     domains={**generic_domains(bs="retain_batch_size"), "forget_batch_size": D_BATCH,
              "msteps": at_least(0, "the number of max-steps epochs; 0 skips the forget phase"),
