@@ -131,7 +131,7 @@ def prepare(cfg: Config, out: str | Path, check: Callable[[Setting], None] | Non
                       absolute_path(out), axis, original))
     run_dir = run_dir_for(out, cfg, content_key(cfg, ds, model),
                           original=None if original is None else stack_hash(original))
-    splits = splits_for(ds, run_dir.parent / "splits", **split_args)
+    splits = splits_for(ds, split_dir, **split_args)  # run_dir.parent / "splits"
     setting = Setting(cfg, ds, splits, data, model, run_dir, axis, original)
     if cfg.engine.model_axis == "auto" and axis == "vmap":
         # a vmapped stack that would not fit in memory runs in vmapped chunks instead

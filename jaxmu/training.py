@@ -21,7 +21,7 @@ and gives batch ``b`` the key ``fold_in(k_e, b + 1)``, which augments the batch;
 every model (``in_axes=None``): identical order and augmentation for all seeds, only the
 initialisation differs. Otherwise both carry a models axis. (Until the trainer became a plan it
 drew the permutation from ``k_e`` itself and batch ``b``'s key as ``fold_in(k_e, b)``: run
-directories are keyed by ``TRAINER_RECIPE`` so models trained that way are never resumed this way.)
+directories are keyed by ``jaxmu.version.TRAINER_RECIPE`` so models trained that way are never resumed this way.)
 
 Each epoch also logs the training loss and accuracy its steps saw (the running figures of a
 training log): the state carries them as data (``Logged.log``), each step adding its share.
@@ -47,7 +47,6 @@ from jaxmu.methods.plan import Batch
 from jaxmu.methods.recipes import cosine_finetune_plan, sgd_spec
 from jaxmu.models.base import Model
 from jaxmu.types import Array, DeviceData, PRNGKey
-from jaxmu.version import TRAINER_RECIPE  # noqa: F401  (the recipe this module implements)
 
 
 class Logged(NamedTuple):
@@ -57,11 +56,16 @@ class Logged(NamedTuple):
     train: TrainState
     log: Array
 
+    @classmethod
+    def start(cls, train: TrainState, epochs: int) -> "Logged":
+        """``train`` with an empty log of ``epochs`` rows."""
+        return cls(train, jnp.zeros((epochs, 2), jnp.float32))
+
 
 def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> Logged:
     """A fresh PyTorch SGD state on ``params`` and an empty log."""
     del key, data
-    return Logged(TrainState.create(params, batch_stats, hp), jnp.zeros((ctx.static["epochs"], 2), jnp.float32))
+    return Logged.start(TrainState.create(params, batch_stats, hp), ctx.static["epochs"])
 
 
 def update(state: Logged, batch: Batch, hp, key, ctx: StaticContext, *, phase: str):
@@ -147,7 +151,7 @@ class Trainer:
         split = self._split(subset, data)
         ctx = self._ctx(split)
         (phase,) = TRAINING.plan(ctx)
-        state = Logged(prog.state, jnp.zeros((self.num_epochs, 2), jnp.float32))
+        state = Logged.start(prog.state, self.num_epochs)
         state = run_phase(TRAINING, phase, state, {"learning_rate": prog.base_lr}, data_key, ctx, split,
                           window=(start, stop))
         e = jnp.arange(self.num_epochs)
@@ -191,7 +195,7 @@ class Trainer:
         """One training step of ONE model on the batch ``idx`` (the recipe's ``update``), for
         memory and cost analyses of a step (``bytes_per_model``, ``bench/gpu.py``)."""
         split = self._split(idx, data)
-        logged = Logged(state, jnp.zeros((self.num_epochs, 2), jnp.float32))
+        logged = Logged.start(state, self.num_epochs)
         batch = Batch(idx, jnp.int32(0), jnp.int32(0), split)
         return update(logged, batch, {}, key, self._ctx(split), phase="descend")[0].train
 

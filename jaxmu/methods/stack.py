@@ -50,7 +50,7 @@ class ProgramCache(collections.OrderedDict):
     trial within the limit; a dropped program is compiled again (from the persistent compile
     cache) if it is needed again. ``compiled``: how many programs were ever stored. Measured in
     ``sweep --method all`` on the digits MLP: ~250 maps per PRMQ program, ~600 per RNI program
-    (RNI's tuning holds ~40 programs, ~37,000 maps); 32 keeps even larger programs well inside
+    (RNI's tuning filled a 64-program cache: ~37,000 maps); 32 keeps even larger programs well inside
     the limit, and covers CF-k's 30 signatures per sweep.
     """
 
