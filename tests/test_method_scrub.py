@@ -10,7 +10,7 @@ import pytest
 import jaxmu.methods as M
 from jaxmu.methods import SplitData, scrub
 from jaxmu.engine.losses import forward, kl_div
-from jaxmu.engine.passes import error_percent, gather
+from jaxmu.engine.passes import error_percent, forget_val_mask, gather
 from jaxmu.engine.state import TrainState
 
 
@@ -32,7 +32,7 @@ def test_forget_val_mask():
     labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3], jnp.int32)
     data = SplitData(jnp.zeros((8, 1, 1, 1), jnp.uint8), labels, jnp.arange(2), jnp.array([0, 2]),
                      jnp.array([4, 5, 6, 7]))
-    np.testing.assert_array_equal(scrub.forget_val_mask(data, 4), [True, False, True, False])
+    np.testing.assert_array_equal(forget_val_mask(data, 4), [True, False, True, False])
     np.testing.assert_allclose(error_percent(jnp.array([True, True, False, False]), jnp.array([True, False, True, False])),
                                50.0)
 
@@ -98,7 +98,7 @@ def test_selection_wiring(tiny, fakes, monkeypatch, k0_keeps_final, err_f, want)
         k = jnp.round(params["head"]["bias"][2] - base).astype(jnp.int32)
         return jnp.stack([0.0, table_f[k], 0.0, 22.0])
 
-    monkeypatch.setattr(scrub, "record_errors", fake_record)
+    monkeypatch.setattr(scrub, "split_errors", fake_record)
     d = _run(tiny, epochs=5, msteps=0, retain_batch_size=256, k0_keeps_final=k0_keeps_final)
     np.testing.assert_allclose(d[2], want, atol=1e-4)
 

@@ -8,6 +8,8 @@ examples actually present.
 Key convention: a pass with key ``k`` permutes with ``fold_in(k, 0)`` and gives batch ``b``
 ``fold_in(k, b + 1)``; epoch ``e`` of ``run_epochs`` gets ``fold_in(key, e)``. One convention for
 every method and for the trainer of original/retrained stacks (``jaxmu.training``).
+
+Also the eval-mode error rates of a model on the splits (``split_errors``: SCRUB's error log).
 """
 
 from __future__ import annotations
@@ -150,6 +152,18 @@ def error_percent(correct: Array, mask: Array | None = None) -> Array:
         mask = jnp.ones_like(correct)
     n = jnp.maximum(jnp.sum(mask).astype(jnp.float32), 1.0)
     return 100.0 - (100.0 * jnp.sum(correct & mask).astype(jnp.float32)) / n
+
+
+def forget_val_mask(data: SplitData, num_classes: int) -> jax.Array:
+    """D_fv as a boolean mask over D_v: the examples whose label occurs in D_f."""
+    present = jnp.bincount(data.labels[data.forget], length=num_classes) > 0
+    return present[data.labels[data.val]]
+
+
+def split_errors(ctx: StaticContext, data: SplitData, params, batch_stats, fv_mask) -> jax.Array:
+    """``[err_r, err_f, err_v, err_fv]`` (``error_percent``) of a model in eval mode (pure reads)."""
+    c_r, c_f, c_v = (predict_correct(ctx, data, params, batch_stats, i) for i in (data.retain, data.forget, data.val))
+    return jnp.stack([error_percent(c_r), error_percent(c_f), error_percent(c_v), error_percent(c_v, fv_mask)])
 
 
 def class_counts(data: SplitData, num_classes: int) -> jax.Array:

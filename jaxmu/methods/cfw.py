@@ -17,31 +17,17 @@ Update rule (train mode throughout, D_r shuffled each epoch, batch B, partial ba
 The class weights only rescale the whole batch loss (no per-sample weighting), as the
 reference's ``CustomCrossEntropyLoss`` does (``mean(CE_mean * w[y])``).
 
-Confuser scope (static flag ``confuser_scope``):
+Confuser scope (static ``confuser_scope``): ``"top_level_conv"`` (faithful: the reference perturbs
+every *top-level* child whose name contains ``conv``) is mapped to "the stem convolution":
+resnet18 and cnn ``conv1``, nothing on tinyvit_11m (CFW is then class-weighted fine-tuning) or
+mlp; ``"all_convs"`` (clean): every convolution kernel (TinyViT depthwise and 1x1, ResNet
+downsample included). Why cnn's ``conv2`` is not perturbed: §4.14.
 
-* ``"top_level_conv"`` (faithful): the reference perturbs every *top-level* child whose name
-  contains ``conv`` — on torchvision ResNet-18 only the stem ``conv1``; on TinyViT nothing (CFW is
-  then class-weighted fine-tuning). jaxmu maps this to "the stem convolution of the network":
-  resnet18 ``conv1``; cnn ``conv1`` (the CPU stand-in's stem — the literal name rule would also
-  hit cnn's ``conv2``, which has no ResNet counterpart; we keep the method's stem-only
-  character); tinyvit_11m nothing; mlp nothing (no convolution).
-* ``"all_convs"`` (clean): every convolution kernel of the network (incl. TinyViT's depthwise and
-  1x1 convs, ResNet downsample convs); mlp still nothing.
-
-Structure (``jaxmu.methods.plan``): ``init`` applies the start confuser and keeps the class
-weights and the final confuser's key in the state; one phase of E epochs (cosine schedule) with
-one pass over D_r; the final confuser is the epoch-start hook of epoch E-1 (the same parameters
-as after epoch E-2's pass), gated on the epoch.
-
-Randomness: confuser noise from ``fold_in(key, 0)`` (start) and ``fold_in(key, 1)`` (final);
-epoch ``e`` data order from ``fold_in(fold_in(key, 2), e)`` (phase key ``(2,)``, pass key ``()``).
-
-Defaults: E 4, lr 7e-4, mu 0.9, wd 5e-4, B 64, sigma_start 0.6, sigma_final 0.005;
-``class_weight`` (0.05) is dead (accepted, ignored). Search: G + start/final_confuser_std: U01.
-
-Known discrepancies: a class absent from D_r gets an infinite weight in jaxmu (never used, since
-no batch contains it); the reference's ``compute_class_weight`` would misalign its weight list in
-that case. The reference's extra eval-mode pass over D_r (to read labels) changes nothing.
+The final confuser is the epoch-start hook of epoch E-1 (the parameters after epoch E-2's pass),
+gated on the epoch. Keys: confuser ``fold_in(key, 0)`` (start), ``fold_in(key, 1)`` (final);
+epoch e's data order ``fold_in(fold_in(key, 2), e)``. Static: ``epochs`` (ragged under tuning),
+``batch_size``, ``confuser_scope``; arrays: the SGD's and both confuser stds. Dead:
+``class_weight``. Known discrepancies (an absent class's weight): §4.14.
 """
 
 from __future__ import annotations

@@ -10,31 +10,19 @@ No training; eval mode throughout (BatchNorm running statistics used and left un
        L_{b,c} = mean_{i in b} CE(f(x_i), c),   pbar_{b,c} = mean_{i in b} softmax(f(x_i))_c
 
    (squared *batch-mean* gradients against every constant label c, not a per-sample Fisher;
-   B changes the estimate). The class loop is vectorised: one forward + ``vjp`` per batch,
-   the C cotangents ``(softmax(z) - e_c) / |b|`` pulled back under ``vmap`` (in chunks of
-   ``_CLASS_CHUNK`` classes to bound memory for C = 100).
-2. Per trainable tensor P (every leaf of ``params``: weights, biases, BatchNorm/LayerNorm
-   scales and shifts, TinyViT attention biases)::
+   B changes the estimate): one forward + ``vjp`` per batch, the C cotangents
+   ``(softmax(z) - e_c) / |b|`` pulled back under ``vmap`` in chunks of ``_CLASS_CHUNK`` classes.
+2. Per leaf P of ``params`` (weights, biases, norm scales/shifts, TinyViT attention biases)::
 
        v = min(1 / (S + 1e-8), 1e3);  v = min(v, 1e2) if class-shaped;  v = alpha * v
-       if P.ndim >= 2: v = mean of v over PyTorch dim 1 (HWIO conv: I axis 2; dense [in, out]:
-                       axis 0; attention_biases: axis 1), broadcast back
+       if P.ndim >= 2: v = mean of v over PyTorch dim 1 (``torch_in_axis``), broadcast back
        if class-shaped or P.ndim == 1: v = 10 v
        P = P0 + sqrt(v) * eps,  eps ~ N(0, I)  (key fold_in(key, leaf index))
 
-   "Class-shaped" (PyTorch leading dim == C) is implemented as "the classifier's weight and
-   bias" (``fc``/``head``); ``MethodError`` if any other tensor has PyTorch leading dim C.
+   "Class-shaped": the classifier's weight and bias (``fc``/``head``); others refused (§4.8).
 
-Plan: one epoch of one pass ``accumulate`` over D_r (stored order, no optimizer step) adding
-each batch's contribution into the state's S; ``result`` divides by K and perturbs (step 2)
-with the method key.
-
-Defaults: alpha 0.2, B 64. Search: batch_size BS, alpha U01. No epochs; no quirk flags
-(§5 #17: the reference's rules are what FF is, reproduced layout-mapped).
-
-Architectures: all four. TinyViT: the reference cannot run FF (eval-mode attention biases get
-no gradient there); jaxmu differentiates through the bias table (2-D, not class-shaped) and such
-runs have no reference counterpart. Known discrepancy: noise draws are not PyTorch's stream.
+Static: ``batch_size``; array: ``alpha``. No epochs; no quirk flags (§5 #17). TinyViT runs (the
+2-D attention-bias table is not class-shaped) have no reference counterpart (§4.8).
 """
 
 from __future__ import annotations
@@ -148,11 +136,7 @@ def result(state: State, hp, key, ctx: StaticContext, data):
 
 
 SPEC = MethodSpec(
-    name="fisher",
-    init=init,
-    update=update,
-    plan=plan,
-    result=result,
+    name="fisher", init=init, update=update, plan=plan, result=result,
     defaults={"batch_size": 64, "alpha": 0.2},
     search_space={"batch_size": BS, "alpha": U01},
     static=frozenset({"batch_size"}),

@@ -3,9 +3,8 @@
 ``Classification/unlearn/Wfisher.py``; Izzo et al. arXiv 2002.10077 / Singh & Alistarh
 WoodFisher arXiv 2004.14340; Deep Unlearn, arXiv 2410.01276).
 
-No training; eval mode throughout. Vectors are flattened over every parameter
-(``jax.flatten_util.ravel_pytree``; the order is irrelevant, all operations are elementwise or
-dot products).
+No training; eval mode throughout. Vectors flatten every parameter (``ravel_pytree``; the order
+is irrelevant: only elementwise operations and dot products).
 
 1. ``G_f = sum_b |b| * grad CE_mean(b)`` over D_f in stored order, batches of B (last partial),
    i.e. the sum of per-sample gradients; ``G_r`` likewise over D_r.
@@ -15,29 +14,14 @@ dot products).
        j = 0:  o = h_0, k = v
        j >= 1: tau = <o, h_j>;  k <- k - (<k, h_j> / (N + tau)) o;  o <- o - (tau / (N + tau)) o
 
-   stopping after j = N + 1 (the reference returns once ``idx > N``): the first J = N + 2 = 1002
-   examples for N = 1000. If n_r < N + 2 the recursion uses all n_r examples (the reference's
-   loader simply ends). ``recursion`` is the pure form of this loop.
+   stopping after j = N + 1 (the reference returns once ``idx > N``): the first J = N + 2
+   examples, or all n_r if fewer (the reference's loader ends). ``recursion`` is its pure form.
 4. ``theta = theta0 + alpha * k``; BatchNorm statistics unchanged.
 
-Plan: one epoch of two passes in stored order, ``sum_forget`` over D_f then ``sum_retain``
-over D_r, adding into the state's G_f and G_r (no optimizer step); then a one-shot step
-``woodfisher`` that forms v and runs the whole single-example recursion as its own ``lax.scan``
-(``woodfisher``: h_0 outside the scan, j >= 1 inside, exactly as before — kept as one step
-rather than a batch-1 pass so the bits stay identical); ``result`` applies step 4.
-
-Hyperparameters: ``batch_size`` (static, default 256; no mathematical effect in eval mode, only
-floating-point summation order), ``N`` (static, default 1000, the reference's hard-coded
-constant; also fixes the recursion length N + 2), ``alpha`` (array, default 0.2).
-``num_epochs`` is dead (accepted, ignored, never searched; §5 #18).
-Search: batch_size BS, alpha U01.
-
-Observations reproduced as is: ``o`` stays a rescaled copy of h_0, so the curvature estimate
-is degenerate compared with a textbook WoodFisher recursion.
-
-Architectures: all four. TinyViT: the reference cannot run IU (eval-mode attention biases get
-no gradient, the vectors' lengths then mismatch); jaxmu differentiates through the bias table,
-so such runs have no reference counterpart. No quirk flags.
+Static: ``batch_size`` (default 256; it changes only the floating-point summation order), ``N``
+(default 1000, the reference's hard-coded constant; fixes the recursion length). Array: ``alpha``.
+Dead: ``num_epochs`` (§5 #18). No quirk flags; reproduced as is: ``o`` stays a rescaled copy of
+h_0 (a degenerate curvature estimate). TinyViT runs have no reference counterpart (§4.9, §4.8).
 """
 
 from __future__ import annotations
@@ -134,7 +118,8 @@ def update(state: State, batch: Batch, hp, key, ctx: StaticContext, *, phase: st
 
 
 def plan(ctx: StaticContext) -> Plan:
-    """Passes over D_f then D_r in stored order (keys unused: deterministic), then the recursion."""
+    """Passes over D_f then D_r in stored order (keys unused: deterministic), then the recursion as a
+    one-shot step (its own ``lax.scan``, h_0 outside it; not a batch-1 pass)."""
     B = ctx.static["batch_size"]
     return (Phase("gradients", 1, passes=(Pass("sum_forget", "forget", B, shuffle=False),
                                           Pass("sum_retain", "retain", B, shuffle=False))),
@@ -148,11 +133,7 @@ def result(state: State, hp, key, ctx: StaticContext, data):
 
 
 SPEC = MethodSpec(
-    name="influence",
-    init=init,
-    update=update,
-    plan=plan,
-    result=result,
+    name="influence", init=init, update=update, plan=plan, result=result,
     defaults={"batch_size": 256, "N": 1000, "alpha": 0.2},
     search_space={"batch_size": BS, "alpha": U01},
     static=frozenset({"batch_size", "N"}),

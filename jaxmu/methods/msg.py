@@ -7,39 +7,24 @@ a port of a NeurIPS 2023 Machine Unlearning Challenge solution; Deep Unlearn, ar
 
        G = sum_{b in R'} grad CE(b) - sum_{b in D_f} grad CE(b)
 
-   Faithful (``grad_pass_bn="train"``): train mode, so these forwards use batch statistics and
-   UPDATE the BatchNorm running statistics (sequentially, batch after batch), which the
-   fine-tune then starts from; ``"eval"``: eval mode, statistics untouched.
-2. Re-initialisation and gradient multiplier, for every convolution kernel W (4-D ``kernel``
-   leaves: stem, 3x3, 1x1 downsample, TinyViT Conv2d_BN convs incl. depthwise): S = the
-   ``n = round(rho numel(W))`` entries of smallest ``|G_W|`` (``jnp.round``: half to even, like
-   Python's; ``methods.ranking``: a stable sort, ties by flat index, n a traced threshold, so rho
-   is an array hyperparameter); ``W = W_new ~ N(0, 2 / fan_out)`` on S (kaiming normal, fan_out
-   mode, ReLU gain; fan_out = O kh kw), W0 elsewhere; multiplier ``M_W = 1.0 on S, 0.1 elsewhere``.
-   Faithful ``mask_scope="per_layer"``; clean ``"global"``: one ranking over all conv kernels,
-   ``n = round(rho * total conv numel)`` (the reference's log message says "globally").
+   ``grad_pass_bn="train"`` (faithful): train mode, so these forwards UPDATE the BatchNorm running
+   statistics batch after batch, and the fine-tune starts from them; ``"eval"``: untouched.
+2. For every convolution kernel W (4-D ``kernel`` leaves: stem, 3x3, 1x1 downsample, TinyViT
+   convs incl. depthwise): S = the ``n = round(rho numel(W))`` entries of smallest ``|G_W|``
+   (``methods.ranking``: ties by flat index, n a traced threshold, so rho is an array);
+   ``W = W_new ~ N(0, 2 / fan_out)`` on S (kaiming normal, fan_out mode, ReLU gain;
+   fan_out = O kh kw), W0 elsewhere; multiplier ``M_W = 1.0 on S, 0.1 elsewhere``.
+   ``mask_scope="per_layer"`` (faithful) or ``"global"`` (one ranking over all conv kernels).
    Normalisation, linear layers and biases: neither re-initialised nor masked (multiplier 1).
-3. Fine-tune on D_r (shuffled, batch B), train mode, CE, E epochs, a fresh PyTorch SGD(lr, mu,
-   wd); the multiplier scales the raw gradient before coupled decay and momentum
-   (``TrainState.apply_gradients(grad_scale=...)``). Per-epoch linear up/down learning rate
+3. Fine-tune on D_r (shuffled, batch B), train mode, CE, E epochs, a fresh SGD(lr, mu, wd); the
+   multiplier scales the raw gradient before decay and momentum. Per-epoch linear up/down lr
    (``LinearAnnealingLR``): a = floor((E+1)/2), T = E+1, s = e+1 (e 0-based)::
 
        lr_e = lr s / a  if s <= a  else  lr (T - s) / (T - a)      (E = 5: lr [1/3, 2/3, 1, 2/3, 1/3])
 
-4. Result evaluated in eval mode (a plain model: the masked convs are ordinary convs).
-
-Plan (keys in ``plan``): ``gradients``, one epoch: the hook ``draw_subset`` draws R', then the
-passes ``grad_retain`` over R' (``Pass.subset``) and ``grad_forget`` over D_f add into G (step 1);
-``reinit``, one-shot: step 2 and a fresh SGD; ``finetune``: the hook ``set_lr``, a ``step`` pass.
-
-Defaults (``DefaultKGLTop2Config``): E 5, B 64, rho (``init_rate``) 0.3, lr 1e-3, mu 0.9,
-wd 5e-4, ``mask_scope="per_layer"``, ``grad_pass_bn="train"``. Search: G + init_rate U01.
-
-Architectures: cnn, resnet18, tinyvit_11m; ``mlp`` has no convolution kernel and raises
-``MethodError``. Known discrepancies: rho arrives as float32, so ``rho * numel`` is rounded
-from a float32 product (a half-way case can differ from Python's float64 ``round``); tie order
-among equal |G| is by jaxmu's HWIO flat index (the reference's ``topk`` order is unspecified);
-random streams are not PyTorch's.
+Static: ``epochs`` (ragged under tuning), ``batch_size``, the flags; arrays: ``init_rate`` (rho),
+the SGD's (defaults: ``DefaultKGLTop2Config``). Needs convolutions: ``mlp`` raises
+``MethodError``. Known discrepancies (rho's float32 product, tie order, random streams): §4.13.
 """
 
 from __future__ import annotations

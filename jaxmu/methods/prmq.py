@@ -2,48 +2,28 @@
 
 Reference: ``munl/unlearning/kgltop4.py`` (xcadet/deepunlearn), a port of a NeurIPS 2023
 Machine Unlearning Challenge solution (Kaggle); paper: Deep Unlearn, arXiv 2410.01276.
+Teacher t = theta_0 frozen in eval mode; the student trains in train mode.
 
-Update rule (t = theta_0 frozen in eval mode; student in train mode):
-
-1. Prune: P = all conv kernels, all dense kernels and the biases of conv/dense layers
-   (BatchNorm/LayerNorm parameters and TinyViT attention biases excluded). Global L1
-   unstructured pruning: the ``round(pi * |P|)`` entries of smallest |value| across P are set
-   to 0 (exactly that many; ties broken by a stable sort in flattening order).
-   ``pi`` (``prune_amount``) is an array hyperparameter: |values| are sorted once and the
-   count is a dynamic index (no static top-k).
-2. Re-draw: every conv-kernel entry equal to 0 after pruning <- U(-sqrt(k), sqrt(k)),
-   k = 1/((I/groups) kh kw) (HWIO: product of the first three axes); every dense-kernel entry
-   equal to 0 <- U(-sqrt(k), sqrt(k)), k = 1/in. Biases are NOT re-drawn (restart from 0).
+1. Prune: P = all conv and dense kernels and the conv/dense biases (no BatchNorm/LayerNorm
+   parameters, no TinyViT attention biases); the ``round(pi * |P|)`` entries of smallest |value|
+   across P are set to 0 (exactly that many; ties by a stable sort in flattening order).
+2. Re-draw: every kernel entry equal to 0 <- U(-sqrt(k), sqrt(k)), k = 1/fan_in (HWIO conv: the
+   product of the first three axes; dense: in). Biases are NOT re-drawn (restart from 0).
 3. Train on D_r with SGD(lr, mu, wd) (momentum from 0), no schedule, batch B, for exactly
-   S = floor(L * E) + 1 steps, L = ceil(n_r / B) (the reference counts iterations and stops
-   when ``num_iters > int(L * E)``). Steps cross pass boundaries: floor(S / L) full passes
-   (each freshly shuffled, partial last batch kept), then the first S mod L batches of a new
-   shuffle (all full-size). Per batch, with w_c = n_c^(-0.1) over D_r labels:
+   S = floor(L * E) + 1 steps, L = ceil(n_r / B) (the reference stops when
+   ``num_iters > int(L * E)``); steps cross pass boundaries (``plan``). With w_c = n_c^(-0.1)
+   over D_r labels:
 
        loss = sum_i w_{y_i} CE_i / sum_i w_{y_i} + mean_i (H(softmax s(x_i)) - H(softmax t(x_i)))^2
 
-4. Quantise (``fp16_roundtrip=True``, faithful): every parameter and BatchNorm statistic is cast
-   to float16 and back (round to nearest even; out of range -> +-inf).
+4. Quantise: every parameter and BatchNorm statistic cast to float16 and back (§4.15).
 
-``epochs`` is a static float (``num_epochs``, search EPF); the step count S is computed in
-Python. Faithful quirk (protocol): the final-run generator truncates a tuned float
-``num_epochs`` with ``int()``; that cast belongs to the replay layer, which must pass the
-truncated value here and record both.
-
-Quirk flags: ``fp16_roundtrip`` (True faithful; False skips step 4), ``prune_biases`` (True
-faithful; False prunes kernels only).
-
-Structure (``jaxmu.methods.plan``): ``init`` prunes and re-draws and holds the teacher and w_c;
-the plan is one phase of ceil(S/L) epochs with the step budget S (``Phase.steps``; L and S from
-``ctx.size("retain")``); ``result`` is the fp16 round trip. ``epochs`` is ragged
-(``docs/methods.md`` §6.2): under HPO the program is compiled once per batch size for the
-search's E_max and each model gets its own S as an array (``steps_for_epochs``, computed on the host
-in float64 as the reference's ``int(L * E)``), so the 300 trials of a study compile 3 programs,
-not one per sampled float.
-
-Randomness: re-draw leaf ``i`` uses ``fold_in(fold_in(key, 0), i)``; training pass ``p`` uses
-``fold_in(fold_in(key, 1), p)`` (the trailing partial pass is pass number floor(S/L)): the phase
-key is ``(1,)`` and pass ``p`` is epoch ``p``.
+Static: ``epochs`` (a float, search EPF; S is computed in Python; ragged under tuning as a step
+budget, ``steps_for_epochs``, §6.2; the final runs' ``int()`` truncation belongs to the replay
+layer, §5 #26), ``batch_size``, the flags. Arrays: the SGD's, ``prune_amount`` pi (one sort, the
+count a dynamic index). Flags (faithful True): ``fp16_roundtrip`` (False skips step 4),
+``prune_biases`` (False prunes kernels only). Keys: re-draw ``fold_in(key, 0)`` (leaf i:
+``fold_in(., i)``), training pass p ``fold_in(fold_in(key, 1), p)``.
 """
 
 from __future__ import annotations

@@ -1,47 +1,26 @@
 """RNI — reset the head, train random parameter subsets with noise injection, then fine-tune all
 (``docs/methods.md`` §4.18). Reference: ``munl/unlearning/kgltop7.py`` (a port of a NeurIPS 2023
 Machine Unlearning Challenge Kaggle solution; no paper; the expansion of "RNI" is unconfirmed).
-
-Parameters are the ``params`` leaves under their reference names (``named_parameters``); bn keys
-are those of ``layouts.key_table`` (ResNet-18: 34 bn / 28 non-bn, downsample BatchNorms non-bn;
-TinyViT: 54 / 161).
+Keys: the ``params`` leaves under their reference names; bn keys per ``layouts.key_table``.
 
 1. Reset the classifier (``fc``/``head``) as PyTorch's ``nn.Linear``: weight, bias U(+-1/sqrt(fan_in)).
 2. With E = ``epochs``, F = ``fine_epochs``, R = ``reset_epochs``, P = max(0, E - F) partial
-   epochs, and ``seen`` (per non-bn leaf, initially all False), for ep = 0..E-1:
+   epochs and ``seen`` (per non-bn key, initially False), for ep = 0..E-1, with a *new* SGD:
+   * partial (ep < P): S = the first n_sel = min(9, #non-bn) non-bn keys of a random permutation;
+     trainable = S + every bn key. If ep >= R, the first min(floor(noise_ratio * 9), n_sel) keys of
+     that permutation are noise candidates; each **not in seen** gets
+     ``theta += origin_noise * N(0, I)``. SGD(learning_rate, momentum, weight_decay).
+   * fine (ep >= P): everything trainable; SGD(fine lr, fine_momentum, fine_weight_decay), fine lr
+     = [2e-4, 2e-4, 2e-4, 1e-3, 1e-3, 1e-4][ep - (E - F)] (``"list"``) or ``fine_learning_rate``.
+   * seen |= trainable (after the noise); one pass over D_r (shuffled, batch B, train mode: every
+     BatchNorm's running statistics update), CE; frozen keys get no gradient, decay or momentum.
 
-   * partial phase (ep < P): S = n_sel = min(9, #non-bn) distinct non-bn keys drawn uniformly
-     (the first n_sel entries of a random permutation); trainable = S + every bn key. Noise
-     (only if ep >= R): the first c = min(floor(noise_ratio * 9), n_sel) keys of that same
-     permutation (a uniform c-subset of S) are candidates; each candidate **not in seen** gets
-     ``theta += origin_noise * N(0, I)``. Then a *new* SGD(learning_rate, momentum, weight_decay).
-   * fine phase (ep >= P): everything trainable; a *new* SGD(fine lr, fine_momentum,
-     fine_weight_decay), fine lr = [2e-4, 2e-4, 2e-4, 1e-3, 1e-3, 1e-4][ep - (E - F)]
-     (``fine_lr_schedule="list"``, the reference default) or ``fine_learning_rate`` (``"scalar"``).
-   * seen |= trainable (after the noise step); one pass over D_r (shuffled, batch B, unaugmented,
-     **train mode**: BatchNorm running statistics of every layer update, frozen or not; TinyViT
-     drop-path active), CE; frozen keys get no gradient, decay or momentum. No schedule; the
-     reference's per-epoch validation accuracy is logging only and skipped.
-
-   theta_{t+1} = theta_t - lr * m_t on the trainable leaves, m_t = mu m_{t-1} + g_t + wd theta_t,
-   m reset to 0 at every epoch start.
-
-Static: E, F, R, ``batch_size`` (B), the flags; E, F and R are ragged under tuning (compiled for
-E_max epochs, each model stops at its own E, and its F and R are per-model values the update reads:
-``plan.epoch_count``). Arrays: the two optimizers' hyperparameters,
-``noise_ratio``, ``origin_noise``; floor(noise_ratio * 9) is a float32 ``jnp.floor`` applied as a
-rank threshold, so ``noise_ratio`` may differ per model (the reference truncates a float64
-product: identical except within float32 rounding of multiples of 1/9).
-
-Flags (faithful defaults): ``fine_lr_schedule="list"`` (needs F <= 6, else the reference raises
-an IndexError; ``fine_learning_rate`` is then **ignored**, so HPO runs, which sample a scalar fine
-lr, set ``"scalar"``); ``name_filter="torchvision"`` (§5 #29: bn keys by the ``"bn"`` substring;
-``"module"``: every BatchNorm scale/shift); ``noise_only_unseen=True`` (``False`` noises every
-candidate). Architectures with fewer than 9 non-bn keys (``cnn``: 4, ``mlp``: 6) select all of
-them every partial epoch and cap the noise count there (the reference, ResNet-18 and TinyViT
-only, would raise in ``np.random.choice``).
-
-Random streams (keys in ``init``, ``update``, ``plan``) are not NumPy's / PyTorch's (§2.3).
+Static: E, F, R (ragged under tuning, §6.2: F and R are per-model values the update reads),
+``batch_size``, the flags. Arrays: both SGDs' hyperparameters, ``noise_ratio`` (a float32 rank
+threshold: may differ per model, §4.18), ``origin_noise``. Flags (faithful first):
+``fine_lr_schedule`` "list" / "scalar" (every tuning trial: "list" ignores ``fine_learning_rate``
+and needs F <= 6), ``name_filter`` "torchvision" / "module" (§5 #29), ``noise_only_unseen``
+True / False (noise every candidate). Fewer than 9 non-bn keys (cnn, mlp): §4.18.
 """
 
 from __future__ import annotations
@@ -110,7 +89,6 @@ class State(NamedTuple):
 
 def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> State:
     """Step 1: the head reset on ``fold_in(key, 0)``; nothing selected yet."""
-    del data
     table = key_table(ctx.arch, params, batch_stats, ctx.static["name_filter"])
     train = TrainState.create(reset_classifier(ctx.arch, params, jax.random.fold_in(key, 0)), batch_stats, hp)
     return State(train, jnp.zeros((len(table.nonbn),), bool), jnp.ones((len(table.names),), bool))
@@ -148,10 +126,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="rni",
-    init=init,
-    update=update,
-    plan=plan,
+    name="rni", init=init, update=update, plan=plan,
     defaults={"epochs": 9, "fine_epochs": 4, "reset_epochs": 1, "batch_size": 64, "learning_rate": 2e-4,
               "momentum": 0.9, "weight_decay": 5e-4, "fine_learning_rate": 2e-4, "fine_momentum": 0.9,
               "fine_weight_decay": 5e-4, "noise_ratio": 0.7, "origin_noise": 0.04, "fine_lr_schedule": "list",
@@ -164,10 +139,9 @@ SPEC = MethodSpec(
     domains={**generic_domains(ep=None), **{k: at_least(0, "a number of epochs") for k in EPOCH_COUNTS},
              "fine_learning_rate": D_LR, "fine_momentum": D_MOM, "fine_weight_decay": D_WD,
              "noise_ratio": unit("the fraction of selected layers noised"),
-             "origin_noise": nonneg("a noise standard deviation"),
+             "origin_noise": nonneg("a noise standard deviation"), "noise_only_unseen": D_BOOL,
              "fine_lr_schedule": OneOf(FINE_LR_SCHEDULES, "the reference's fixed list or a searched scalar"),
-             "name_filter": OneOf(NAME_FILTERS, "how BatchNorm parameters are recognised"),
-             "noise_only_unseen": D_BOOL},
+             "name_filter": OneOf(NAME_FILTERS, "how BatchNorm parameters are recognised")},
     doc="reset head, train random parameter subsets with noise injection, then fine-tune all",
     tune_overrides={"fine_lr_schedule": "scalar"},  # HPO searches a scalar fine lr (§4.18)
 )
