@@ -1,7 +1,8 @@
 """Shared test set-up: the persistent compile cache and small shared fixtures.
 
 Compilation dominates the suite's time on 2 CPU cores, so the persistent XLA cache is on
-(``~/.cache/jaxmu/xla-tests`` unless ``JAXMU_TEST_CACHE`` says otherwise) and expensive
+(``~/.cache/jaxmu/xla-tests`` unless ``JAXMU_TEST_CACHE`` says otherwise), for the test processes
+and every process they start, and expensive
 objects (the digits dataset, its split, trained tiny stacks) are session-scoped fixtures. The tiny
 method setting (``TinySetting``) is ``jaxmu.testing``'s, shared with ``check_method``.
 """
@@ -18,6 +19,14 @@ _CACHE = os.environ.get("JAXMU_TEST_CACHE", str(Path.home() / ".cache" / "jaxmu"
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Every process a test starts compiles into the same cache, so a program compiled once is reused
+# suite-wide (and the user's own ~/.cache/jaxmu/xla is left alone): the command lines read
+# JAXMU_COMPILE_CACHE (jaxmu.cli.enable_compile_cache); plain scripts (the example notebook, the
+# sharding probe, the benches' smoke runs) read JAX's own variables.
+for _var, _value in (("JAXMU_COMPILE_CACHE", _CACHE), ("JAX_COMPILATION_CACHE_DIR", _CACHE),
+                     ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+                     ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
+    os.environ.setdefault(_var, _value)
 
 REPO = Path(__file__).resolve().parents[1]
 
