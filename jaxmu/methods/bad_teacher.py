@@ -131,10 +131,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="bad_teacher",
-    init=init,
-    update=update,
-    plan=plan,
+    name="bad_teacher", init=init, update=update, plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "weight_decay": 0.0, "kl_temperature": 1.0,
               "incompetent_teacher": "resnet18", "kl_reduction": "mean"},
     search_space={**generic_space(), "kl_temperature": TEMP},

@@ -46,10 +46,7 @@ from jaxmu.methods.recipes import (FK_DEFAULTS, FK_DOMAINS, FK_SEARCH, FK_STATIC
     fk_update)
 
 SPEC = MethodSpec(
-    name="cf_k",
-    init=fk_init,
-    update=fk_update,
-    plan=fk_plan,
+    name="cf_k", init=fk_init, update=fk_update, plan=fk_plan,
     defaults=FK_DEFAULTS,
     search_space=FK_SEARCH,
     static=FK_STATIC,

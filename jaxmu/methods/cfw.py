@@ -120,10 +120,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="cfw",
-    init=init,
-    update=update,
-    plan=plan,
+    name="cfw", init=init, update=update, plan=plan,
     defaults={"epochs": 4, "batch_size": 64, "learning_rate": 7e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "start_confuser_std": 0.6, "final_confuser_std": 0.005, "confuser_scope": "top_level_conv"},
     search_space={**generic_space(), "start_confuser_std": U01, "final_confuser_std": U01},

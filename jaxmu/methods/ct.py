@@ -53,10 +53,7 @@ def init(params, batch_stats, hp, key, ctx: StaticContext, data) -> TrainState:
 
 
 SPEC = MethodSpec(
-    name="ct",
-    init=init,
-    update=ce_update,
-    plan=cosine_finetune_plan,
+    name="ct", init=init, update=ce_update, plan=cosine_finetune_plan,
     defaults={"epochs": 3, "batch_size": 64, "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4},
     search_space=generic_space(),
     static=frozenset({"epochs", "batch_size"}),

@@ -65,10 +65,7 @@ def plan(ctx: StaticContext):
 
 
 SPEC = MethodSpec(
-    name="eu_k",
-    init=init,
-    update=fk_update,
-    plan=plan,
+    name="eu_k", init=init, update=fk_update, plan=plan,
     defaults={**FK_DEFAULTS, "reset_bn_stats": False},
     search_space=dict(FK_SEARCH),
     static=FK_STATIC | {"reset_bn_stats"},

@@ -130,10 +130,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="fcs",
-    init=init,
-    update=update,
-    plan=plan,
+    name="fcs", init=init, update=update, plan=plan,
     defaults={"epochs": 8, "batch_size": 256, "temperature": 1.15, "eta_min": 1e-6,
               "learning_rate": 5e-3, "momentum": 0.9, "weight_decay": 0.0,
               "forget_learning_rate": 3e-4, "forget_momentum": 0.9, "forget_weight_decay": 0.0,

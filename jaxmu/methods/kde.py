@@ -116,10 +116,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="kde",
-    init=init,
-    update=update,
-    plan=plan,
+    name="kde", init=init, update=update, plan=plan,
     defaults={"epochs": 3, "retain_epochs": 3, "batch_size": 64, "temperature": 5.0,
               "learning_rate": 9e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "retain_learning_rate": 1e-3, "retain_momentum": 0.9, "retain_weight_decay": 5e-4,

@@ -130,10 +130,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="msg",
-    init=init,
-    update=update,
-    plan=plan,
+    name="msg", init=init, update=update, plan=plan,
     defaults={"epochs": 5, "batch_size": 64, "init_rate": 0.3, "learning_rate": 1e-3, "momentum": 0.9,
               "weight_decay": 5e-4, "mask_scope": "per_layer", "grad_pass_bn": "train"},
     search_space={**generic_space(), "init_rate": U01},

@@ -111,10 +111,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="ng_plus",
-    init=init,
-    update=update,
-    plan=plan,
+    name="ng_plus", init=init, update=update, plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.0,
               "alpha": 0.95, "l2_to_init": 0.0, "bn_mode": "eval", "eval_attention_biases": "frozen"},
     search_space={**generic_space(), "alpha": U01},

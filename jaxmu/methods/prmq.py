@@ -128,11 +128,7 @@ def result(state: State, hp, key, ctx: StaticContext, data) -> tuple[Any, Any]:
 
 
 SPEC = MethodSpec(
-    name="prmq",
-    init=init,
-    update=update,
-    plan=plan,
-    result=result,
+    name="prmq", init=init, update=update, plan=plan, result=result,
     defaults={"epochs": 3.2, "batch_size": 64, "learning_rate": 5e-4, "momentum": 0.9, "weight_decay": 5e-4,
               "prune_amount": 0.99, "fp16_roundtrip": True, "prune_biases": True},
     search_space={**generic_space(ep=None), "epochs": EPF, "prune_amount": U01},

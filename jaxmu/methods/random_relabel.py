@@ -39,10 +39,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="random_relabel",
-    init=relabel.init,
-    update=relabel.update,
-    plan=plan,
+    name="random_relabel", init=relabel.init, update=relabel.update, plan=plan,
     defaults={"epochs": 5, "batch_size": 256, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
               "relabel": "sequence"},
     search_space=generic_space(),

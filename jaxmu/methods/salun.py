@@ -125,10 +125,7 @@ def plan(ctx: StaticContext) -> Plan:
 
 
 SPEC = MethodSpec(
-    name="salun",
-    init=init,
-    update=update,
-    plan=plan,
+    name="salun", init=init, update=update, plan=plan,
     defaults={"epochs": 10, "batch_size": 256, "learning_rate": 0.01, "momentum": 0.0, "weight_decay": 0.0,
               "threshold": 0.5, "mask_accumulation": "cumulative", "relabel": "sequence",
               "eval_attention_biases": "frozen"},
