@@ -9,7 +9,10 @@ method setting (``TinySetting``) is ``jaxmu.testing``'s, shared with ``check_met
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -56,3 +59,19 @@ def tiny(digits, digits_splits):
     from jaxmu.testing import TinySetting
 
     return TinySetting(digits, digits_splits)
+
+
+@pytest.fixture(scope="session")
+def bench_smoke(repo_root):
+    """``run(name, tmp_path)``: ``bench/<name>.py --smoke --json TABLE`` in a fresh process, which
+    must exit 0; returns the finished process and the table it wrote."""
+
+    def run(name: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+        out = tmp_path / "table.json"
+        res = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", "--json", str(out)], cwd=repo_root,
+                             capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "PYTHONPATH": str(repo_root)})
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        return res, json.loads(out.read_text())
+
+    return run

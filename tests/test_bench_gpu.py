@@ -4,11 +4,7 @@ the table keeps what it has when a side fails."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,12 +20,8 @@ TORCH_SIDES = ("torch-resnet-loop", "torch-resnet-func")
 
 
 @pytest.mark.slow
-def test_gpu_smoke(tmp_path, repo_root):
-    out = tmp_path / "table.json"
-    res = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--json", str(out)], cwd=repo_root,
-                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(repo_root)})
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    table = json.loads(out.read_text())
+def test_gpu_smoke(tmp_path, bench_smoke):
+    res, table = bench_smoke("gpu", tmp_path)
     assert table["synthetic_data"] is True and table["config"]["smoke"] is True
     rows = {r["side"]: r for r in table["rows"]}
     assert set(rows) == set(gpu.SIDES)
