@@ -1,10 +1,9 @@
 """Shared test set-up: the persistent compile cache and small shared fixtures.
 
 Compilation dominates the suite's time on 2 CPU cores, so the persistent XLA cache is on
-(``~/.cache/jaxmu/xla-tests`` unless ``JAXMU_TEST_CACHE`` says otherwise), for the test processes
-and every process they start, and expensive
-objects (the digits dataset, its split, trained tiny stacks) are session-scoped fixtures. The tiny
-method setting (``TinySetting``) is ``jaxmu.testing``'s, shared with ``check_method``.
+(``~/.cache/jaxmu/xla-tests`` unless ``JAXMU_TEST_CACHE`` says otherwise) for the test processes
+and every process they start, and expensive objects (the digits dataset, its split, trained tiny
+stacks) are session-scoped fixtures. The tiny method setting (``TinySetting``) is ``jaxmu.testing``'s, shared with ``check_method``.
 """
 
 from __future__ import annotations

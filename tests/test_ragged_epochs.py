@@ -26,6 +26,16 @@ BATCH = {"scrub": {"retain_batch_size": 64, "forget_batch_size": 64}, "rni": {"b
                                                                                 "fine_lr_schedule": "scalar"}}
 
 
+def assert_rows_are_own_programs(mlp, ragged, methods) -> None:
+    """Model i of the ragged stack equals ``methods[i]`` (a bound method) run alone on model i's
+    starting point with its own program, bit for bit."""
+    for i, m in enumerate(methods):
+        take = lambda t, i=i: jax.tree_util.tree_map(lambda x: x[i:i + 1], t)  # noqa: E731
+        own = unlearn_stack(m.spec, m.static, m.arrays, mlp.ctx, mlp.data, take(mlp.params), take(mlp.batch_stats),
+                            unlearning_key(), model_axis="loop")
+        chex.assert_trees_all_equal(take((ragged.params, ragged.batch_stats)), (own.params, own.batch_stats))
+
+
 # cosine, step, two phases, counts in updates; SCRUB: a pass count (msteps) and a selection over
 # the first E snapshots; RNI: F and R read by the update
 @pytest.mark.parametrize("name", ["finetune", "cf_k", "kde", "cfw", "fcs", "scrub", "rni"])
@@ -38,12 +48,8 @@ def test_one_program_for_every_count_equals_one_program_per_count(mlp, name):
     arrays = {**arrays, **{k: np.array(COUNTS, np.float32) for k in spec.ragged}}
     ragged = unlearn_stack(spec, static, arrays, mlp.ctx, mlp.data, mlp.params, mlp.batch_stats, unlearning_key(),
                            model_axis="loop")
-    for i, n in enumerate(COUNTS):
-        m = M.get(name, **extra, **{k: n for k in spec.ragged})
-        take = lambda t, i=i: jax.tree_util.tree_map(lambda x: x[i:i + 1], t)  # noqa: E731
-        own = unlearn_stack(spec, m.static, m.arrays, mlp.ctx, mlp.data, take(mlp.params), take(mlp.batch_stats),
-                            unlearning_key(), model_axis="loop")
-        chex.assert_trees_all_equal(take((ragged.params, ragged.batch_stats)), (own.params, own.batch_stats))
+    own = [M.get(name, **extra, **{k: n for k in spec.ragged}) for n in COUNTS]
+    assert_rows_are_own_programs(mlp, ragged, own)
 
 
 def test_ragged_split_moves_only_declared_searched_counts():
@@ -114,9 +120,4 @@ def test_mixed_counts_equal_their_own_programs(mlp, name, rows):
     arrays = {k: np.array([s[1][k] for s in split], np.float32) for k in split[0][1]}
     ragged = unlearn_stack(spec, split[0][0], arrays, mlp.ctx, mlp.data, mlp.params, mlp.batch_stats,
                            unlearning_key(), model_axis="loop")
-    for i, r in enumerate(rows):
-        m = M.get(name, **BATCH[name], **r)
-        take = lambda t, i=i: jax.tree_util.tree_map(lambda x: x[i:i + 1], t)  # noqa: E731
-        own = unlearn_stack(spec, m.static, m.arrays, mlp.ctx, mlp.data, take(mlp.params), take(mlp.batch_stats),
-                            unlearning_key(), model_axis="loop")
-        chex.assert_trees_all_equal(take((ragged.params, ragged.batch_stats)), (own.params, own.batch_stats))
+    assert_rows_are_own_programs(mlp, ragged, [M.get(name, **BATCH[name], **r) for r in rows])

@@ -18,8 +18,8 @@ Keys: the ``params`` leaves under their reference names; bn keys per ``layouts.k
 Static: E, F, R (ragged under tuning, §6.2: F and R are per-model values the update reads),
 ``batch_size``, the flags. Arrays: both SGDs' hyperparameters, ``noise_ratio`` (a float32 rank
 threshold: may differ per model, §4.18), ``origin_noise``. Flags (faithful first):
-``fine_lr_schedule`` "list" / "scalar" (every tuning trial: "list" ignores ``fine_learning_rate``
-and needs F <= 6), ``name_filter`` "torchvision" / "module" (§5 #29), ``noise_only_unseen``
+``fine_lr_schedule`` "list" (ignores ``fine_learning_rate``, needs F <= 6) / "scalar" (every
+tuning trial), ``name_filter`` "torchvision" / "module" (§5 #29), ``noise_only_unseen``
 True / False (noise every candidate). Fewer than 9 non-bn keys (cnn, mlp): §4.18.
 """
 
